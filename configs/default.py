@@ -1,0 +1,58 @@
+r"""The lab's worked example: one hidden layer of 128, 10 epochs, batch 32, 20% validation.
+
+  python -m digits_jax.main --config=configs/default.py
+  python -m digits_jax.main --config=configs/default.py:fashion_mnist
+
+Test accuracy reached: see the variant table in README.md (measured, seed 0).
+Every variant file imports this one and overrides only what differs.
+"""
+
+import ml_collections
+
+DATASETS = ('mnist', 'fashion_mnist')
+
+
+def get_config(dataset=None):
+  """Returns the default config; `dataset` is the optional `:arg` of --config."""
+  config = ml_collections.ConfigDict()
+  config.name = 'default'  # Variant name: used in results and the default workdir.
+
+  # Data.
+  config.dataset = dataset or 'mnist'  # 'mnist' (Task 1) or 'fashion_mnist' (Task 2).
+  config.data_source = 'auto'  # 'auto' (IDX folder if found, else tfds), 'idx' or 'tfds'.
+  config.data_dir = ''  # IDX folder; '' = $DIGITS_JAX_<DATASET>_DIR, then known folders.
+  config.verify_checksums = True  # Check known IDX files against their canonical MD5s.
+  config.validation_split = 0.2  # Last fraction of the training set held out (Keras).
+
+  # Model.
+  config.hidden_units = 128  # Units in each hidden Dense+ReLU layer.
+  config.num_hidden_layers = 1  # Number of hidden layers.
+  config.kernel_init = 'glorot_uniform'  # Keras's Dense default; or 'lecun_normal'.
+
+  # Optimisation (Keras Adam defaults).
+  config.learning_rate = 1e-3  # Adam step size.
+  config.b1 = 0.9  # Adam first-moment decay.
+  config.b2 = 0.999  # Adam second-moment decay.
+  config.eps = 1e-7  # Adam epsilon (Keras's default, not optax's 1e-8).
+  config.num_epochs = 10  # Passes over the training split.
+  config.batch_size = 32  # Global training batch size (the last partial batch is kept).
+  config.seed = 0  # Seeds initialisation and the per-epoch shuffles.
+  config.compute_dtype = 'float32'  # 'float32' or 'bfloat16' (matmuls; params stay f32).
+
+  # Speed (see benchmarks/README.md for the measurements behind the defaults).
+  config.steps_per_call = 64  # Optimizer steps per jit call (lax.scan block).
+  config.data_on_device = True  # Keep the uint8 dataset on device; False = feed via tf.data.
+  config.eval_batch_size = 2500  # Examples per evaluation call (padded and masked).
+
+  # Lab outputs.
+  config.num_show = 25  # First N training images drawn in samples.png.
+  config.test_indices = (1,)  # Test images to recognise (indices into the test set).
+  config.num_misclassified_show = 5  # First K misclassified test images drawn.
+
+  # Checkpoints and bookkeeping.
+  config.checkpoint_every_epochs = 1  # Save a checkpoint every this many epochs.
+  config.max_checkpoints_to_keep = 2  # Older checkpoints are deleted.
+  config.progress_bar = True  # Per-epoch progress bar (only shown on a terminal).
+  config.tensorboard = True  # Write TensorBoard scalars and images to workdir/tensorboard.
+  config.write_report = True  # Write report.html at the end of the run.
+  return config

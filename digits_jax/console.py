@@ -1,0 +1,63 @@
+"""What the user reads: process-0 printing, a Keras-like progress bar and epoch lines."""
+
+import sys
+import time
+
+import jax
+
+
+def say(*args, **kwargs):
+  """Prints (flushed) on process 0 only."""
+  if jax.process_index() == 0:
+    print(*args, **kwargs, flush=True)
+
+
+def fmt_seconds(s):
+  return f'{s:.1f}s' if s < 60 else f'{int(s // 60)}m{int(s % 60):02d}s'
+
+
+class ProgressBar:
+  """`1234/9360 [=====>.....] - 3.2k ex/s - ETA 4.1s`, redrawn in place on a terminal only."""
+
+  def __init__(self, total_steps, batch_size, enabled=True, stream=sys.stdout, width=30):
+    self.total, self.batch_size, self.width, self.stream = total_steps, batch_size, width, stream
+    self.enabled = enabled and stream.isatty() and jax.process_index() == 0
+    self.start = time.perf_counter()
+    self.last_draw = 0.0
+
+  def update(self, done, first_done=0):
+    """Redraws after `done` of `total` steps (at most ten times a second)."""
+    now = time.perf_counter()
+    if not self.enabled or (now - self.last_draw < 0.1 and done < self.total):
+      return
+    self.last_draw = now
+    elapsed = now - self.start
+    rate = (done - first_done) / elapsed if elapsed > 0 else 0.0
+    eta = (self.total - done) / rate if rate > 0 else 0.0
+    filled = int(self.width * done / max(self.total, 1))
+    bar = '=' * max(filled - 1, 0) + ('>' if filled < self.width else '=') + '.' * (
+        self.width - filled)
+    self.stream.write(f'\r{done}/{self.total} [{bar[:self.width]}] - '
+                      f'{rate * self.batch_size:,.0f} ex/s - ETA {fmt_seconds(eta)}   ')
+    self.stream.flush()
+
+  def close(self):
+    if self.enabled:
+      self.stream.write('\r' + ' ' * (self.width + 60) + '\r')
+      self.stream.flush()
+
+
+def epoch_line(record, num_epochs):
+  """`Epoch 3/14 - loss: 0.1234 - accuracy: 0.9612 - val_loss: ... - 2.1s`, as Keras prints."""
+  return (f'Epoch {record["epoch"]}/{num_epochs} - loss: {record["loss"]:.4f} - accuracy: '
+          f'{record["accuracy"]:.4f} - val_loss: {record["val_loss"]:.4f} - val_accuracy: '
+          f'{record["val_accuracy"]:.4f} - {fmt_seconds(record["seconds"])}')
+
+
+def recognition_lines(record):
+  """Lab step 8: the 10 probabilities, the predicted and the true class of one test image."""
+  probs = '  '.join(f'{i}:{p:.4f}' for i, p in enumerate(record['probabilities']))
+  mark = 'correct' if record['predicted'] == record['true'] else 'WRONG'
+  return (f'Test image {record["index"]}: predicted {record["predicted"]} '
+          f'({record["predicted_name"]}), true {record["true"]} ({record["true_name"]}) '
+          f'- {mark}\n  probabilities: {probs}')

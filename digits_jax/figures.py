@@ -1,0 +1,149 @@
+"""Figures: the only module that calls matplotlib. Each is drawn from saved results."""
+
+import io
+import math
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from digits_jax import results as results_lib
+
+FILES = {
+    'samples': 'samples.png',
+    'recognized': 'recognized.png',
+    'misclassified': 'misclassified.png',
+    'curves': 'curves.png',
+    'confusion': 'confusion.png',
+}
+
+
+def _save(fig, path):
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
+  plt.close(fig)
+  results_lib.write_bytes(path, buf.getvalue())
+
+
+def _grid(images, titles, path, suptitle, title_colors=None):
+  """Draws images in a near-square grid with a title over each."""
+  n = len(images)
+  cols = max(1, min(10, math.ceil(math.sqrt(n))))
+  rows = max(1, math.ceil(n / cols))
+  fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows + 0.4), squeeze=False)
+  for ax in axes.flat:
+    ax.axis('off')
+  for k, (ax, image, title) in enumerate(zip(axes.flat, images, titles)):
+    ax.imshow(image, cmap='binary', vmin=0, vmax=255)
+    ax.set_title(title, fontsize=8, color=(title_colors[k] if title_colors else 'black'))
+  fig.suptitle(suptitle, fontsize=10)
+  _save(fig, path)
+
+
+def samples(images, labels, class_names, path):
+  """The first N training images with their labels (lab step 2)."""
+  titles = [f'{class_names[l]}' for l in labels]
+  _grid(images, titles, path, f'First {len(images)} training images')
+
+
+def misclassified(images, indices, labels, predicted, class_names, path):
+  """The first K misclassified test images: index, true and predicted class (lab step 9)."""
+  titles = [f'#{i} true: {class_names[labels[i]]}\npred: {class_names[predicted[i]]}'
+            for i in indices]
+  if not len(indices):
+    fig = plt.figure(figsize=(4, 1))
+    fig.text(0.5, 0.5, 'No misclassified test images', ha='center', va='center')
+    _save(fig, path)
+    return
+  _grid(images[indices], titles, path,
+        f'First {len(indices)} misclassified test images', ['crimson'] * len(indices))
+
+
+def recognized(images, records, class_names, path):
+  """Each chosen test image beside its 10 output probabilities (lab step 8)."""
+  n = len(records)
+  fig, axes = plt.subplots(n, 2, figsize=(7.5, 2.3 * n), squeeze=False,
+                           gridspec_kw={'width_ratios': [1, 2.4]})
+  for (ax_img, ax_bar), rec in zip(axes, records):
+    ok = rec['predicted'] == rec['true']
+    ax_img.imshow(images[rec['index']], cmap='binary', vmin=0, vmax=255)
+    ax_img.axis('off')
+    ax_img.set_title(f'test #{rec["index"]}\ntrue: {rec["true_name"]}', fontsize=9)
+    probs = np.asarray(rec['probabilities'])
+    colors = ['#bbbbbb'] * len(probs)
+    colors[rec['true']] = '#2a9d8f'
+    if not ok:
+      colors[rec['predicted']] = '#e63946'
+    ax_bar.bar(range(len(probs)), probs, color=colors)
+    ax_bar.set_ylim(0, 1)
+    ax_bar.set_xticks(range(len(probs)))
+    ax_bar.set_xticklabels(class_names, rotation=45 if len(class_names[0]) > 2 else 0,
+                           ha='right' if len(class_names[0]) > 2 else 'center', fontsize=7)
+    ax_bar.set_title(f'predicted: {rec["predicted_name"]} ({probs.max():.1%})'
+                     f'{"" if ok else "  WRONG"}', fontsize=9,
+                     color='black' if ok else '#e63946')
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def curves(history, path):
+  """Training and validation accuracy and loss per epoch."""
+  epochs = [h['epoch'] for h in history]
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  for ax, key, label in ((axes[0], 'accuracy', 'Accuracy'), (axes[1], 'loss', 'Loss')):
+    ax.plot(epochs, [h[key] for h in history], 'o-', label=f'training {key}')
+    ax.plot(epochs, [h['val_' + key] for h in history], 's--', label=f'validation {key}')
+    ax.set_xlabel('epoch')
+    ax.set_title(label)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def confusion_matrix(labels, predicted, num_classes=10):
+  """Counts [true, predicted]."""
+  cm = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(cm, (labels, predicted), 1)
+  return cm
+
+
+def confusion(labels, predicted, class_names, path):
+  """The test set's confusion matrix, counts in each cell."""
+  cm = confusion_matrix(labels, predicted, len(class_names))
+  fig, ax = plt.subplots(figsize=(6.5, 5.5))
+  ax.imshow(np.log1p(cm), cmap='Blues')
+  for t in range(len(class_names)):
+    for p in range(len(class_names)):
+      ax.text(p, t, str(cm[t, p]), ha='center', va='center', fontsize=7,
+              color='white' if cm[t, p] > cm.max() / 2 else 'black')
+  ax.set_xticks(range(len(class_names)))
+  ax.set_xticklabels(class_names, rotation=45, ha='right', fontsize=8)
+  ax.set_yticks(range(len(class_names)))
+  ax.set_yticklabels(class_names, fontsize=8)
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  ax.set_title('Confusion matrix (test set)')
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def draw_all(workdir, config, train_images, train_labels, test_images, class_names):
+  """Draws every figure of a finished run from its saved results; returns the paths."""
+  path = lambda key: os.path.join(workdir, FILES[key])
+  preds = results_lib.read_predictions(workdir)
+  res = results_lib.read_json(os.path.join(workdir, results_lib.FILES['results']))
+  n = min(config.num_show, len(train_images))
+  samples(train_images[:n], train_labels[:n], class_names, path('samples'))
+  if res['recognized']:
+    recognized(test_images, res['recognized'], class_names, path('recognized'))
+  wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
+  misclassified(test_images, wrong[:config.num_misclassified_show], preds['labels'],
+                preds['predicted'], class_names, path('misclassified'))
+  curves(results_lib.read_history(workdir), path('curves'))
+  confusion(preds['labels'], preds['predicted'], class_names, path('confusion'))
+  return [path(k) for k in FILES if os.path.exists(path(k))]

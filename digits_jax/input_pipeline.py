@@ -1,0 +1,177 @@
+"""Input: MNIST / Fashion-MNIST from IDX folders or tensorflow-datasets, Keras's split, batches.
+
+The split and the per-epoch shuffles are plain numpy and fully determined by the config's
+seed, so one-device, many-device, many-host, resumed and tf.data-fed runs all see the same
+batches. TensorFlow is imported only where it is used (tfds, the tf.data feeder).
+"""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from digits_jax import idx
+
+DATASETS = ('mnist', 'fashion_mnist')
+CLASS_NAMES = {
+    'mnist': tuple(str(i) for i in range(10)),
+    'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
+                      'Shirt', 'Sneaker', 'Bag', 'Ankle boot'),
+}
+# IDX folders tried when neither config.data_dir nor the environment names one.
+KNOWN_DIRS = {
+    'mnist': ('/usr/share/datasets/mnist',),
+    'fashion_mnist': ('/usr/share/datasets/fashion-mnist',),
+}
+
+
+def env_var(dataset):
+  """The environment variable naming `dataset`'s IDX folder, e.g. DIGITS_JAX_MNIST_DIR."""
+  return f'DIGITS_JAX_{dataset.upper()}_DIR'
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The three splits as uint8 images [N, 28, 28] and int32 labels [N]."""
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  val_images: np.ndarray
+  val_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  class_names: tuple
+  source: str  # Human-readable origin, e.g. 'IDX files in /usr/share/datasets/fashion-mnist'.
+
+
+def resolve_source(config):
+  """Where the data will come from: ('idx', folder) or ('tfds', None).
+
+  config.data_dir, then $DIGITS_JAX_<DATASET>_DIR, then the known local folders; with
+  data_source 'auto' tfds is the fallback, with 'idx' a missing folder is an error.
+  """
+  if config.data_source == 'tfds':
+    return 'tfds', None
+  named = config.data_dir or os.environ.get(env_var(config.dataset), '')
+  if named:
+    return 'idx', named
+  for folder in KNOWN_DIRS[config.dataset]:
+    if not idx.missing_files(folder):
+      return 'idx', folder
+  if config.data_source == 'idx':
+    raise idx.DataError(
+        f'config.data_source=idx but no IDX folder for {config.dataset} was given or found: '
+        f'set config.data_dir or ${env_var(config.dataset)} to a folder holding the four '
+        f'IDX files (tried {", ".join(KNOWN_DIRS[config.dataset])}).')
+  return 'tfds', None
+
+
+def split_at(num_examples, validation_split):
+  """Index where Keras's `validation_split` cuts: the last fraction becomes validation."""
+  return int(math.floor(num_examples * (1.0 - validation_split)))
+
+
+def tensorflow():
+  """Imports TensorFlow for tf.data/tfds, hiding GPUs from it so JAX keeps their memory."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  return tf
+
+
+def _load_tfds(dataset, split):
+  tensorflow()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  images, labels = tfds.as_numpy(
+      tfds.load(dataset, split=split, batch_size=-1, as_supervised=True))
+  return images.reshape(-1, 28, 28).astype(np.uint8), labels
+
+
+def load(config):
+  """Loads the config's dataset and splits training/validation as Keras does."""
+  kind, folder = resolve_source(config)
+  if kind == 'idx':
+    train = idx.load_split(folder, 'train', config.dataset, config.verify_checksums)
+    test = idx.load_split(folder, 'test', config.dataset, config.verify_checksums)
+    source = f'IDX files in {os.path.abspath(folder)}'
+  else:
+    train, test = _load_tfds(config.dataset, 'train'), _load_tfds(config.dataset, 'test')
+    source = f'tensorflow-datasets {config.dataset}'
+  (train_images, train_labels), (test_images, test_labels) = train, test
+  cut = split_at(len(train_images), config.validation_split)
+  as_int = lambda a: np.asarray(a, np.int32)
+  return Data(train_images[:cut], as_int(train_labels[:cut]), train_images[cut:],
+              as_int(train_labels[cut:]), test_images, as_int(test_labels),
+              CLASS_NAMES[config.dataset], source)
+
+
+def padded_batch_size(batch_size, num_devices):
+  """The batch size rounded up to a multiple of the device count (padding is masked)."""
+  return -(-batch_size // num_devices) * num_devices
+
+
+def steps_per_epoch(num_examples, batch_size):
+  """Optimizer steps in one epoch; the final partial batch counts, as in Keras."""
+  return -(-num_examples // batch_size)
+
+
+def epoch_plan(num_examples, batch_size, padded_batch, seed, epoch):
+  """The examples of every step of one epoch, as an index and a mask [steps, padded_batch].
+
+  A fresh permutation per epoch from (seed, epoch), so any epoch can be rebuilt on
+  resume. Row s holds batch s; the final partial batch and the per-device padding are
+  filled with index 0 and mask False.
+  """
+  perm = np.random.default_rng([seed, epoch]).permutation(num_examples).astype(np.int32)
+  steps = steps_per_epoch(num_examples, batch_size)
+  index = np.zeros(steps * batch_size, np.int32)
+  index[:num_examples] = perm
+  mask = np.arange(steps * batch_size) < num_examples
+  index, mask = index.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+  pad = ((0, 0), (0, padded_batch - batch_size))
+  return np.pad(index, pad), np.pad(mask, pad)
+
+
+def blocks(start, stop, size):
+  """Splits steps [start, stop) into consecutive (begin, end) blocks of at most `size`."""
+  return [(b, min(b + size, stop)) for b in range(start, stop, size)]
+
+
+def eval_batches(images, labels, batch_size, multiple=1):
+  """Every example once, in batches padded (mask False) to a fixed, device-divisible size."""
+  batch_size = padded_batch_size(min(batch_size, max(len(images), 1)), multiple)
+  for begin in range(0, len(images), batch_size):
+    n = min(batch_size, len(images) - begin)
+    pad = batch_size - n
+    yield {
+        'image': np.pad(images[begin:begin + n], ((0, pad), (0, 0), (0, 0))),
+        'label': np.pad(labels[begin:begin + n], (0, pad)),
+        'mask': np.arange(batch_size) < n,
+    }
+
+
+def tf_block_feeder(images, labels, index, mask, block_list, columns):
+  """A tf.data pipeline yielding the host batches of each block, prefetched in threads.
+
+  Args:
+    images, labels: the training split (host numpy).
+    index, mask: the epoch plan from `epoch_plan`.
+    block_list: (begin, end) step ranges from `blocks`.
+    columns: slice of the batch this process feeds (its share on many hosts).
+
+  Returns:
+    An iterator of dicts 'image' uint8 [K, b, 28, 28], 'label' [K, b], 'mask' [K, b].
+  """
+  tf = tensorflow()
+  index, mask = index[:, columns], mask[:, columns]
+  images_t, labels_t = tf.constant(images), tf.constant(labels)
+  bounds = np.asarray(block_list, np.int64).reshape(-1, 2)
+
+  def gather(bound):
+    rows = tf.range(bound[0], bound[1])
+    idx_block = tf.gather(tf.constant(index), rows)
+    return {'image': tf.gather(images_t, idx_block), 'label': tf.gather(labels_t, idx_block),
+            'mask': tf.gather(tf.constant(mask), rows)}
+
+  ds = tf.data.Dataset.from_tensor_slices(bounds).map(
+      gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.prefetch(2).as_numpy_iterator()

@@ -1,0 +1,50 @@
+r"""Entry point: `python -m digits_jax.main --config=configs/v6.py [--workdir=DIR]`.
+
+Any config field can be overridden, e.g. `--config.num_epochs=3`; `--config=FILE:fashion_mnist`
+runs the lab's Task 2. The library does the work; this file only parses flags.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before anything imports TensorFlow.
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
+                                          'Config file (a get_config() module).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', '', 'Where results go; default runs/<name>_<dataset>.')
+_FRESH = flags.DEFINE_bool('fresh', False, 'Move a previous run in --workdir aside, start anew.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False,
+                                 'Call jax.distributed.initialize() (multi-host jobs); also '
+                                 'enabled by DIGITS_JAX_DISTRIBUTED=1.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  import jax  # pylint: disable=g-import-not-at-top
+  from digits_jax import idx, parallel, preemption, train, validation  # pylint: disable=g-import-not-at-top,g-multiple-import
+  parallel.initialize_distributed(_DISTRIBUTED.value)
+  logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join('runs', f'{config.name}_{config.dataset}')
+  try:
+    train.train_and_evaluate(config, workdir, fresh=_FRESH.value)
+  except (validation.ConfigError, idx.DataError, train.WorkdirMismatchError,
+          train.NonFiniteLossError) as e:
+    sys.exit(f'error: {e}')
+  except preemption.StopRequested as e:
+    print(f'stopped: {e}', file=sys.stderr, flush=True)
+    sys.exit(preemption.StopRequested.exit_code)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,79 @@
+"""Devices and data parallelism: one mesh with a 'data' axis, replicated state, sharded batches.
+
+The same code runs on one CPU, eight GPUs or a TPU pod slice: jit propagates the input
+shardings, so XLA inserts the gradient all-reduce. No pmap.
+"""
+
+import os
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DISTRIBUTED_ENV = 'DIGITS_JAX_DISTRIBUTED'
+
+
+def initialize_distributed(enabled):
+  """Joins a multi-host job (coordinator from TPU/SLURM/env) when asked to; errors propagate."""
+  if enabled or os.environ.get(DISTRIBUTED_ENV, '') not in ('', '0'):
+    jax.distributed.initialize()
+
+
+def make_mesh():
+  """A 1-D mesh over every device of every process, axis 'data'.
+
+  Auto axes: XLA propagates the shardings (batch split, parameters replicated, gradient
+  all-reduce inserted), so the step functions need no sharding annotations.
+  """
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh):
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh, ndim, batch_axis=0):
+  """Shards axis `batch_axis` of an `ndim`-D array across the mesh's 'data' axis."""
+  spec = [None] * ndim
+  spec[batch_axis] = 'data'
+  return NamedSharding(mesh, P(*spec))
+
+
+def replicate(tree, mesh):
+  """Places a pytree (the train state, the on-device dataset) on every device."""
+  return jax.device_put(tree, replicated(mesh))
+
+
+def local_columns(mesh, global_batch):
+  """The slice of a global batch that this process feeds (all of it on one host)."""
+  sharding = batch_sharding(mesh, 1)
+  slices = sharding.addressable_devices_indices_map((global_batch,)).values()
+  starts = sorted({s[0].start or 0 for s in slices})
+  stops = sorted({s[0].stop if s[0].stop is not None else global_batch for s in slices})
+  return slice(starts[0], stops[-1])
+
+
+def to_global(mesh, local_tree, global_batch, batch_axis=0):
+  """Assembles each process's share of a batch into global arrays sharded on 'data'."""
+  def put(x):
+    x = np.asarray(x)
+    shape = list(x.shape)
+    shape[batch_axis] = global_batch
+    return jax.make_array_from_process_local_data(
+        batch_sharding(mesh, x.ndim, batch_axis), x, tuple(shape))
+  return jax.tree.map(put, local_tree)
+
+
+def to_host(x):
+  """A (possibly multi-host sharded) array as one numpy array on every process."""
+  if jax.process_count() > 1 and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def is_main_process():
+  """Only process 0 writes files and prints."""
+  return jax.process_index() == 0

@@ -1,0 +1,368 @@
+"""The training loop: `train_and_evaluate(config, workdir)` runs every step of the lab.
+
+Reads no flags. Validates everything before any compute, resumes from the workdir's
+latest checkpoint, trains in scanned blocks of `config.steps_per_call` steps, evaluates
+without dropping examples, then writes every result file (process 0 only).
+"""
+
+import dataclasses
+import datetime
+import math
+import os
+import platform
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from digits_jax import checkpoint as ckpt_lib
+from digits_jax import console
+from digits_jax import input_pipeline
+from digits_jax import models
+from digits_jax import parallel
+from digits_jax import preemption
+from digits_jax import results as results_lib
+from digits_jax import train_state as ts
+from digits_jax import validation
+
+# Fields that change what a checkpoint means: resuming under other values is refused.
+# (num_epochs may grow: the shuffles depend only on seed and epoch, so extending a run
+# gives exactly the longer run.)
+TRAINING_FIELDS = ('dataset', 'validation_split', 'hidden_units', 'num_hidden_layers',
+                   'kernel_init', 'learning_rate', 'b1', 'b2', 'eps', 'batch_size', 'seed',
+                   'compute_dtype')
+
+
+class WorkdirMismatchError(ValueError):
+  """The workdir holds a run of another config."""
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class Progress:
+  """Where training stands; saved in every checkpoint beside the state."""
+  epoch: int = 0  # Epochs finished.
+  step_in_epoch: int = 0  # Steps done in the unfinished epoch `epoch` (0 at epoch ends).
+  sums: dict = dataclasses.field(default_factory=lambda: {'loss': 0., 'correct': 0., 'count': 0.})
+  seconds: float = 0.0  # Training seconds spent in the unfinished epoch so far.
+  history: list = dataclasses.field(default_factory=list)
+
+
+def prepare_workdir(config, workdir, fresh):
+  """Refuses a workdir holding another config's run; with `fresh`, moves the old run aside."""
+  path = os.path.join(workdir, results_lib.FILES['config'])
+  if not os.path.exists(path) and not ckpt_lib.has_checkpoint(workdir):
+    return None
+  if fresh:
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    aside = f'{os.path.abspath(workdir).rstrip(os.sep)}.old-{stamp}'
+    if parallel.is_main_process():
+      shutil.move(workdir, aside)
+    return aside
+  old = results_lib.read_json(path) if os.path.exists(path) else {}
+  new = config.to_dict()
+  diff = [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in TRAINING_FIELDS
+          if _normalise(old.get(k)) != _normalise(new.get(k))]
+  if diff:
+    raise WorkdirMismatchError(
+        f'workdir {workdir!r} holds a run of a different config ({"; ".join(diff)}). '
+        'Use another --workdir, or pass --fresh to move the old run aside and start anew.')
+  return None
+
+
+def _normalise(v):
+  return list(v) if isinstance(v, tuple) else v
+
+
+def write_run_files(config, workdir):
+  """config.json and model_summary.txt, before training starts."""
+  if not parallel.is_main_process():
+    return
+  os.makedirs(workdir, exist_ok=True)
+  results_lib.write_text(os.path.join(workdir, results_lib.FILES['config']),
+                         config.to_json_best_effort(indent=2) + '\n')
+  results_lib.write_text(os.path.join(workdir, results_lib.FILES['summary']),
+                         models.summary(models.hidden_sizes(config), config.name) + '\n')
+
+
+def restore_or_init(config, mesh, checkpointer):
+  """A replicated train state and progress: from the latest checkpoint, else fresh."""
+  state = parallel.replicate(ts.create_train_state(config, jax.random.key(config.seed)), mesh)
+  step = checkpointer.latest_step()
+  if step is None:
+    return state, Progress()
+  state, saved = checkpointer.restore(state, step)
+  progress = Progress(**saved)
+  console.say(f'Resumed from the checkpoint at step {step} (epoch {progress.epoch} done'
+              + (f', {progress.step_in_epoch} steps into the next' if progress.step_in_epoch
+                 else '') + ').')
+  return state, progress
+
+
+def device_eval_batches(mesh, images, labels, batch_size):
+  """Evaluation batches, padded and masked, placed on the devices once."""
+  n_dev = mesh.devices.size
+  out = []
+  for batch in input_pipeline.eval_batches(images, labels, batch_size, n_dev):
+    size = len(batch['mask'])
+    cols = parallel.local_columns(mesh, size)
+    out.append(parallel.to_global(mesh, {k: v[cols] for k, v in batch.items()}, size))
+  return out
+
+
+def evaluate(state, batches, with_probabilities=False):
+  """Loss and accuracy over every example of `batches` (and the probabilities, if asked)."""
+  sums, probs = [], []
+  for batch in batches:
+    if with_probabilities:
+      m, p = ts.eval_and_predict(state, batch)
+      probs.append(parallel.to_host(p)[np.asarray(parallel.to_host(batch['mask']))])
+    else:
+      m = ts.eval_step(state, batch)
+    sums.append(m)
+  total = jax.tree.map(lambda *x: float(np.sum(np.asarray(x, np.float64))),
+                       *jax.device_get(sums))
+  out = {'loss': total['loss'] / total['count'], 'accuracy': total['correct'] / total['count']}
+  return (out, np.concatenate(probs)) if with_probabilities else out
+
+
+class BlockRunner:
+  """Feeds and dispatches blocks of training steps, compiling once per block length."""
+
+  def __init__(self, config, mesh, data, padded_batch):
+    self.config, self.mesh, self.data, self.padded_batch = config, mesh, data, padded_batch
+    self.columns = parallel.local_columns(mesh, padded_batch)
+    self.compiled, self.compile_seconds = {}, 0.0
+    if config.data_on_device:  # The whole uint8 split on every device (47 MB for MNIST).
+      self.images = parallel.replicate(data.train_images, mesh)
+      self.labels = parallel.replicate(data.train_labels, mesh)
+
+  def feed(self, index, mask, block_list):
+    """Yields the device arguments of each block, in order."""
+    to_global = lambda tree: parallel.to_global(self.mesh, tree, self.padded_batch, 1)
+    if self.config.data_on_device:
+      for begin, end in block_list:
+        local = {'index': index[begin:end, self.columns], 'mask': mask[begin:end, self.columns]}
+        block = to_global(local)
+        yield (self.images, self.labels, block['index'], block['mask'])
+    else:
+      for host_block in input_pipeline.tf_block_feeder(
+          self.data.train_images, self.data.train_labels, index, mask, block_list,
+          self.columns):
+        yield (to_global(host_block),)
+
+  def run(self, state, args):
+    """Dispatches one block asynchronously; returns (state, metric sums on device)."""
+    key = jax.tree.map(lambda x: x.shape, args)
+    key = str(key)
+    if key not in self.compiled:
+      fn = ts.train_steps_indexed if self.config.data_on_device else ts.train_steps
+      start = time.perf_counter()
+      self.compiled[key] = fn.lower(state, *args).compile()
+      self.compile_seconds += time.perf_counter() - start
+    return self.compiled[key](state, *args)
+
+
+def _add(sums, block_sums):
+  """Accumulates a block's metric sums on the host in float64 (same order on every run)."""
+  block_sums = jax.device_get(block_sums)
+  for k in sums:
+    sums[k] += float(block_sums[k])
+  if not math.isfinite(sums['loss']):
+    raise NonFiniteLossError(
+        'the training loss became non-finite (NaN or inf); training stopped and the last '
+        'good checkpoint was kept. Lower config.learning_rate or check the input data.')
+
+
+def train_epoch(state, progress, runner, stop, config, num_train):
+  """Trains the rest of epoch `progress.epoch`; returns (state, stopped)."""
+  steps = input_pipeline.steps_per_epoch(num_train, config.batch_size)
+  index, mask = input_pipeline.epoch_plan(num_train, config.batch_size, runner.padded_batch,
+                                          config.seed, progress.epoch)
+  block_list = input_pipeline.blocks(progress.step_in_epoch, steps, config.steps_per_call)
+  bar = console.ProgressBar(steps, config.batch_size, config.progress_bar)
+  start, first = time.perf_counter(), progress.step_in_epoch
+  pending = None  # Fetch a block's metrics only after the next block was dispatched.
+  for (begin, end), args in zip(block_list, runner.feed(index, mask, block_list)):
+    state, block_sums = runner.run(state, args)
+    if pending is not None:
+      _add(progress.sums, pending)
+    pending = block_sums
+    progress.step_in_epoch = end
+    bar.update(end, first)
+    if stop.requested:
+      break
+  if pending is not None:
+    _add(progress.sums, pending)
+  bar.close()
+  progress.seconds += time.perf_counter() - start
+  return state, progress.step_in_epoch < steps
+
+
+def finish_epoch(state, progress, val_batches, config, workdir):
+  """Validates, logs and records the finished epoch; resets the running sums."""
+  start = time.perf_counter()
+  val = evaluate(state, val_batches) if val_batches else {'loss': math.nan, 'accuracy': math.nan}
+  s = progress.sums
+  record = {'epoch': progress.epoch + 1, 'loss': s['loss'] / s['count'],
+            'accuracy': s['correct'] / s['count'], 'val_loss': val['loss'],
+            'val_accuracy': val['accuracy'],
+            'seconds': progress.seconds + time.perf_counter() - start}
+  progress.history.append(record)
+  console.say(console.epoch_line(record, config.num_epochs))
+  progress.epoch, progress.step_in_epoch, progress.seconds = progress.epoch + 1, 0, 0.0
+  progress.sums = {'loss': 0., 'correct': 0., 'count': 0.}
+  if parallel.is_main_process():
+    results_lib.write_history(workdir, progress.history)
+
+
+def train_loop(config, workdir, state, progress, runner, checkpointer, data, val_batches):
+  """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal."""
+  with preemption.GracefulStop() as stop:
+    while progress.epoch < config.num_epochs:
+      state, unfinished = train_epoch(state, progress, runner, stop, config,
+                                      len(data.train_labels))
+      if not unfinished:
+        finish_epoch(state, progress, val_batches, config, workdir)
+      if (unfinished or stop.requested or progress.epoch % config.checkpoint_every_epochs == 0
+          or progress.epoch == config.num_epochs):
+        checkpointer.save(int(state.step), state, dataclasses.asdict(progress))
+      if stop.requested:
+        checkpointer.close()
+        where = (f'epoch {progress.epoch + 1}, step {progress.step_in_epoch}' if unfinished
+                 else f'end of epoch {progress.epoch}')
+        raise preemption.StopRequested(
+            f'{stop.requested} received: saved a checkpoint at step {int(state.step)} '
+            f'({where}) in {workdir}. Rerun the same command to resume.')
+  return state
+
+
+def versions():
+  """Library versions for results.json."""
+  import flax, optax, orbax.checkpoint  # pylint: disable=g-import-not-at-top,multiple-imports
+  return {'python': platform.python_version(), 'jax': jax.__version__,
+          'jaxlib': getattr(jax.lib, '__version__', jax.__version__),
+          'flax': flax.__version__, 'optax': optax.__version__,
+          'orbax-checkpoint': getattr(orbax.checkpoint, '__version__', ''),
+          'numpy': np.__version__}
+
+
+def device_description():
+  devices = jax.devices()
+  return {'platform': devices[0].platform, 'kind': devices[0].device_kind,
+          'count': len(devices), 'processes': jax.process_count()}
+
+
+def log_start(config, mesh, data, padded_batch):
+  """Devices, data source and split sizes: the first lines a user reads."""
+  d = device_description()
+  console.say(f'Devices: {d["count"]} x {d["kind"]} ({d["platform"]}), {d["processes"]} '
+              f'process(es); mesh {dict(mesh.shape)}.')
+  console.say(f'Data: {config.dataset} from {data.source}: {len(data.train_labels):,} '
+              f'training, {len(data.val_labels):,} validation (last '
+              f'{config.validation_split:.0%}), {len(data.test_labels):,} test images.')
+  if padded_batch != config.batch_size:
+    console.say(f'Batch {config.batch_size} padded to {padded_batch} (a multiple of '
+                f'{mesh.devices.size} devices); padded examples are masked out of the loss, '
+                'gradients and metrics.')
+
+
+def write_results(config, workdir, data, history, test, probs, timings):
+  """Every result file of a finished run (process 0); returns results.json's content."""
+  recs = results_lib.recognized(config.test_indices, probs, data.test_labels, data.class_names)
+  best = max(history, key=lambda h: h['val_accuracy']) if history else None
+  res = {
+      'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
+      'hidden_sizes': list(models.hidden_sizes(config)),
+      'num_params': models.count_params(models.hidden_sizes(config)),
+      'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
+      'validation_split': config.validation_split, 'seed': config.seed,
+      'num_train': len(data.train_labels), 'num_val': len(data.val_labels),
+      'num_test': len(data.test_labels), 'test_loss': test['loss'],
+      'test_accuracy': test['accuracy'],
+      'misclassified_count': int(len(results_lib.misclassified(probs, data.test_labels))),
+      'final_val_accuracy': history[-1]['val_accuracy'] if history else None,
+      'best_val_accuracy': best['val_accuracy'] if best else None,
+      'best_epoch': best['epoch'] if best else None,
+      'recognized': recs, 'class_names': list(data.class_names), 'timings': timings,
+      'devices': device_description(), 'versions': versions(),
+      'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
+  }
+  if parallel.is_main_process():
+    results_lib.write_predictions(workdir, probs, data.test_labels)
+    results_lib.write_misclassified(workdir, probs, data.test_labels, data.class_names)
+    results_lib.write_json(os.path.join(workdir, results_lib.FILES['results']), res)
+  return res
+
+
+def report_test(config, res):
+  """Lab steps 7-9 on the console."""
+  console.say(f'Test: loss {res["test_loss"]:.4f} - accuracy {res["test_accuracy"]:.4f} '
+              f'({res["num_test"]:,} images)')
+  for rec in res['recognized']:
+    console.say(console.recognition_lines(rec))
+  console.say(f'Misclassified test images: {res["misclassified_count"]:,} of '
+              f'{res["num_test"]:,} (first {config.num_misclassified_show} drawn).')
+
+
+def train_and_evaluate(config, workdir, *, fresh=False):
+  """Trains and evaluates the config's network, writing every result to `workdir`.
+
+  Args:
+    config: an ml_collections config as in configs/default.py.
+    workdir: folder for checkpoints and results; a run already there is resumed.
+    fresh: move a run already in `workdir` aside and start anew.
+
+  Returns:
+    The trained TrainState.
+  """
+  t0 = time.perf_counter()
+  validation.check_config(config, workdir)
+  data = input_pipeline.load(config)
+  validation.raise_if(validation.check_against_data(config, len(data.train_labels),
+                                                    len(data.test_labels)))
+  aside = prepare_workdir(config, workdir, fresh)
+  if aside:
+    console.say(f'Moved the previous run aside to {aside}.')
+  mesh = parallel.make_mesh()
+  padded_batch = input_pipeline.padded_batch_size(config.batch_size, mesh.devices.size)
+  log_start(config, mesh, data, padded_batch)
+  write_run_files(config, workdir)
+  console.say(models.summary(models.hidden_sizes(config), config.name))
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
+  state, progress = restore_or_init(config, mesh, checkpointer)
+  runner = BlockRunner(config, mesh, data, padded_batch)
+  val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
+                                    config.eval_batch_size)
+  state = train_loop(config, workdir, state, progress, runner, checkpointer, data, val_batches)
+  checkpointer.close()
+  t_eval = time.perf_counter()
+  test, probs = evaluate(state, device_eval_batches(
+      mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
+  train_seconds = sum(h['seconds'] for h in progress.history)
+  steps = input_pipeline.steps_per_epoch(len(data.train_labels), config.batch_size)
+  timings = {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
+             'examples_per_second': len(data.train_labels) * len(progress.history) / max(
+                 train_seconds, 1e-9), 'steps': steps * config.num_epochs,
+             'eval_seconds': time.perf_counter() - t_eval}
+  res = write_results(config, workdir, data, progress.history, test, probs, timings)
+  report_test(config, res)
+  finish_outputs(config, workdir, data, t0)
+  return state
+
+
+def finish_outputs(config, workdir, data, t0):
+  """Figures (drawn from the saved results) and the list of files written."""
+  if not parallel.is_main_process():
+    return
+  from digits_jax import figures  # pylint: disable=g-import-not-at-top
+  figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
+                   data.class_names)
+  console.say(f'Wrote to {os.path.abspath(workdir)} in {console.fmt_seconds(time.perf_counter() - t0)}:')
+  for name in sorted(os.listdir(workdir)):
+    console.say(f'  {name}{os.sep if os.path.isdir(os.path.join(workdir, name)) else ""}')

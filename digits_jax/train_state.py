@@ -1,0 +1,150 @@
+"""Train state and the pure, jit-compiled steps: what decides the numerics of training.
+
+Importable without TensorFlow:
+
+  from digits_jax import train_state as ts
+  state = ts.create_train_state(config, jax.random.key(0))
+  state, metrics = ts.train_step(state, batch)  # batch: image uint8/float, label, mask
+
+A batch is a dict with 'image' [B, 28, 28] (uint8 0..255 or float already in [0, 1]),
+'label' int [B] and 'mask' bool [B]. Masked-out examples (padding of a partial last
+batch, or of a batch that does not divide by the device count) add nothing to the loss,
+the gradients or the metrics, so a padded step is exactly the unpadded one.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from digits_jax import models
+
+TrainState = train_state.TrainState
+
+
+def create_optimizer(config):
+  """Adam with the config's (by default Keras's) hyper-parameters."""
+  return optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
+
+
+def create_train_state(config, rng):
+  """Initialises the model's parameters and the optimizer state.
+
+  Args:
+    config: a config with the model and optimizer fields of configs/default.py.
+    rng: a typed `jax.random.key`.
+
+  Returns:
+    A flax `TrainState` (step 0).
+  """
+  model = models.create_model(config)
+  params = model.init(rng, jnp.zeros((1, *models.INPUT_SHAPE), jnp.float32))['params']
+  return TrainState.create(apply_fn=model.apply, params=params, tx=create_optimizer(config))
+
+
+def preprocess(images):
+  """Scales uint8 pixels to [0, 1] (float input is taken as already scaled)."""
+  if jnp.issubdtype(images.dtype, jnp.integer):
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
+def compute_metrics(logits, labels, mask):
+  """Sums of loss and correct predictions over the unmasked examples, and their count.
+
+  Sums (not means) so that blocks, devices and epochs combine exactly; divide by
+  'count' to report. The loss is categorical cross-entropy of softmax(logits) against
+  one-hot labels, as Keras's `categorical_crossentropy` on a softmax output.
+  """
+  mask = mask.astype(jnp.float32)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  return {'loss': jnp.sum(losses * mask), 'correct': jnp.sum(correct * mask),
+          'count': jnp.sum(mask)}
+
+
+def _train_step(state, batch):
+  """One Adam step on the mean loss of the batch's unmasked examples."""
+  images = preprocess(batch['image'])
+
+  def loss_fn(params):
+    logits = state.apply_fn({'params': params}, images)
+    metrics = compute_metrics(logits, batch['label'], batch['mask'])
+    return metrics['loss'] / jnp.maximum(metrics['count'], 1.0), metrics
+
+  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+  return state.apply_gradients(grads=grads), metrics
+
+
+def _sum_metrics(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
+def _zero_metrics():
+  return {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(())}
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_step(state, batch):
+  """One optimizer step: returns (new state, metric sums of the batch)."""
+  return _train_step(state, batch)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_steps(state, batches):
+  """len(batches) optimizer steps in one call (lax.scan); returns (state, summed metrics).
+
+  `batches` is a batch dict with a leading step axis [K, B, ...]. The result equals K
+  calls of `train_step` while paying Python's dispatch cost once.
+  """
+  def body(carry, batch):
+    state, sums = carry
+    state, metrics = _train_step(state, batch)
+    return (state, _sum_metrics(sums, metrics)), None
+
+  (state, sums), _ = jax.lax.scan(body, (state, _zero_metrics()), batches)
+  return state, sums
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_steps_indexed(state, images, labels, index, mask):
+  """Like `train_steps`, gathering each batch from a device-resident dataset.
+
+  Args:
+    state: the train state (donated).
+    images: uint8 [N, 28, 28], the whole training split on the device.
+    labels: int [N].
+    index: int32 [K, B], the examples of each of the K batches.
+    mask: bool [K, B], False for padding.
+  """
+  def body(carry, step):
+    state, sums = carry
+    idx, m = step
+    batch = {'image': jnp.take(images, idx, axis=0), 'label': jnp.take(labels, idx), 'mask': m}
+    state, metrics = _train_step(state, batch)
+    return (state, _sum_metrics(sums, metrics)), None
+
+  (state, sums), _ = jax.lax.scan(body, (state, _zero_metrics()), (index, mask))
+  return state, sums
+
+
+@jax.jit
+def eval_step(state, batch):
+  """Metric sums (loss, correct, count) of one batch, masked examples excluded."""
+  logits = state.apply_fn({'params': state.params}, preprocess(batch['image']))
+  return compute_metrics(logits, batch['label'], batch['mask'])
+
+
+@jax.jit
+def predict(state, images):
+  """Softmax probabilities [B, 10] for a batch of images."""
+  return jax.nn.softmax(state.apply_fn({'params': state.params}, preprocess(images)))
+
+
+@jax.jit
+def eval_and_predict(state, batch):
+  """Metric sums and probabilities of one batch, in one pass over the network."""
+  logits = state.apply_fn({'params': state.params}, preprocess(batch['image']))
+  return compute_metrics(logits, batch['label'], batch['mask']), jax.nn.softmax(logits)

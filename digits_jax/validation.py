@@ -1,0 +1,140 @@
+"""Checks a config (and the data and workdir it names) before any compute is spent.
+
+Every problem is collected, so one run reports them all: each names the field, the bad
+value and what is allowed.
+"""
+
+import os
+
+import ml_collections
+
+from digits_jax import idx
+from digits_jax import input_pipeline
+
+DTYPES = ('float32', 'bfloat16')
+SOURCES = ('auto', 'idx', 'tfds')
+
+
+class ConfigError(ValueError):
+  """One or more config fields are invalid; the message lists every problem."""
+
+
+def _is_int(v):
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int_at_least(config, field, low, problems):
+  value = config.get(field)
+  if not _is_int(value) or value < low:
+    problems.append(f'config.{field}={value!r}: must be an integer >= {low}.')
+
+
+def _number_in(config, field, low, high, problems, low_open=False, high_open=True):
+  """Appends a problem unless low <= value < high (bounds open or closed as asked)."""
+  value = config.get(field)
+  ok = _is_number(value) and (value > low if low_open else value >= low) and (
+      value < high if high_open else value <= high)
+  if not ok:
+    rng = f'{"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}'
+    problems.append(f'config.{field}={value!r}: must be a number in {rng}.')
+
+
+def check_fields(config):
+  """Returns the list of problems with the config's own values (no file access)."""
+  problems = []
+  if config.get('dataset') not in input_pipeline.DATASETS:
+    problems.append(f'config.dataset={config.get("dataset")!r}: unknown dataset; use one of '
+                    f'{", ".join(input_pipeline.DATASETS)}.')
+  if config.get('data_source') not in SOURCES:
+    problems.append(f'config.data_source={config.get("data_source")!r}: use one of '
+                    f'{", ".join(SOURCES)}.')
+  for field in ('num_epochs', 'batch_size', 'hidden_units', 'num_hidden_layers',
+                'steps_per_call', 'eval_batch_size', 'checkpoint_every_epochs',
+                'max_checkpoints_to_keep'):
+    _int_at_least(config, field, 1, problems)
+  for field in ('num_show', 'num_misclassified_show', 'seed'):
+    _int_at_least(config, field, 0, problems)
+  _number_in(config, 'validation_split', 0.0, 1.0, problems)
+  _number_in(config, 'learning_rate', 0.0, float('inf'), problems, low_open=True)
+  _number_in(config, 'b1', 0.0, 1.0, problems)
+  _number_in(config, 'b2', 0.0, 1.0, problems)
+  _number_in(config, 'eps', 0.0, float('inf'), problems, low_open=True)
+  if config.get('compute_dtype') not in DTYPES:
+    problems.append(f'config.compute_dtype={config.get("compute_dtype")!r}: use one of '
+                    f'{", ".join(DTYPES)}.')
+  if config.get('kernel_init') not in ('glorot_uniform', 'lecun_normal'):
+    problems.append(f'config.kernel_init={config.get("kernel_init")!r}: use glorot_uniform '
+                    '(Keras) or lecun_normal (Flax).')
+  indices = config.get('test_indices')
+  if not isinstance(indices, (tuple, list)) or not all(_is_int(i) for i in indices):
+    problems.append(f'config.test_indices={indices!r}: must be a tuple of integers, '
+                    'e.g. --config.test_indices="(5, 25, 7)".')
+  elif any(i < 0 for i in indices):
+    problems.append(f'config.test_indices={tuple(indices)!r}: indices must be >= 0.')
+  return problems
+
+
+def check_data_dir(config):
+  """Problems with the IDX folder the config names (none when tfds is used)."""
+  if config.get('dataset') not in input_pipeline.DATASETS:
+    return []
+  try:
+    kind, folder = input_pipeline.resolve_source(config)
+  except idx.DataError as e:
+    return [str(e)]
+  if kind != 'idx':
+    return []
+  where = ('config.data_dir' if config.data_dir else
+           f'${input_pipeline.env_var(config.dataset)}')
+  if not os.path.isdir(folder):
+    return [f'{where}={folder!r}: no such folder; point it at a folder holding the four '
+            'IDX files, or use --config.data_source=tfds.']
+  missing = idx.missing_files(folder)
+  if missing:
+    return [f'{where}={folder!r}: missing {", ".join(missing)}; an IDX folder needs all '
+            'four files (train/t10k images and labels).']
+  return []
+
+
+def check_workdir(workdir):
+  """Problems with writing to `workdir` (created if absent)."""
+  path = os.path.abspath(workdir)
+  probe = path
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    return [f'workdir {workdir!r}: {probe} is a file, not a folder; choose another --workdir.']
+  if not os.access(probe, os.W_OK | os.X_OK):
+    return [f'workdir {workdir!r}: {probe} is not writable; choose another --workdir.']
+  return []
+
+
+def check_against_data(config, num_train, num_test):
+  """Problems that depend on the loaded split sizes (indices and counts in range)."""
+  problems = []
+  bad = [i for i in config.test_indices if i >= num_test]
+  if bad:
+    problems.append(f'config.test_indices={tuple(config.test_indices)!r}: {bad} outside the '
+                    f'test set; indices must be in [0, {num_test - 1}].')
+  if num_train < 1:
+    problems.append(f'config.validation_split={config.validation_split!r} leaves no training '
+                    'examples; lower it.')
+  return problems
+
+
+def raise_if(problems):
+  """Raises one ConfigError listing every problem, if there are any."""
+  if problems:
+    raise ConfigError('Invalid configuration, nothing was trained:\n  - ' +
+                      '\n  - '.join(problems))
+
+
+def check_config(config, workdir):
+  """Raises ConfigError naming every problem with the config, its data folder and workdir."""
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f'config must be an ml_collections.ConfigDict, got {type(config)}.')
+  raise_if(check_fields(config) + check_data_dir(config) + check_workdir(workdir))

@@ -1,0 +1,310 @@
+"""Dry runs of the launch scripts: the commands they would run, and nothing run.
+
+Each script runs in a subprocess with a clean environment whose PATH starts with
+stubs of gcloud, sbatch, srun, pip and python3 that leave a marker file if
+called, so a dry run that ran anything fails the test. Needs bash only: no
+gcloud, SLURM, GPU or network.
+"""
+
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / 'launch'
+GPU = LAUNCH / 'gpu_single_host.sh'
+TPU = LAUNCH / 'tpu_vm.sh'
+SLURM = LAUNCH / 'slurm_gpu.sbatch'
+SCRIPTS = [GPU, TPU, SLURM]
+STUBS = ['gcloud', 'sbatch', 'srun', 'pip', 'pip3', 'python', 'python3', 'nvidia-smi']
+
+pytestmark = pytest.mark.skipif(shutil.which('bash') is None, reason='needs bash')
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+  """A clean environment, with stubs that record any real command run."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  marker = tmp_path / 'ran'
+  for name in STUBS:
+    stub = bin_dir / name
+    stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{marker}"\nexit 97\n')
+    stub.chmod(0o755)
+  env = {
+      'PATH': f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+      'HOME': str(tmp_path / 'home'),
+      'LANG': 'C.UTF-8',
+  }
+  yield tmp_path, env
+  assert not marker.exists(), f'a dry run ran: {marker.read_text()}'
+
+
+def launch(sandbox, script, *args, **env):
+  """Runs `script args` with extra env; returns the CompletedProcess.
+
+  Also checks that the run created no file or folder in the sandbox.
+  """
+  tmp_path, base_env = sandbox
+  before = sorted(tmp_path.rglob('*'))
+  result = subprocess.run(
+      ['bash', str(script), *args], env={**base_env, **env}, cwd=tmp_path,
+      capture_output=True, text=True, timeout=30, check=False)
+  assert sorted(tmp_path.rglob('*')) == before
+  return result
+
+
+def commands(result):
+  """Parses the `+ cmd` lines of a successful dry run into argv lists."""
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert lines and all(line.startswith('+ ') for line in lines), result.stdout
+  return [shlex.split(line[2:]) for line in lines]
+
+
+def find(cmds, *words):
+  """The commands that contain all of `words`, in order of appearance."""
+  return [c for c in cmds if all(w in c for w in words)]
+
+
+def trainer_args(cmd):
+  """The trainer's own flags in a command that runs digits_jax.main."""
+  i = cmd.index('digits_jax.main')
+  assert cmd[i - 1] == '-m' and re.search(r'python[0-9.]*$', cmd[i - 2]), cmd
+  return cmd[i + 1:]
+
+
+def remote(cmd):
+  """The words of the remote command of a `gcloud ... ssh --command CMD`."""
+  return shlex.split(cmd[cmd.index('--command') + 1])
+
+
+# --- every script ---
+
+
+@pytest.mark.parametrize('script', SCRIPTS, ids=lambda p: p.name)
+def test_unknown_option_fails_clearly(sandbox, script):
+  result = launch(sandbox, script, '--dry-run', '--no-such-option')
+  assert result.returncode != 0
+  assert "unknown option '--no-such-option'" in result.stderr
+  assert not result.stdout
+
+
+@pytest.mark.parametrize('script', SCRIPTS, ids=lambda p: p.name)
+def test_help_prints_header(sandbox, script):
+  result = launch(sandbox, script, '--help')
+  assert result.returncode == 0
+  assert 'Usage:' in result.stdout and 'Examples:' in result.stdout
+  assert not [line for line in result.stdout.splitlines()
+              if line.startswith(('#', 'set '))]
+
+
+@pytest.mark.parametrize('script', SCRIPTS, ids=lambda p: p.name)
+def test_script_is_executable_strict_bash(script):
+  text = script.read_text()
+  assert text.startswith('#!/usr/bin/env bash\n')
+  assert 'set -euo pipefail' in text
+  assert os.access(script, os.X_OK)
+  subprocess.run(['bash', '-n', str(script)], check=True)
+
+
+@pytest.mark.skipif(shutil.which('shellcheck') is None, reason='no shellcheck')
+def test_shellcheck_clean():
+  subprocess.run(['shellcheck', *map(str, SCRIPTS)], check=True)
+
+
+@pytest.mark.parametrize('script,args,env', [
+    (TPU, ['delete'], dict(TPU_NAME='t', ZONE='z')),
+    (SLURM, ['--config.num_epochs=1'], dict(NODES='2')),
+], ids=['tpu', 'slurm'])
+def test_real_run_executes_what_dry_run_prints(tmp_path, script, args, env):
+  """Without --dry-run, run() executes exactly the printed command."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  log = tmp_path / 'argv'
+  for name in ['gcloud', 'sbatch']:
+    stub = bin_dir / name
+    stub.write_text(f'#!/bin/sh\nprintf "%s\\0" "$(basename "$0")" "$@" > "{log}"\n')
+    stub.chmod(0o755)
+  env = {'PATH': f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
+         'HOME': str(tmp_path), **env}
+  dry = commands(subprocess.run(
+      ['bash', str(script), '--dry-run', *args], env=env, capture_output=True,
+      text=True, timeout=30, check=False))
+  real = subprocess.run(['bash', str(script), *args], env=env,
+                        capture_output=True, text=True, timeout=30, check=False)
+  assert real.returncode == 0, real.stderr
+  assert not real.stdout  # commands are logged on stderr when they run
+  assert log.read_text().split('\0')[:-1] == dry[0]
+
+
+# --- one GPU host ---
+
+
+def test_gpu_dry_run(sandbox):
+  tmp_path, _ = sandbox
+  venv = tmp_path / 'venv'
+  cmds = commands(launch(
+      sandbox, GPU, '--dry-run', '--config.num_epochs=3', '--',
+      '--config.batch_size=64', VENV=str(venv), WORKDIR=str(tmp_path / 'wd')))
+  assert cmds[0] == ['python3', '-m', 'venv', str(venv)]
+  py = f'{venv}/bin/python'
+  assert [py, '-m', 'pip', 'install', '-e', '.'] in cmds
+  assert [py, '-m', 'pip', 'install', '-U', 'jax[cuda12]'] in cmds
+  assert not find(cmds, 'jax[cuda13]')
+  assert ['export', 'XLA_PYTHON_CLIENT_PREALLOCATE=false'] in cmds
+  assert cmds[-1][0] == py
+  assert trainer_args(cmds[-1]) == [
+      '--config=configs/v6.py', f'--workdir={tmp_path}/wd',
+      '--config.num_epochs=3', '--config.batch_size=64']
+  assert not venv.exists()
+
+
+def test_gpu_env_settings(sandbox):
+  tmp_path, _ = sandbox
+  cmds = commands(launch(
+      sandbox, GPU, DRY_RUN='1', CUDA='13', MEM_FRACTION='0.5',
+      CONFIG='configs/v1.py:fashion_mnist', VENV=str(tmp_path / 'v')))
+  assert find(cmds, 'jax[cuda13]') and not find(cmds, 'jax[cuda12]')
+  assert ['export', 'XLA_PYTHON_CLIENT_MEM_FRACTION=0.5'] in cmds
+  assert not find(cmds, 'export', 'XLA_PYTHON_CLIENT_PREALLOCATE=false')
+  assert trainer_args(cmds[-1]) == [
+      '--config=configs/v1.py:fashion_mnist', '--workdir=runs/v1_fashion_mnist']
+
+
+def test_gpu_reuses_venv_and_skips_install(sandbox):
+  tmp_path, _ = sandbox
+  py = tmp_path / 'v' / 'bin' / 'python'
+  py.parent.mkdir(parents=True)
+  py.write_text('#!/bin/sh\nexit 97\n')
+  py.chmod(0o755)
+  cmds = commands(launch(
+      sandbox, GPU, '--dry-run', VENV=str(tmp_path / 'v'), SKIP_INSTALL='1'))
+  assert not find(cmds, 'venv') and not find(cmds, 'pip')
+  assert cmds[-1][0] == str(py)
+
+
+def test_gpu_setup_only_does_not_train(sandbox):
+  tmp_path, _ = sandbox
+  cmds = commands(launch(
+      sandbox, GPU, '--dry-run', '--setup-only', VENV=str(tmp_path / 'v')))
+  assert find(cmds, 'jax[cuda12]')
+  assert not find(cmds, 'digits_jax.main')
+
+
+def test_gpu_rejects_unknown_cuda(sandbox):
+  result = launch(sandbox, GPU, '--dry-run', CUDA='11')
+  assert result.returncode != 0 and 'CUDA must be 12 or 13' in result.stderr
+
+
+# --- Cloud TPU ---
+
+TPU_ENV = dict(TPU_NAME='my-tpu', ZONE='us-central2-b', PROJECT='my-proj',
+               VERSION='tpu-ubuntu2204-base')
+
+
+def test_tpu_pod_slice_dry_run(sandbox):
+  cmds = commands(launch(
+      sandbox, TPU, '--dry-run', 'all', '--', '--config.num_epochs=1',
+      ACCELERATOR_TYPE='v4-32', **TPU_ENV))
+  where = ['--zone=us-central2-b', '--project=my-proj']
+  tpu = ['gcloud', 'compute', 'tpus', 'tpu-vm']
+  assert cmds[0] == [*tpu, 'create', 'my-tpu', *where,
+                     '--accelerator-type=v4-32', '--version=tpu-ubuntu2204-base']
+  copy, = find(cmds, 'scp', '--worker=all')
+  assert copy[:5] == [*tpu, 'scp'] and '--recurse' in copy
+  assert {'pyproject.toml', 'digits_jax', 'configs'} <= set(copy)
+  assert copy[-1] == 'my-tpu:digits_jax/'
+  ssh = find(cmds, 'ssh', '--worker=all', *where)
+  install, = [c for c in ssh if 'jax[tpu]' in remote(c)]
+  assert 'pip install -e . ' in ' '.join(remote(install))
+  train, = [c for c in ssh if 'digits_jax.main' in remote(c)]
+  assert trainer_args(remote(train)) == [
+      '--config=configs/v6.py', '--workdir=runs/v6', '--distributed',
+      '--config.num_epochs=1']
+  fetch, = find(cmds, 'scp', '--worker=0')
+  assert fetch[-2:] == ['my-tpu:digits_jax/runs/v6', 'runs/']
+  assert cmds[-1] == [*tpu, 'delete', 'my-tpu', *where, '--quiet']
+  order = [cmds.index(c) for c in (cmds[0], copy, install, train, fetch)]
+  assert order == sorted(order)
+
+
+@pytest.mark.parametrize('accelerator,multihost,distributed', [
+    ('v5litepod-8', 'auto', False), ('v5litepod-16', 'auto', True),
+    ('v4-8', 'auto', False), ('v6e-8', '1', True), ('v5p-64', '0', False)])
+def test_tpu_distributed_only_on_several_hosts(
+    sandbox, accelerator, multihost, distributed):
+  cmds = commands(launch(sandbox, TPU, '--dry-run', 'train',
+                         ACCELERATOR_TYPE=accelerator, MULTIHOST=multihost))
+  train, = cmds
+  assert ('--distributed' in trainer_args(remote(train))) == distributed
+
+
+def test_tpu_keep_and_gcs_workdir(sandbox):
+  tmp_path, _ = sandbox
+  local_dir = tmp_path / 'fetched'
+  result = launch(sandbox, TPU, 'all', DRY_RUN='1', KEEP='1', SPOT='1',
+                  WORKDIR='gs://bucket/v6', LOCAL_DIR=str(local_dir))
+  cmds = commands(result)
+  assert '--spot' in cmds[0]
+  assert not find(cmds, 'delete')
+  assert 'KEEP=1' in result.stderr
+  assert ['mkdir', '-p', str(local_dir)] in cmds
+  assert ['gcloud', 'storage', 'cp', '--recursive', 'gs://bucket/v6',
+          f'{local_dir}/'] in cmds
+  assert not find(cmds, '--worker=0')
+
+
+def test_tpu_single_step(sandbox):
+  cmds = commands(launch(sandbox, TPU, 'delete', '--dry-run', **TPU_ENV))
+  assert cmds == [['gcloud', 'compute', 'tpus', 'tpu-vm', 'delete', 'my-tpu',
+                   '--zone=us-central2-b', '--project=my-proj', '--quiet']]
+
+
+def test_tpu_unknown_step_fails(sandbox):
+  result = launch(sandbox, TPU, '--dry-run', 'launch')
+  assert result.returncode != 0 and "unknown step 'launch'" in result.stderr
+
+
+def test_tpu_rejects_bad_multihost(sandbox):
+  result = launch(sandbox, TPU, '--dry-run', MULTIHOST='yes')
+  assert result.returncode != 0 and 'MULTIHOST must be' in result.stderr
+
+
+# --- SLURM ---
+
+
+def test_slurm_submit_dry_run(sandbox):
+  cmds = commands(launch(sandbox, SLURM, '--dry-run', '--config.num_epochs=2',
+                         NODES='3', GPUS_PER_NODE='8', PARTITION='gpu'))
+  sbatch, = cmds
+  assert sbatch[0] == 'sbatch'
+  for opt in ['--nodes=3', '--ntasks-per-node=8', '--gres=gpu:8',
+              '--partition=gpu', f'--chdir={ROOT}']:
+    assert opt in sbatch
+  i = sbatch.index(str(SLURM))
+  assert sbatch[i + 1:] == ['--', '--config.num_epochs=2']
+
+
+def test_slurm_job_dry_run(sandbox):
+  cmds = commands(launch(sandbox, SLURM, '--', '--config.batch_size=8',
+                         DRY_RUN='1', SLURM_JOB_ID='42',
+                         CONFIG='configs/v6.py:fashion_mnist'))
+  assert ['export', 'XLA_PYTHON_CLIENT_PREALLOCATE=false'] in cmds
+  srun = cmds[-1]
+  assert srun[0] == 'srun'
+  assert trainer_args(srun) == [
+      '--config=configs/v6.py:fashion_mnist', '--workdir=runs/v6_fashion_mnist',
+      '--distributed', '--config.batch_size=8']
+
+
+def test_slurm_header():
+  lines = SLURM.read_text().splitlines()
+  opts = {line.split()[1].split('=')[0] for line in lines if line.startswith('#SBATCH')}
+  assert {'--nodes', '--ntasks-per-node', '--gres', '--time'} <= opts
+  assert '--gpus-per-task' not in opts  # JAX wants every task to see all GPUs
