@@ -147,3 +147,68 @@ def draw_all(workdir, config, train_images, train_labels, test_images, class_nam
   curves(results_lib.read_history(workdir), path('curves'))
   confusion(preds['labels'], preds['predicted'], class_names, path('confusion'))
   return [path(k) for k in FILES if os.path.exists(path(k))]
+
+
+def placeholder(text, path):
+  """A small image saying why a figure is missing, so a report never shows a broken one."""
+  fig = plt.figure(figsize=(6, 1.2))
+  fig.text(0.5, 0.5, text, ha='center', va='center', fontsize=9, wrap=True, color='#555555')
+  _save(fig, path)
+
+
+def _by_dataset(items):
+  """Groups (dataset, item) pairs into an ordered dict of lists, one per dataset."""
+  groups = {}
+  for dataset, item in items:
+    groups.setdefault(dataset, []).append(item)
+  return groups
+
+
+def sweep_accuracy_vs_params(rows, path, dataset_titles=None):
+  """Test accuracy against parameter count, one panel per dataset, each run labelled.
+
+  Args:
+    rows: dicts with 'dataset', 'variant', 'params' and 'test_accuracy' (comparison rows).
+    path: where the PNG goes.
+    dataset_titles: optional {dataset: title} for the panel titles.
+  """
+  groups = _by_dataset((r['dataset'], r) for r in rows)
+  fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(6 * max(1, len(groups)), 4),
+                           squeeze=False)
+  for ax, (dataset, runs) in zip(axes[0], groups.items()):
+    params = [float(r['params']) for r in runs]
+    acc = [100 * float(r['test_accuracy']) for r in runs]
+    ax.scatter(params, acc, color='#1f77b4', zorder=3)
+    for r, x, y in zip(runs, params, acc):
+      ax.annotate(r['variant'], (x, y), textcoords='offset points', xytext=(4, 4), fontsize=8)
+    ax.set_xscale('log')
+    ax.set_xlabel('parameters (log scale)')
+    ax.set_ylabel('test accuracy (%)')
+    ax.set_title((dataset_titles or {}).get(dataset, dataset))
+    ax.grid(alpha=0.3, which='both')
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def sweep_val_curves(histories, path, dataset_titles=None):
+  """Validation accuracy per epoch of every run, overlaid, one panel per dataset.
+
+  Args:
+    histories: (dataset, variant, history) triples; history as results.read_history gives.
+    path: where the PNG goes.
+    dataset_titles: optional {dataset: title} for the panel titles.
+  """
+  groups = _by_dataset((d, (v, h)) for d, v, h in histories)
+  fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(6 * max(1, len(groups)), 4),
+                           squeeze=False)
+  for ax, (dataset, runs) in zip(axes[0], groups.items()):
+    for variant, history in runs:
+      ax.plot([h['epoch'] for h in history], [100 * h['val_accuracy'] for h in history],
+              'o-', markersize=3, label=variant)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('validation accuracy (%)')
+    ax.set_title((dataset_titles or {}).get(dataset, dataset))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+  fig.tight_layout()
+  _save(fig, path)

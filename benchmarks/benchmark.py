@@ -1,0 +1,437 @@
+r"""Benchmarks digits_jax: the lab's variants against Keras, a batch-size cost curve, devices.
+
+  python benchmarks/benchmark.py --configs=default,v6 --dataset=mnist --keras --repeats=3
+  python benchmarks/benchmark.py --sections=curve,scaling
+  python benchmarks/benchmark.py --configs=v6 --data_dir=/path/to/mnist --keras --keras_epochs=2
+
+Sections (--sections, default all three):
+  train    each config trained end to end by `python -m digits_jax.main` in a child process
+           (timings from its results.json, peak RSS from os.wait4), and with --keras by the
+           lab's own Keras program (benchmarks/keras_lab.py), also in a child process.
+  curve    examples/s of `train_state.train_steps_indexed` at several batch sizes (the
+           default network; a synthetic uint8 dataset on the device; blocks of K steps, K
+           chosen so that one call takes >= --min_call_seconds; median over --calls calls).
+  scaling  the same at one batch size on 1, 2 and 4 devices: on CPU the devices are forced
+           with XLA_FLAGS=--xla_force_host_platform_device_count=N, so the sharded code
+           path (mesh, replicated state, batch sharded on 'data') is what is measured.
+
+The parent process never imports JAX: every measurement runs in a fresh child process.
+Exits 0 when every run succeeded, 1 otherwise.
+"""
+
+import importlib.metadata
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+ALL_CONFIGS = ['default'] + [f'v{i}' for i in range(1, 10)]
+SECTIONS = ('train', 'curve', 'scaling')
+RESULT_PREFIX = 'RESULT '
+
+_CONFIGS = flags.DEFINE_list('configs', ALL_CONFIGS, 'Configs (configs/<name>.py) to train.')
+_DATASET = flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'fashion_mnist'], 'Dataset.')
+_DATA_DIR = flags.DEFINE_string('data_dir', '', "IDX folder ('' = the package's lookup: "
+                                '$DIGITS_JAX_<DATASET>_DIR, then known folders, then tfds).')
+_KERAS = flags.DEFINE_bool('keras', False, 'Also run the lab\'s Keras program (slow).')
+_REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each config; the table shows medians.')
+_KERAS_REPEATS = flags.DEFINE_integer('keras_repeats', 0, 'Keras runs (0 = --repeats).')
+_EPOCHS = flags.DEFINE_integer('epochs', 0, "Epochs for both programs (0 = the config's).")
+_KERAS_EPOCHS = flags.DEFINE_integer('keras_epochs', 0, 'Epochs for Keras only (0 = as JAX).')
+_SECTIONS = flags.DEFINE_list('sections', list(SECTIONS), 'Sections: train, curve, scaling.')
+_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['5', '32', '128', '1024', '8192'],
+                                 'Batch sizes of the cost curve.')
+_DEVICE_COUNTS = flags.DEFINE_list('device_counts', ['1', '2', '4'], 'Scaling: device counts.')
+_SCALING_BATCH = flags.DEFINE_integer('scaling_batch', 1024, 'Scaling: global batch size.')
+_MIN_CALL = flags.DEFINE_float('min_call_seconds', 0.05, 'Curve/scaling: least seconds a call.')
+_CALLS = flags.DEFINE_integer('calls', 7, 'Curve/scaling: timed calls (median reported).')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Curve/scaling: untimed calls after compiling.')
+_WORKER = flags.DEFINE_enum('worker', '', ['', 'throughput'],
+                            'Internal: run as the child process that measures throughput.')
+
+
+def say(text=''):
+  print(text, flush=True)
+
+
+def cpu_model():
+  """The CPU's model name from /proc/cpuinfo ('' where there is none)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return ''
+
+
+def version(package):
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return 'not installed'
+
+
+def machine_lines():
+  """The machine and library versions, printed at the top."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  mem = ''
+  if os.path.exists('/proc/meminfo'):
+    with open('/proc/meminfo') as f:
+      mem = f'{int(f.readline().split()[1]) / 2**20:.1f} GiB RAM, '
+  libs = ['jax', 'jaxlib', 'flax', 'optax'] + (['keras', 'tensorflow-cpu', 'tensorflow']
+                                               if _KERAS.value else [])
+  return [f'Machine: {cpu_model() or "unknown CPU"}, nproc {cores}, {mem}'
+          f'Python {sys.version.split()[0]}',
+          'Versions: ' + ', '.join(f'{p} {version(p)}' for p in libs
+                                   if version(p) != 'not installed'),
+          f'Load average at start: {", ".join(f"{x:.2f}" for x in os.getloadavg())}',
+          f'Started: {time.strftime("%Y-%m-%d %H:%M:%S")}']
+
+
+def run_child(cmd, env=None):
+  """Runs a command to completion; returns rc, wall seconds, peak RSS (MB) and its output.
+
+  os.wait4 gives the resource usage of exactly this child, so ru_maxrss is its own peak.
+  """
+  with tempfile.TemporaryFile('w+') as log:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    log.seek(0)
+    output = log.read()
+  return {'rc': proc.returncode, 'wall_seconds': wall, 'peak_mb': usage.ru_maxrss / 1024,
+          'output': output}
+
+
+def child_env(**extra):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', **extra)
+  return env
+
+
+def failed(what, child):
+  """Prints a failed child's exit status and the tail of its output."""
+  say(f'  FAILED: {what} exited with {child["rc"]}; last lines of its output:')
+  for line in child['output'].strip().splitlines()[-25:]:
+    say(f'    {line}')
+
+
+def run_jax(name):
+  """One end-to-end digits_jax run in a child process; returns its measurements or None."""
+  workdir = tempfile.mkdtemp(prefix=f'digits_jax_bench_{name}_')
+  cmd = [sys.executable, '-m', 'digits_jax.main', f'--config=configs/{name}.py:{_DATASET.value}',
+         f'--workdir={workdir}', '--config.progress_bar=false', '--config.write_report=false',
+         '--config.tensorboard=false']
+  if _DATA_DIR.value:
+    cmd.append(f'--config.data_dir={_DATA_DIR.value}')
+  if _EPOCHS.value:
+    cmd.append(f'--config.num_epochs={_EPOCHS.value}')
+  try:
+    child = run_child(cmd, child_env())
+    path = os.path.join(workdir, 'results.json')
+    if child['rc'] or not os.path.exists(path):
+      failed(' '.join(cmd[1:]), child)
+      return None
+    with open(path) as f:
+      res = json.load(f)
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+  t = res['timings']
+  return {'epochs': res['num_epochs'], 'steps': t['steps'],
+          'compile_seconds': t['compile_seconds'], 'train_seconds': t['train_seconds'],
+          'examples_per_second': t['examples_per_second'], 'eval_seconds': t['eval_seconds'],
+          'test_accuracy': res['test_accuracy'], 'peak_mb': child['peak_mb'],
+          'wall_seconds': child['wall_seconds']}
+
+
+def run_keras(name):
+  """One run of benchmarks/keras_lab.py in a child process; returns its measurements or None."""
+  epochs = _KERAS_EPOCHS.value or _EPOCHS.value
+  cmd = [sys.executable, os.path.join('benchmarks', 'keras_lab.py'), f'--config={name}',
+         f'--dataset={_DATASET.value}', f'--data_dir={_DATA_DIR.value}', f'--epochs={epochs}']
+  child = run_child(cmd, child_env(KERAS_BACKEND='tensorflow'))
+  lines = [l for l in child['output'].splitlines() if l.startswith('{')]
+  if child['rc'] or not lines:
+    failed(' '.join(cmd[1:]), child)
+    return None
+  res = json.loads(lines[-1])
+  res['peak_mb'] = child['peak_mb']  # Measured the same way as for JAX (os.wait4).
+  res['wall_seconds'] = child['wall_seconds']
+  return res
+
+
+def repeated(fn, name, count, label):
+  """Runs fn(name) `count` times, logging each run; returns the successful results."""
+  out = []
+  for i in range(count):
+    load = os.getloadavg()[0]
+    res = fn(name)
+    if res is not None:
+      say(f'  [{label}] {name} {_DATASET.value} run {i + 1}/{count}: train '
+          f'{res["train_seconds"]:.2f} s, {res["examples_per_second"]:,.0f} ex/s, test acc '
+          f'{res["test_accuracy"]:.4f}, peak {res["peak_mb"]:.0f} MB, wall '
+          f'{res["wall_seconds"]:.1f} s (load avg before {load:.2f})')
+      out.append(res)
+  return out
+
+
+def summarise(runs, key, how=statistics.median):
+  values = [r[key] for r in runs if r.get(key) is not None]
+  return how(values) if values else None
+
+
+def fmt(value, spec):
+  return '-' if value is None else format(value, spec)
+
+
+TRAIN_COLUMNS = (  # (header, source, key, format, how to combine repeats)
+    ('config', None, 'config', 's', None), ('dataset', None, 'dataset', 's', None),
+    ('epochs', 'jax', 'epochs', 'd', max), ('steps', 'jax', 'steps', ',d', max),
+    ('jax compile s', 'jax', 'compile_seconds', '.2f', statistics.median),
+    ('jax train s', 'jax', 'train_seconds', '.2f', statistics.median),
+    ('jax ex/s', 'jax', 'examples_per_second', ',.0f', statistics.median),
+    ('jax test acc', 'jax', 'test_accuracy', '.4f', statistics.median),
+    ('jax peak MB', 'jax', 'peak_mb', '.0f', max),
+    ('jax wall s', 'jax', 'wall_seconds', '.1f', statistics.median),
+    ('keras epochs', 'keras', 'epochs', 'd', max),
+    ('keras startup s', 'keras', 'startup_seconds', '.2f', statistics.median),
+    ('keras train s', 'keras', 'train_seconds', '.2f', statistics.median),
+    ('keras ex/s', 'keras', 'examples_per_second', ',.0f', statistics.median),
+    ('keras test acc', 'keras', 'test_accuracy', '.4f', statistics.median),
+    ('keras peak MB', 'keras', 'peak_mb', '.0f', max),
+    ('keras wall s', 'keras', 'wall_seconds', '.1f', statistics.median),
+    ('speed-up', None, 'speedup', '.1f', None),
+)
+
+
+def train_row(name, jax_runs, keras_runs):
+  """One table row: medians over the repeats (peak memory: the maximum)."""
+  row = {'config': name, 'dataset': _DATASET.value}
+  for header, source, key, _, how in TRAIN_COLUMNS:
+    if source:
+      row[header] = summarise(jax_runs if source == 'jax' else keras_runs, key, how)
+  jax_eps, keras_eps = row['jax ex/s'], row['keras ex/s']
+  # Throughput ratio: equals keras train s / jax train s when both ran the same epochs.
+  row['speed-up'] = jax_eps / keras_eps if jax_eps and keras_eps else None
+  return row
+
+
+def table(rows, columns):
+  """Formats rows (dicts keyed by header) as a fixed-width text table."""
+  cells = [[fmt(r.get(h, r.get(k)), spec) for h, _, k, spec, _ in columns] for r in rows]
+  headers = [c[0] for c in columns]
+  widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+            for i, h in enumerate(headers)]
+  line = lambda vals: '  '.join(v.rjust(w) for v, w in zip(vals, widths))
+  return '\n'.join([line(headers), line(['-' * w for w in widths])] + [line(c) for c in cells])
+
+
+def train_section():
+  """Trains every config with digits_jax (and Keras); prints the comparison table."""
+  say(f'== train: {", ".join(_CONFIGS.value)} on {_DATASET.value}, {_REPEATS.value} '
+      f'repeat(s){", with Keras" if _KERAS.value else ""} ==')
+  rows, ok = [], True
+  for name in _CONFIGS.value:
+    jax_runs = repeated(run_jax, name, _REPEATS.value, 'jax')
+    keras_runs = []
+    if _KERAS.value:
+      keras_runs = repeated(run_keras, name, _KERAS_REPEATS.value or _REPEATS.value, 'keras')
+    ok = ok and len(jax_runs) == _REPEATS.value and (not _KERAS.value or keras_runs)
+    rows.append(train_row(name, jax_runs, keras_runs))
+  columns = TRAIN_COLUMNS if _KERAS.value else [c for c in TRAIN_COLUMNS
+                                                 if c[1] != 'keras' and c[0] != 'speed-up']
+  say()
+  say(table(rows, columns))
+  say('(medians over repeats; peak MB: the largest; speed-up = jax ex/s / keras ex/s)')
+  return ok
+
+
+def throughput_child(batch_sizes, device_count=None):
+  """Runs this script as a throughput worker (forcing CPU devices if asked); returns rows."""
+  env = child_env()
+  if device_count:
+    env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count='
+                        f'{device_count}').strip()
+  cmd = [sys.executable, os.path.abspath(__file__), '--worker=throughput',
+         f'--batch_sizes={",".join(str(b) for b in batch_sizes)}',
+         f'--min_call_seconds={_MIN_CALL.value}', f'--calls={_CALLS.value}',
+         f'--warmup={_WARMUP.value}']
+  child = run_child(cmd, env)
+  rows = [json.loads(l[len(RESULT_PREFIX):]) for l in child['output'].splitlines()
+          if l.startswith(RESULT_PREFIX)]
+  if child['rc'] or len(rows) != len(batch_sizes):
+    failed(' '.join(cmd[1:]), child)
+    return None
+  return rows
+
+
+CURVE_COLUMNS = (
+    ('devices', None, 'devices', 'd', None), ('platform', None, 'platform', 's', None),
+    ('batch', None, 'batch_size', ',d', None), ('padded', None, 'padded_batch', ',d', None),
+    ('K steps/call', None, 'steps_per_call', ',d', None),
+    ('ms/call', None, 'ms_per_call', '.1f', None), ('us/step', None, 'us_per_step', ',.0f', None),
+    ('ex/s', None, 'examples_per_second', ',.0f', None),
+    ('spread %', None, 'spread_percent', '.0f', None),
+)
+
+
+def curve_section():
+  """Examples/s of the scanned, indexed train step against the batch size."""
+  sizes = [int(b) for b in _BATCH_SIZES.value]
+  say(f'== cost curve: train_steps_indexed, default network (784-128-10), batch sizes '
+      f'{", ".join(map(str, sizes))}, one device ==')
+  rows = throughput_child(sizes)
+  if rows is None:
+    return False
+  say(table(rows, CURVE_COLUMNS))
+  say(f'(synthetic uint8 dataset of 48,000 images on the device; K steps per call chosen '
+      f'so a call takes >= {_MIN_CALL.value * 1000:.0f} ms; median of {_CALLS.value} calls '
+      'after warm-up; spread = (max - min) / median of those calls)')
+  return True
+
+
+def scaling_section():
+  """Examples/s at one global batch size on 1, 2, 4, ... devices (forced on CPU)."""
+  counts = [int(n) for n in _DEVICE_COUNTS.value]
+  say(f'== device scaling: batch {_SCALING_BATCH.value} on {", ".join(map(str, counts))} '
+      'device(s) ==')
+  rows, ok = [], True
+  for n in counts:
+    result = throughput_child([_SCALING_BATCH.value], n)
+    if result is None:
+      ok = False
+      continue
+    rows.extend(result)
+  if rows:
+    base = rows[0]['examples_per_second']
+    for row in rows:
+      row['relative'] = row['examples_per_second'] / base
+    say(table(rows, CURVE_COLUMNS + (('vs first', None, 'relative', '.2f', None),)))
+  if rows and rows[0]['platform'] == 'cpu':
+    say(f'Note: on CPU the N devices are forced (XLA_FLAGS=--xla_force_host_platform_'
+        f'device_count=N) and share the same {os.cpu_count()} core(s): this measures the '
+        'sharded machinery (mesh, replicated state, batch sharded on "data", gradient '
+        'all-reduce), not a speed-up.')
+  return ok
+
+
+# ---------------------------------------------------------------------------------------
+# The throughput worker (a child process: the only code here that imports JAX).
+
+
+def _round_up_pow2(n):
+  return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+def _setup(batch_size, num_examples=48_000):
+  """Mesh, replicated default-config state and synthetic dataset, and a block maker."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from digits_jax import input_pipeline, parallel, train_state as ts  # pylint: disable=g-import-not-at-top,g-multiple-import
+  mesh = parallel.make_mesh()
+  padded = input_pipeline.padded_batch_size(batch_size, mesh.devices.size)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (num_examples, 28, 28), dtype=np.uint8)
+  labels = rng.integers(0, 10, num_examples, dtype=np.int32)
+  images, labels = parallel.replicate((images, labels), mesh)
+  state = parallel.replicate(ts.create_train_state(default.get_config(), jax.random.key(0)),
+                             mesh)
+  columns = parallel.local_columns(mesh, padded)
+
+  def host_block(k):  # As BlockRunner.feed: index/mask [K, padded], padding masked out.
+    index = rng.integers(0, num_examples, (k, padded), dtype=np.int32)
+    mask = np.arange(padded)[None, :].repeat(k, 0) < batch_size
+    return {'index': index[:, columns], 'mask': mask[:, columns]}
+
+  def to_device(block):  # As BlockRunner.feed: assembled and sharded on 'data' (axis 1).
+    dev = parallel.to_global(mesh, block, padded, 1)
+    return images, labels, dev['index'], dev['mask']
+
+  return mesh, padded, state, host_block, to_device
+
+
+def _timed_calls(state, compiled, host_block, to_device, k, count):
+  """Runs `count` calls of K steps, each synchronised; returns (state, seconds per call)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  blocks = [host_block(k) for _ in range(count)]
+  seconds = []
+  for block in blocks:
+    start = time.perf_counter()
+    state, sums = compiled(state, *to_device(block))
+    jax.block_until_ready((state, sums))
+    seconds.append(time.perf_counter() - start)
+  return state, seconds
+
+
+def measure_throughput(batch_size, min_seconds, calls, warmup):
+  """Examples/s of train_steps_indexed at one batch size on every visible device."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from digits_jax import train_state as ts  # pylint: disable=g-import-not-at-top
+  mesh, padded, state, host_block, to_device = _setup(batch_size)
+  compile_for = lambda state, k: ts.train_steps_indexed.lower(
+      state, *to_device(host_block(k))).compile()
+  k = 8
+  compiled = compile_for(state, k)
+  state, secs = _timed_calls(state, compiled, host_block, to_device, k, 2)
+  new_k = min(_round_up_pow2(k * min_seconds / min(secs)), 1 << 16)
+  if new_k > k:
+    k, compiled = new_k, compile_for(state, new_k)
+  state, _ = _timed_calls(state, compiled, host_block, to_device, k, warmup)
+  state, secs = _timed_calls(state, compiled, host_block, to_device, k, calls)
+  median = statistics.median(secs)
+  return {'devices': mesh.devices.size, 'platform': jax.devices()[0].platform,
+          'batch_size': batch_size, 'padded_batch': padded, 'steps_per_call': k,
+          'ms_per_call': median * 1e3, 'us_per_step': median / k * 1e6,
+          'examples_per_second': batch_size * k / median,
+          'spread_percent': (max(secs) - min(secs)) / median * 100}
+
+
+def throughput_worker(batch_sizes):
+  """Prints one RESULT line (JSON) per batch size."""
+  for batch_size in batch_sizes:
+    res = measure_throughput(batch_size, _MIN_CALL.value, _CALLS.value, _WARMUP.value)
+    print(RESULT_PREFIX + json.dumps(res), flush=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if _WORKER.value:
+    throughput_worker([int(b) for b in _BATCH_SIZES.value])
+    return
+  unknown = set(_SECTIONS.value) - set(SECTIONS)
+  if unknown:
+    raise app.UsageError(f'Unknown sections {sorted(unknown)}; choose from {SECTIONS}.')
+  for line in machine_lines():
+    say(line)
+  say('Note: timings are wall-clock on a shared machine; other work running at the same '
+      'time (see the load averages) makes them noisy.')
+  ok = True
+  for section, fn in (('curve', curve_section), ('scaling', scaling_section),
+                      ('train', train_section)):
+    if section in _SECTIONS.value:
+      say()
+      start = time.perf_counter()
+      ok = fn() and ok
+      say(f'({section} took {time.perf_counter() - start:.0f} s; load average now '
+          f'{os.getloadavg()[0]:.2f})')
+  sys.exit(0 if ok else 1)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,570 @@
+r"""report.html: a self-contained page per run, and one comparing the runs of a sweep.
+
+  python -m digits_jax.report --workdir=runs/default_mnist   # a run: writes its report.html
+  python -m digits_jax.report --workdir=runs/sweep           # a sweep: compares its runs
+
+Everything comes from the saved result files (config.json, model_summary.txt, history.csv,
+predictions.npz, results.json and the figures). A missing or unreadable figure is redrawn
+first (the image grids need the dataset; if it cannot be loaded, a placeholder says why),
+so the page never shows a broken image. Figures are embedded as base64 data URIs: the page
+has no external resources and opens offline, mailed or archived as a single file.
+"""
+
+import base64
+import html
+import math
+import os
+import re
+import sys
+
+from absl import app
+from absl import flags
+
+from digits_jax import figures
+from digits_jax import results as results_lib
+
+REPORT = 'report.html'
+# The <h2> headings of a run's report, in order (tests and links rely on these texts).
+RUN_SECTIONS = ('Goal', 'Results', 'Configuration', 'Model summary', 'Training samples',
+                'Accuracy and loss curves', 'Recognized test images',
+                'Misclassified test images', 'Confusion matrix', 'Per-class accuracy',
+                'Conclusions')
+SWEEP_SECTIONS = ('Goal', 'Comparison table', 'Test accuracy vs parameter count',
+                  'Validation accuracy curves', 'Conclusions')
+DATASET_TITLES = {'mnist': 'MNIST', 'fashion_mnist': 'Fashion-MNIST'}
+SUBJECTS = {'mnist': 'handwritten digits', 'fashion_mnist': 'clothing items'}
+COMPARISON_FIELDS = ('variant', 'dataset', 'hidden_sizes', 'params', 'epochs', 'batch',
+                     'validation_split', 'best_val_accuracy', 'final_val_accuracy',
+                     'test_accuracy', 'test_loss', 'misclassified', 'train_seconds')
+SWEEP_FILES = {'csv': 'comparison.csv', 'md': 'comparison.md',
+               'params': 'sweep_accuracy_vs_params.png', 'curves': 'sweep_val_accuracy.png'}
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+PNG_END = b'IEND\xaeB`\x82'
+
+CSS = """
+body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:0;
+ background:#f4f5f7;color:#222;line-height:1.45}
+main{max-width:1100px;margin:0 auto;padding:24px 32px 48px;background:#fff;
+ box-shadow:0 0 12px rgba(0,0,0,.06)}
+h1{margin:0 0 4px;font-size:1.7em}
+h2{margin:32px 0 10px;padding-bottom:4px;border-bottom:2px solid #e3e6ea;font-size:1.3em}
+h3{margin:18px 0 6px;font-size:1.05em}
+.sub{color:#666;margin:0 0 12px}
+nav{font-size:.9em;margin:8px 0 0}nav a{margin-right:12px;color:#1f5fa8;text-decoration:none}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:.9em}
+th,td{border:1px solid #dde1e6;padding:3px 8px;text-align:right;vertical-align:middle}
+th{background:#f0f2f5}td.l,th.l{text-align:left}
+pre{background:#f6f8fa;border:1px solid #e3e6ea;padding:10px;overflow-x:auto;font-size:.85em}
+img{max-width:100%;height:auto;display:block;margin:8px 0}
+.kpi{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0}
+.kpi div{background:#f0f5fb;border-radius:6px;padding:8px 14px;min-width:120px}
+.kpi b{display:block;font-size:1.35em}.kpi span{color:#555;font-size:.85em}
+.bar{position:relative;width:60px;height:12px;background:#eef0f3;display:inline-block;
+ vertical-align:middle;margin-right:4px}td.p{white-space:nowrap}.bar span{position:absolute;left:0;top:0;bottom:0;
+ background:#8fb8de}td.pred .bar span{background:#2a9d8f}td.wrong .bar span{background:#e63946}
+td.pred{font-weight:bold}.bad{color:#c62828}.good{color:#2e7d32}
+.row{display:flex;flex-wrap:wrap;gap:12px 36px;align-items:flex-start}
+.row>*{min-width:0}.row img{max-width:560px}
+ul.conc li{margin:4px 0}footer{color:#888;font-size:.8em;margin-top:32px}
+"""
+
+
+class Raw(str):
+  """HTML that is inserted as is (everything else is escaped)."""
+
+
+def _esc(value):
+  return value if isinstance(value, Raw) else html.escape(str(value))
+
+
+def _slug(title):
+  return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')
+
+
+def is_png(path):
+  """Whether `path` holds a complete PNG file (signature and end chunk)."""
+  if not os.path.isfile(path) or os.path.getsize(path) < len(PNG_SIGNATURE) + len(PNG_END):
+    return False
+  with open(path, 'rb') as f:
+    data = f.read()
+  return data.startswith(PNG_SIGNATURE) and data.rstrip(b'\0').endswith(PNG_END)
+
+
+def img(path, alt):
+  """An <img> whose source is the PNG file embedded as a data URI."""
+  with open(path, 'rb') as f:
+    data = base64.b64encode(f.read()).decode('ascii')
+  return Raw(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">')
+
+
+def table(header, rows, left=()):
+  """An HTML table; columns whose index is in `left` are left-aligned."""
+  cls = lambda i: ' class="l"' if i in left else ''
+  head = ''.join(f'<th{cls(i)}>{_esc(h)}</th>' for i, h in enumerate(header))
+  body = ''.join('<tr>' + ''.join(f'<td{cls(i)}>{_esc(c)}</td>' for i, c in enumerate(r))
+                 + '</tr>' for r in rows)
+  return Raw(f'<table><tr>{head}</tr>{body}</table>')
+
+
+def row(*parts):
+  """Parts side by side (wrapping on narrow screens)."""
+  return Raw('<div class="row">' + ''.join(f'<div>{_esc(p)}</div>' for p in parts) + '</div>')
+
+
+def section(title, *parts):
+  """An <h2> section; `parts` are strings (escaped, as paragraphs) or Raw HTML."""
+  body = ''.join(p if isinstance(p, Raw) else f'<p>{html.escape(p)}</p>' for p in parts)
+  return Raw(f'<section id="{_slug(title)}"><h2>{html.escape(title)}</h2>{body}</section>')
+
+
+def page(title, subtitle, sections, footer=''):
+  """The whole HTML document: title, a table of contents and the sections."""
+  nav = ''.join(f'<a href="#{_slug(t)}">{html.escape(t)}</a>'
+                for t in re.findall(r'<h2>(.*?)</h2>', ''.join(sections)))
+  return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+          f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+          f'<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>'
+          f'<h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>'
+          f'<nav>{nav}</nav>{"".join(sections)}<footer>{html.escape(footer)}</footer>'
+          '</main></body></html>\n')
+
+
+def pct(x, digits=2):
+  """0.97791 -> '97.79%'; None or NaN -> 'n/a'."""
+  return 'n/a' if x is None or math.isnan(x) else f'{100 * x:.{digits}f}%'
+
+
+def _goal(dataset):
+  """One paragraph on what the lab does."""
+  return (f'The lab trains a fully connected network (Flatten 28x28 -> Dense+ReLU hidden '
+          f'layer(s) -> Dense(10) with softmax) to recognise 28x28 grey-level images of '
+          f'{SUBJECTS.get(dataset, "images")} from {DATASET_TITLES.get(dataset, dataset)} '
+          '(60,000 training and 10,000 test images, 10 classes). Inputs are scaled to [0, 1]; '
+          'the loss is categorical cross-entropy and the optimizer Adam. The last fraction of '
+          'the training set is held out for validation, as Keras does. After training, the '
+          'network is evaluated on the test set, chosen test images are recognised with their '
+          '10 output probabilities, and the misclassified test images are counted and shown.')
+
+
+# ----------------------------------------------------------------------------- run report
+
+
+def load_run(workdir):
+  """The saved results of a finished run, as a dict of its parts."""
+  path = lambda name: os.path.join(workdir, results_lib.FILES[name])
+  if not os.path.exists(path('results')) or not os.path.exists(path('predictions')):
+    raise FileNotFoundError(f'{workdir} holds no finished run (results.json and '
+                            'predictions.npz are written at the end of training).')
+  summary = ''
+  if os.path.exists(path('summary')):
+    with open(path('summary')) as f:
+      summary = f.read()
+  config = results_lib.read_json(path('config')) if os.path.exists(path('config')) else {}
+  history = results_lib.read_history(workdir) if os.path.exists(path('history')) else []
+  return {'workdir': workdir, 'res': results_lib.read_json(path('results')),
+          'config': config, 'summary': summary, 'history': history,
+          'preds': results_lib.read_predictions(workdir)}
+
+
+def _redraw_image_grids(run, keys):
+  """Redraws the figures that need the dataset's images, or placeholders saying why not."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from digits_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  path = lambda key: os.path.join(run['workdir'], figures.FILES[key])
+  config, res, preds = run['config'], run['res'], run['preds']
+  names = res['class_names']
+  try:
+    data = input_pipeline.load(ml_collections.ConfigDict(config))
+  except Exception as e:  # pylint: disable=broad-except
+    for key in keys:  # Any failure to load the data must still leave a valid image.
+      figures.placeholder(f'{key}.png could not be redrawn: the dataset did not load '
+                          f'({type(e).__name__}: {e})'[:300], path(key))
+    return
+  if 'samples' in keys:
+    n = min(config.get('num_show', 25), len(data.train_images))
+    figures.samples(data.train_images[:n], data.train_labels[:n], names, path('samples'))
+  if 'recognized' in keys:
+    figures.recognized(data.test_images, res['recognized'], names, path('recognized'))
+  if 'misclassified' in keys:
+    wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
+    figures.misclassified(data.test_images, wrong[:config.get('num_misclassified_show', 5)],
+                          preds['labels'], preds['predicted'], names, path('misclassified'))
+
+
+def ensure_figures(run):
+  """Redraws every missing or broken figure of a run; returns {key: path} of valid ones."""
+  workdir, res, preds = run['workdir'], run['res'], run['preds']
+  path = lambda key: os.path.join(workdir, figures.FILES[key])
+  if not is_png(path('curves')):
+    figures.curves(run['history'], path('curves'))
+  if not is_png(path('confusion')):
+    figures.confusion(preds['labels'], preds['predicted'], res['class_names'],
+                      path('confusion'))
+  wanted = ['samples', 'misclassified'] + (['recognized'] if res['recognized'] else [])
+  missing = [key for key in wanted if not is_png(path(key))]
+  if missing:
+    _redraw_image_grids(run, missing)
+  return {key: path(key) for key in figures.FILES if is_png(path(key))}
+
+
+def _probability_cell(p, rec, k):
+  """A probability with a bar; the predicted class bold (red if wrong)."""
+  cls = 'p'
+  if k == rec['predicted']:
+    cls += ' pred' if rec['predicted'] == rec['true'] else ' pred wrong'
+  return (f'<td class="{cls}"><span class="bar"><span style="width:{100 * p:.1f}%"></span>'
+          f'</span>{100 * p:.2f}%</td>')
+
+
+def recognized_table(res):
+  """The chosen test images' 10 output probabilities: one column per image, one row per class."""
+  recs, names = res['recognized'], res['class_names']
+  head = ''.join(f'<th>test #{r["index"]}</th>' for r in recs)
+  verdict = lambda r: ('<span class="good">right</span>' if r['predicted'] == r['true']
+                       else '<span class="bad">wrong</span>')
+  rows = ['<tr><td class="l">true class</td>' + ''.join(
+      f'<td>{html.escape(r["true_name"])}</td>' for r in recs) + '</tr>',
+          '<tr><td class="l">predicted (argmax)</td>' + ''.join(
+              f'<td>{html.escape(r["predicted_name"])} ({verdict(r)})</td>' for r in recs)
+          + '</tr>']
+  for k, name in enumerate(names):
+    rows.append(f'<tr><td class="l">P({html.escape(name)})</td>' + ''.join(
+        _probability_cell(r['probabilities'][k], r, k) for r in recs) + '</tr>')
+  return Raw(f'<table><tr><th class="l">output</th>{head}</tr>{"".join(rows)}</table>')
+
+
+def per_class_table(cm, names):
+  """Per class: test images, correct, accuracy and the class most often predicted instead."""
+  named = any(n != str(c) for c, n in enumerate(names))  # MNIST's names are the digits.
+  rows = []
+  for c, name in enumerate(names):
+    total = int(cm[c].sum())
+    off = [(int(cm[c, p]), p) for p in range(len(names)) if p != c]
+    count, other = max(off) if off else (0, c)
+    rows.append((c,) + ((name,) if named else ()) + (
+        f'{total:,}', f'{int(cm[c, c]):,}', pct(cm[c, c] / total) if total else 'n/a',
+        f'{names[other]} ({count})' if count else '-'))
+  header = ('class',) + (('name',) if named else ()) + (
+      'test images', 'correct', 'accuracy', 'most often taken for (times)')
+  return table(header, rows, left=(1, 5) if named else (4,))
+
+
+def confused_pairs(cm, names, top=3):
+  """The `top` largest off-diagonal cells: (count, true name, predicted name, share of true)."""
+  cells = [(int(cm[t, p]), t, p) for t in range(len(names)) for p in range(len(names))
+           if t != p and cm[t, p] > 0]
+  cells.sort(key=lambda x: (-x[0], x[1], x[2]))
+  return [(n, names[t], names[p], n / max(int(cm[t].sum()), 1)) for n, t, p in cells[:top]]
+
+
+def overfitting_epochs(history):
+  """Epochs whose validation loss rose while the training loss fell (vs the epoch before)."""
+  return [b for a, b in zip(history, history[1:])
+          if b['val_loss'] > a['val_loss'] and b['loss'] < a['loss']]
+
+
+def _history_conclusions(history):
+  """Best epoch and the overfitting check, from the per-epoch log."""
+  valid = [h for h in history if not math.isnan(h['val_accuracy'])]
+  if not valid:
+    return ['No validation split was held out (validation_split=0), so there is no best '
+            'epoch or overfitting check.']
+  best = max(valid, key=lambda h: h['val_accuracy'])
+  out = [f'Best epoch: epoch {best["epoch"]} of {len(history)} reached the highest validation '
+         f'accuracy, {pct(best["val_accuracy"])} (validation loss {best["val_loss"]:.4f}).']
+  rising = overfitting_epochs(valid)
+  if not rising:
+    return out + ['No sign of overfitting: validation loss never rose while training loss '
+                  'fell.']
+  before = {b['epoch']: a for a, b in zip(valid, valid[1:])}
+  steps = '; '.join(
+      f'epoch {h["epoch"]}: validation loss {before[h["epoch"]]["val_loss"]:.4f} -> '
+      f'{h["val_loss"]:.4f} while training loss {before[h["epoch"]]["loss"]:.4f} -> '
+      f'{h["loss"]:.4f}' for h in rising)
+  lowest = min(valid, key=lambda h: h['val_loss'])
+  return out + [f'Sign of overfitting: validation loss rose while training loss fell at '
+                f'epoch(s) {", ".join(str(h["epoch"]) for h in rising)} ({steps}). '
+                f'Validation loss was lowest at epoch {lowest["epoch"]} '
+                f'({lowest["val_loss"]:.4f}).']
+
+
+def conclusions(run, cm):
+  """Plain-text findings computed from the run's data (see RUN_SECTIONS' last section)."""
+  res, history = run['res'], run['history']
+  out = _history_conclusions(history)
+  pairs = confused_pairs(cm, res['class_names'])
+  if pairs:
+    out.append('Most confused classes: ' + '; '.join(
+        f'true {t} predicted as {p}: {n} time{"s" if n != 1 else ""} ({pct(share, 1)} of {t})'
+        for n, t, p, share in pairs) + '.')
+  else:
+    out.append('No test image was misclassified.')
+  final = history[-1]['val_accuracy'] if history else math.nan
+  if math.isnan(final):
+    out.append(f'Test accuracy: {pct(res["test_accuracy"])} (no validation accuracy to '
+               'compare with).')
+  else:
+    diff = 100 * (res['test_accuracy'] - final)
+    verdict = ('the validation split predicted the test accuracy well' if abs(diff) <= 1 else
+               'the validation split is not a close estimate of the test accuracy')
+    out.append(f'Test accuracy {pct(res["test_accuracy"])} vs final validation accuracy '
+               f'{pct(final)}: {diff:+.2f} percentage points; {verdict}.')
+  return out
+
+
+def _results_section(run):
+  """Headline numbers as tiles, then where and with what the run was made."""
+  res = run['res']
+  timings = res.get('timings', {})
+  tiles = [(pct(res['test_accuracy']), 'test accuracy'), (f'{res["test_loss"]:.4f}', 'test loss'),
+           (f'{res["misclassified_count"]:,} / {res["num_test"]:,}', 'misclassified'),
+           (pct(res.get('best_val_accuracy')), f'best val. accuracy (epoch {res.get("best_epoch")})'),
+           (f'{res["num_params"]:,}', 'parameters'),
+           (f'{timings.get("train_seconds", math.nan):.1f} s', f'training, {res["num_epochs"]} epochs')]
+  kpi = ''.join(f'<div><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>'
+                for v, k in tiles)
+  dev = res.get('devices', {})
+  where = (f'Data: {res.get("data_source", "?")}: {res["num_train"]:,} training, '
+           f'{res["num_val"]:,} validation, {res["num_test"]:,} test images. Devices: '
+           f'{dev.get("count", "?")} x {dev.get("kind", "?")} ({dev.get("platform", "?")}). '
+           f'Finished {res.get("finished_at", "?")}.')
+  return section('Results', Raw(f'<div class="kpi">{kpi}</div>'), where)
+
+
+def _config_section(config):
+  """config.json as a four-column (field, value, field, value) table."""
+  items = [(k, v if not isinstance(v, (list, tuple)) else tuple(v)) for k, v in config.items()]
+  half = -(-len(items) // 2)
+  left, right = items[:half], items[half:] + [('', '')] * (2 * half - len(items))
+  rows = [(a, b, c, d) for (a, b), (c, d) in zip(left, right)]
+  return section('Configuration', table(('field', 'value', 'field', 'value'), rows,
+                                        left=(0, 1, 2, 3)))
+
+
+def _figure_or_note(figs, key, alt, note):
+  return img(figs[key], alt) if key in figs else note
+
+
+def _image_sections(run, figs, cm):
+  """The sections built around figures: samples to per-class accuracy."""
+  res, config = run['res'], run['config']
+  names = res['class_names']
+  wrong = results_lib.misclassified(run['preds']['probabilities'], run['preds']['labels'])
+  shown = min(len(wrong), config.get('num_misclassified_show', len(wrong)))
+  recognized = (section('Recognized test images', row(_figure_or_note(
+      figs, 'recognized', 'chosen test images and their probabilities', ''),
+      recognized_table(res))) if res['recognized'] else section(
+          'Recognized test images', 'No test images were chosen (config.test_indices is empty).'))
+  return [
+      section('Training samples', _figure_or_note(figs, 'samples', 'first training images',
+                                                  'The sample grid is missing.')),
+      section('Accuracy and loss curves', img(figs['curves'], 'accuracy and loss per epoch')),
+      recognized,
+      section('Misclassified test images',
+              f'{len(wrong):,} of {res["num_test"]:,} test images '
+              f'({pct(len(wrong) / max(res["num_test"], 1))}) were misclassified; the first '
+              f'{shown} are shown with their true and predicted classes.',
+              _figure_or_note(figs, 'misclassified', 'misclassified test images', '')),
+      row(section('Confusion matrix', img(figs['confusion'], 'confusion matrix')),
+          section('Per-class accuracy', per_class_table(cm, names))),
+  ]
+
+
+def write_run_report(workdir):
+  """Writes workdir/report.html from a finished run's files (redrawing missing figures).
+
+  Args:
+    workdir: the folder of a finished run (holding results.json and predictions.npz).
+
+  Returns:
+    The path of report.html.
+  """
+  run = load_run(workdir)
+  res = run['res']
+  figs = ensure_figures(run)
+  cm = figures.confusion_matrix(run['preds']['labels'], run['preds']['predicted'],
+                                len(res['class_names']))
+  dataset = DATASET_TITLES.get(res['dataset'], res['dataset'])
+  sections = [section('Goal', _goal(res['dataset'])), _results_section(run),
+              _config_section(run['config']),
+              section('Model summary', Raw(f'<pre>{html.escape(run["summary"])}</pre>'))]
+  sections += _image_sections(run, figs, cm)
+  sections.append(section('Conclusions', Raw('<ul class="conc">' + ''.join(
+      f'<li>{html.escape(c)}</li>' for c in conclusions(run, cm)) + '</ul>')))
+  versions = ', '.join(f'{k} {v}' for k, v in res.get('versions', {}).items())
+  text = page(f'{res["name"]} on {dataset}', f'digits_jax run report - {os.path.abspath(workdir)}',
+              sections, f'Written by digits_jax.report from the files in this folder. {versions}')
+  path = os.path.join(workdir, REPORT)
+  results_lib.write_text(path, text)
+  return path
+
+
+# --------------------------------------------------------------------------- sweep report
+
+
+def variant_key(name):
+  """Sort key: 'default' first, then v1, v2, ..., v10, then other names."""
+  m = re.fullmatch(r'v(\d+)', name)
+  return (0, 0, '') if name == 'default' else (1, int(m.group(1)), '') if m else (2, 0, name)
+
+
+def dataset_key(dataset):
+  order = list(DATASET_TITLES)
+  return (order.index(dataset) if dataset in order else len(order), dataset)
+
+
+def find_runs(sweep_dir):
+  """The finished runs directly under `sweep_dir`: {subfolder: results.json content}.
+
+  Folders a run was moved aside to (`*.old-<time>`, see train.prepare_workdir) are left out.
+  """
+  runs = {}
+  for name in sorted(os.listdir(sweep_dir)) if os.path.isdir(sweep_dir) else []:
+    path = os.path.join(sweep_dir, name, results_lib.FILES['results'])
+    if '.old-' not in name and os.path.isfile(path):
+      runs[os.path.join(sweep_dir, name)] = results_lib.read_json(path)
+  return dict(sorted(runs.items(), key=lambda kv: (
+      dataset_key(kv[1]['dataset']), variant_key(kv[1]['name']), kv[0])))
+
+
+def comparison_row(res):
+  """One run's row of comparison.csv, every value taken from its results.json."""
+  return {'variant': res['name'], 'dataset': res['dataset'],
+          'hidden_sizes': 'x'.join(str(s) for s in res['hidden_sizes']),
+          'params': res['num_params'], 'epochs': res['num_epochs'], 'batch': res['batch_size'],
+          'validation_split': res['validation_split'],
+          'best_val_accuracy': res['best_val_accuracy'],
+          'final_val_accuracy': res['final_val_accuracy'],
+          'test_accuracy': res['test_accuracy'], 'test_loss': res['test_loss'],
+          'misclassified': res['misclassified_count'],
+          'train_seconds': res['timings']['train_seconds']}
+
+
+def _formatted(row):
+  """A comparison row for reading: accuracies in percent, losses and seconds rounded."""
+  out = dict(row)
+  for k in ('best_val_accuracy', 'final_val_accuracy', 'test_accuracy'):
+    out[k] = pct(row[k])
+  out['validation_split'] = f'{100 * row["validation_split"]:g}%'
+  out['test_loss'] = f'{row["test_loss"]:.4f}'
+  out['train_seconds'] = f'{row["train_seconds"]:.1f}'
+  out['params'] = f'{row["params"]:,}'
+  return out
+
+
+def write_comparison(sweep_dir):
+  """comparison.csv (exact values) and comparison.md (rounded) of every finished run.
+
+  Returns:
+    The comparison rows (dicts keyed by COMPARISON_FIELDS), in table order.
+  """
+  rows = [comparison_row(res) for res in find_runs(sweep_dir).values()]
+  results_lib.write_csv(os.path.join(sweep_dir, SWEEP_FILES['csv']), COMPARISON_FIELDS, rows)
+  lines = [f'# Sweep comparison: {os.path.abspath(sweep_dir)}', '',
+           '| ' + ' | '.join(COMPARISON_FIELDS) + ' |',
+           '|' + '|'.join('---' for _ in COMPARISON_FIELDS) + '|']
+  lines += ['| ' + ' | '.join(str(_formatted(r)[k]) for k in COMPARISON_FIELDS) + ' |'
+            for r in rows]
+  results_lib.write_text(os.path.join(sweep_dir, SWEEP_FILES['md']), '\n'.join(lines) + '\n')
+  return rows
+
+
+def _sweep_tables(sweep_dir, runs):
+  """One comparison table per dataset; variant names link to the runs' own reports."""
+  parts = []
+  for dataset in sorted({r['dataset'] for r in runs.values()}, key=dataset_key):
+    rows = []
+    for workdir, res in runs.items():
+      if res['dataset'] != dataset:
+        continue
+      row = _formatted(comparison_row(res))
+      if os.path.exists(os.path.join(workdir, REPORT)):
+        link = f'{os.path.basename(workdir)}/{REPORT}'
+        row['variant'] = Raw(f'<a href="{html.escape(link)}">{html.escape(res["name"])}</a>')
+      rows.append([row[k] for k in COMPARISON_FIELDS if k != 'dataset'])
+    parts.append(Raw(f'<h3>{html.escape(DATASET_TITLES.get(dataset, dataset))}</h3>'))
+    parts.append(table([k for k in COMPARISON_FIELDS if k != 'dataset'], rows,
+                       left=(0, 1)))
+  return parts
+
+
+def sweep_conclusions(rows):
+  """Per dataset: the most accurate run and the smallest one within 0.5 points of it."""
+  out = []
+  for dataset in sorted({r['dataset'] for r in rows}, key=dataset_key):
+    runs = [r for r in rows if r['dataset'] == dataset]
+    best = max(runs, key=lambda r: r['test_accuracy'])
+    close = [r for r in runs if r['test_accuracy'] >= best['test_accuracy'] - 0.005]
+    small = min(close, key=lambda r: r['params'])
+    worst = min(runs, key=lambda r: r['test_accuracy'])
+    text = (f'{DATASET_TITLES.get(dataset, dataset)}: {len(runs)} run(s); best test accuracy '
+            f'{pct(best["test_accuracy"])} by {best["variant"]} ({best["params"]:,} '
+            f'parameters), lowest {pct(worst["test_accuracy"])} by {worst["variant"]}.')
+    if small is not best:
+      text += (f' {small["variant"]} comes within 0.5 points ({pct(small["test_accuracy"])}) '
+               f'with {small["params"]:,} parameters.')
+    out.append(text)
+  return out or ['No finished runs in this folder yet.']
+
+
+def write_sweep_report(sweep_dir):
+  """Writes comparison.csv, comparison.md and report.html comparing a sweep's runs.
+
+  Args:
+    sweep_dir: a folder whose subfolders are runs (each with results.json when finished).
+
+  Returns:
+    The path of sweep_dir/report.html.
+  """
+  runs = find_runs(sweep_dir)
+  rows = write_comparison(sweep_dir)
+  path = lambda key: os.path.join(sweep_dir, SWEEP_FILES[key])
+  if rows:
+    figures.sweep_accuracy_vs_params(rows, path('params'), DATASET_TITLES)
+    figures.sweep_val_curves(
+        [(res['dataset'], res['name'], results_lib.read_history(w)) for w, res in runs.items()
+         if os.path.exists(os.path.join(w, results_lib.FILES['history']))],
+        path('curves'), DATASET_TITLES)
+  plot = lambda key, alt: img(path(key), alt) if rows and is_png(path(key)) else 'No runs.'
+  datasets = ', '.join(DATASET_TITLES.get(d, d) for d in
+                       sorted({r['dataset'] for r in rows}, key=dataset_key))
+  sections = [
+      section('Goal', _goal(rows[0]['dataset'] if rows else 'mnist'),
+              'This page compares the variants of the lab (table 1) trained in this sweep.'),
+      section('Comparison table', *_sweep_tables(sweep_dir, runs),
+              f'The exact values are in {SWEEP_FILES["csv"]}.'),
+      section('Test accuracy vs parameter count', plot('params', 'test accuracy vs parameters')),
+      section('Validation accuracy curves', plot('curves', 'validation accuracy per epoch')),
+      section('Conclusions', Raw('<ul class="conc">' + ''.join(
+          f'<li>{html.escape(c)}</li>' for c in sweep_conclusions(rows)) + '</ul>')),
+  ]
+  text = page(f'Sweep: {len(rows)} runs ({datasets or "none"})',
+              f'digits_jax sweep report - {os.path.abspath(sweep_dir)}', sections,
+              'Written by digits_jax.report from the runs in this folder.')
+  out = os.path.join(sweep_dir, REPORT)
+  results_lib.write_text(out, text)
+  return out
+
+
+def is_sweep_dir(folder):
+  """A sweep folder: no results.json of its own, but subfolders holding one."""
+  return (not os.path.exists(os.path.join(folder, results_lib.FILES['results']))
+          and bool(find_runs(folder)))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  folder = flags.FLAGS.workdir
+  write = write_sweep_report if is_sweep_dir(folder) else write_run_report
+  try:
+    print(write(folder))
+  except FileNotFoundError as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  # Defined here, not on import: train.py imports this module and main.py owns --workdir.
+  flags.DEFINE_string('workdir', None, 'A run folder, or a sweep folder of runs.',
+                      required=True)
+  app.run(main)

@@ -1,0 +1,126 @@
+"""The steps: known-answer metrics, a step lowers the loss, scan == single steps, masking."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from digits_jax import train_state as ts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**kw):
+  config = default.get_config()
+  config.hidden_units = 32
+  config.update(kw)
+  return config
+
+
+def _batch(n, seed=0, pad=0):
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n + pad, 28, 28), dtype=np.uint8)
+  labels = rng.integers(0, 10, n + pad).astype(np.int32)
+  return {'image': jnp.asarray(images), 'label': jnp.asarray(labels),
+          'mask': jnp.asarray(np.arange(n + pad) < n)}
+
+
+def test_known_answer_metrics():
+  logits = jnp.log(jnp.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4],
+                              [0.5, 0.25, 0.25]]))
+  labels = jnp.array([0, 2, 2, 1])
+  mask = jnp.array([True, True, True, False])  # The last row is padding.
+  m = ts.compute_metrics(logits, labels, mask)
+  expected = -(np.log(0.7) + np.log(0.1) + np.log(0.4))
+  np.testing.assert_allclose(float(m['loss']), expected, rtol=1e-6)
+  assert float(m['correct']) == 2.0 and float(m['count']) == 3.0
+
+
+def test_preprocess_scales_to_unit_interval():
+  x = ts.preprocess(jnp.array([0, 51, 255], jnp.uint8))
+  np.testing.assert_allclose(np.asarray(x), [0.0, 0.2, 1.0], rtol=1e-7)
+
+
+def test_one_step_lowers_the_loss():
+  state = ts.create_train_state(_config(), jax.random.key(0))
+  batch = _batch(64)
+  before = ts.eval_step(state, batch)
+  state, metrics = ts.train_step(state, batch)
+  after = ts.eval_step(state, batch)
+  np.testing.assert_allclose(float(metrics['loss']), float(before['loss']), rtol=1e-5)
+  assert float(after['loss']) < float(before['loss'])
+  assert int(state.step) == 1
+
+
+def test_scanned_steps_equal_single_steps():
+  config = _config()
+  k, b = 6, 16
+  batches = [_batch(b, seed=s) for s in range(k)]
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), *batches)
+  single = ts.create_train_state(config, jax.random.key(1))
+  sums = []
+  for batch in batches:
+    single, m = ts.train_step(single, batch)
+    sums.append(m)
+  scanned, scan_sums = ts.train_steps(ts.create_train_state(config, jax.random.key(1)), stacked)
+  jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-7),
+               single.params, scanned.params)
+  total = jax.tree.map(lambda *x: sum(float(v) for v in x), *sums)
+  for key in total:
+    np.testing.assert_allclose(float(scan_sums[key]), total[key], rtol=1e-5)
+
+
+def test_indexed_steps_equal_fed_steps():
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (100, 28, 28), dtype=np.uint8))
+  labels = jnp.asarray(rng.integers(0, 10, 100).astype(np.int32))
+  index = jnp.asarray(rng.integers(0, 100, (5, 8)).astype(np.int32))
+  mask = jnp.asarray(rng.random((5, 8)) < 0.8)
+  fed = {'image': images[index], 'label': labels[index], 'mask': mask}
+  a, ma = ts.train_steps(ts.create_train_state(_config(), jax.random.key(2)), fed)
+  b, mb = ts.train_steps_indexed(ts.create_train_state(_config(), jax.random.key(2)),
+                                 images, labels, index, mask)
+  jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+  jax.tree.map(np.testing.assert_array_equal, ma, mb)
+
+
+def test_padding_is_exactly_masked_out():
+  config = _config()
+  batch = _batch(5)
+  padded = _batch(5, pad=3)
+  padded = {k: v.at[:5].set(batch[k]) if k != 'mask' else v for k, v in padded.items()}
+  a, ma = ts.train_step(ts.create_train_state(config, jax.random.key(3)), batch)
+  b, mb = ts.train_step(ts.create_train_state(config, jax.random.key(3)), padded)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8),
+               a.params, b.params)
+  assert float(mb['count']) == 5.0
+  np.testing.assert_allclose(float(ma['loss']), float(mb['loss']), rtol=1e-6)
+
+
+def test_optimizer_has_keras_defaults():
+  config = default.get_config()
+  assert (config.learning_rate, config.b1, config.b2, config.eps) == (1e-3, 0.9, 0.999, 1e-7)
+
+
+def test_predict_returns_probabilities():
+  state = ts.create_train_state(_config(), jax.random.key(0))
+  probs = ts.predict(state, _batch(4)['image'])
+  np.testing.assert_allclose(np.asarray(probs.sum(-1)), np.ones(4), rtol=1e-6)
+
+
+def test_model_and_train_state_import_without_tensorflow():
+  code = ('import sys; sys.modules["tensorflow"] = None; sys.modules["tensorflow_datasets"] = None\n'
+          'import jax\n'
+          'from configs import default\n'
+          'from digits_jax import train_state, models, checkpoint, parallel, idx\n'
+          'state = train_state.create_train_state(default.get_config(), jax.random.key(0))\n'
+          'print("ok", int(state.step))\n')
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
+                       check=False)
+  assert out.returncode == 0, out.stderr
+  assert 'ok 0' in out.stdout
