@@ -19,6 +19,7 @@ The parent process never imports JAX: every measurement runs in a fresh child pr
 Exits 0 when every run succeeded, 1 otherwise.
 """
 
+import csv
 import importlib.metadata
 import json
 import math
@@ -148,14 +149,23 @@ def run_jax(name):
       return None
     with open(path) as f:
       res = json.load(f)
+    with open(os.path.join(workdir, 'history.csv')) as f:
+      epoch_seconds = [float(row['seconds']) for row in csv.DictReader(f)]
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
   t = res['timings']
   return {'epochs': res['num_epochs'], 'steps': t['steps'],
           'compile_seconds': t['compile_seconds'], 'train_seconds': t['train_seconds'],
           'examples_per_second': t['examples_per_second'], 'eval_seconds': t['eval_seconds'],
+          'steady_examples_per_second': steady(res['num_train'], epoch_seconds),
           'test_accuracy': res['test_accuracy'], 'peak_mb': child['peak_mb'],
           'wall_seconds': child['wall_seconds']}
+
+
+def steady(num_train, epoch_seconds):
+  """Examples/s of a median epoch after the first (which pays compiling/tracing)."""
+  later = epoch_seconds[1:]
+  return num_train / statistics.median(later) if later else None
 
 
 def run_keras(name):
@@ -171,6 +181,7 @@ def run_keras(name):
   res = json.loads(lines[-1])
   res['peak_mb'] = child['peak_mb']  # Measured the same way as for JAX (os.wait4).
   res['wall_seconds'] = child['wall_seconds']
+  res['steady_examples_per_second'] = steady(res['num_train'], res['epoch_seconds'])
   return res
 
 
@@ -204,6 +215,7 @@ TRAIN_COLUMNS = (  # (header, source, key, format, how to combine repeats)
     ('jax compile s', 'jax', 'compile_seconds', '.2f', statistics.median),
     ('jax train s', 'jax', 'train_seconds', '.2f', statistics.median),
     ('jax ex/s', 'jax', 'examples_per_second', ',.0f', statistics.median),
+    ('jax steady ex/s', 'jax', 'steady_examples_per_second', ',.0f', statistics.median),
     ('jax test acc', 'jax', 'test_accuracy', '.4f', statistics.median),
     ('jax peak MB', 'jax', 'peak_mb', '.0f', max),
     ('jax wall s', 'jax', 'wall_seconds', '.1f', statistics.median),
@@ -211,6 +223,7 @@ TRAIN_COLUMNS = (  # (header, source, key, format, how to combine repeats)
     ('keras startup s', 'keras', 'startup_seconds', '.2f', statistics.median),
     ('keras train s', 'keras', 'train_seconds', '.2f', statistics.median),
     ('keras ex/s', 'keras', 'examples_per_second', ',.0f', statistics.median),
+    ('keras steady ex/s', 'keras', 'steady_examples_per_second', ',.0f', statistics.median),
     ('keras test acc', 'keras', 'test_accuracy', '.4f', statistics.median),
     ('keras peak MB', 'keras', 'peak_mb', '.0f', max),
     ('keras wall s', 'keras', 'wall_seconds', '.1f', statistics.median),

@@ -9,6 +9,7 @@ Builds exactly the network, data and training of the lab for one of our configs
   startup_seconds   build + compile + a 1-step warm-up fit of a throwaway model on a
                     tiny slice: the fixed cost Keras pays before its first real batch.
   train_seconds     the `model.fit` call (all epochs, validation included).
+  epoch_seconds     each epoch's seconds (validation included), from a callback.
   examples_per_second  training examples per second (num_train * epochs / train_seconds).
   test_accuracy, test_loss  `model.evaluate` on the test set.
   peak_rss_mb       peak resident memory of this process (getrusage ru_maxrss).
@@ -82,6 +83,25 @@ def build_model(config):
   return model
 
 
+def epoch_timer():
+  """A Keras callback recording each epoch's seconds (validation included) in `.seconds`."""
+  import keras  # pylint: disable=g-import-not-at-top
+
+  class EpochTimer(keras.callbacks.Callback):
+
+    def __init__(self):
+      super().__init__()
+      self.seconds, self._start = [], 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+      self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+      self.seconds.append(time.perf_counter() - self._start)
+
+  return EpochTimer()
+
+
 def run(config):
   """Trains and evaluates the lab's Keras model; returns the measurements (a dict)."""
   t0 = time.perf_counter()
@@ -100,10 +120,11 @@ def run(config):
 
   keras.utils.set_random_seed(config.seed)
   model = build_model(config)
+  timer = epoch_timer()
   t0 = time.perf_counter()
   history = model.fit(x_train, y_train, batch_size=config.batch_size,
                       epochs=config.num_epochs, validation_split=config.validation_split,
-                      verbose=0)
+                      callbacks=[timer], verbose=0)
   train_seconds = time.perf_counter() - t0
   test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0)
   num_train = input_pipeline.split_at(len(x_train), config.validation_split)
@@ -112,7 +133,7 @@ def run(config):
       'batch_size': config.batch_size, 'num_train': num_train,
       'steps': input_pipeline.steps_per_epoch(num_train, config.batch_size) * config.num_epochs,
       'import_seconds': import_seconds, 'startup_seconds': startup_seconds,
-      'train_seconds': train_seconds,
+      'train_seconds': train_seconds, 'epoch_seconds': timer.seconds,
       'examples_per_second': num_train * config.num_epochs / train_seconds,
       'test_accuracy': float(test_accuracy), 'test_loss': float(test_loss),
       'final_val_accuracy': float(history.history['val_accuracy'][-1]),

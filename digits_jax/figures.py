@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from digits_jax import results as results_lib
@@ -181,8 +182,12 @@ def sweep_accuracy_vs_params(rows, path, dataset_titles=None):
     ax.scatter(params, acc, color='#1f77b4', zorder=3)
     for r, x, y in zip(runs, params, acc):
       ax.annotate(r['variant'], (x, y), textcoords='offset points', xytext=(4, 4), fontsize=8)
-    ax.set_xscale('log')
-    ax.set_xlabel('parameters (log scale)')
+    if max(params) > 3 * min(params):  # Log scale only where it spreads the points.
+      ax.set_xscale('log')
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f'{x:,.0f}'))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.margins(x=0.15, y=0.15)
+    ax.set_xlabel('parameters' + (' (log scale)' if ax.get_xscale() == 'log' else ''))
     ax.set_ylabel('test accuracy (%)')
     ax.set_title((dataset_titles or {}).get(dataset, dataset))
     ax.grid(alpha=0.3, which='both')
@@ -205,6 +210,7 @@ def sweep_val_curves(histories, path, dataset_titles=None):
     for variant, history in runs:
       ax.plot([h['epoch'] for h in history], [100 * h['val_accuracy'] for h in history],
               'o-', markersize=3, label=variant)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel('epoch')
     ax.set_ylabel('validation accuracy (%)')
     ax.set_title((dataset_titles or {}).get(dataset, dataset))

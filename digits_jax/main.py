@@ -22,6 +22,10 @@ _FRESH = flags.DEFINE_bool('fresh', False, 'Move a previous run in --workdir asi
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
                                  'Call jax.distributed.initialize() (multi-host jobs); also '
                                  'enabled by DIGITS_JAX_DISTRIBUTED=1.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', '',
+                                   'host:port of process 0 (default: detected).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', -1, 'Process count (default: detected).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'This process index (default: detected).')
 
 
 def main(argv):
@@ -31,7 +35,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   import jax  # pylint: disable=g-import-not-at-top
   from digits_jax import idx, parallel, preemption, train, validation  # pylint: disable=g-import-not-at-top,g-multiple-import
-  parallel.initialize_distributed(_DISTRIBUTED.value)
+  parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   config = _CONFIG.value

@@ -15,10 +15,18 @@ from jax.sharding import PartitionSpec as P
 DISTRIBUTED_ENV = 'DIGITS_JAX_DISTRIBUTED'
 
 
-def initialize_distributed(enabled):
-  """Joins a multi-host job (coordinator from TPU/SLURM/env) when asked to; errors propagate."""
-  if enabled or os.environ.get(DISTRIBUTED_ENV, '') not in ('', '0'):
-    jax.distributed.initialize()
+def initialize_distributed(enabled, coordinator_address='', num_processes=-1, process_id=-1):
+  """Joins a multi-host job when asked to (flag or $DIGITS_JAX_DISTRIBUTED); errors propagate.
+
+  With no explicit values JAX detects the coordinator, process count and index itself
+  (Cloud TPU, SLURM, Open MPI, Kubernetes); give them to run elsewhere (e.g. localhost).
+  """
+  if not enabled and os.environ.get(DISTRIBUTED_ENV, '') in ('', '0'):
+    return
+  jax.distributed.initialize(
+      coordinator_address=coordinator_address or None,
+      num_processes=None if num_processes < 0 else num_processes,
+      process_id=None if process_id < 0 else process_id)
 
 
 def make_mesh():

@@ -36,6 +36,12 @@ SUBJECTS = {'mnist': 'handwritten digits', 'fashion_mnist': 'clothing items'}
 COMPARISON_FIELDS = ('variant', 'dataset', 'hidden_sizes', 'params', 'epochs', 'batch',
                      'validation_split', 'best_val_accuracy', 'final_val_accuracy',
                      'test_accuracy', 'test_loss', 'misclassified', 'train_seconds')
+# Short column titles for the HTML table (the CSV and Markdown keep the field names).
+COMPARISON_TITLES = {'variant': 'variant', 'hidden_sizes': 'hidden', 'params': 'params',
+                     'epochs': 'epochs', 'batch': 'batch', 'validation_split': 'val. split',
+                     'best_val_accuracy': 'best val. acc.', 'final_val_accuracy': 'final val. acc.',
+                     'test_accuracy': 'test acc.', 'test_loss': 'test loss',
+                     'misclassified': 'wrong', 'train_seconds': 'train s'}
 SWEEP_FILES = {'csv': 'comparison.csv', 'md': 'comparison.md',
                'params': 'sweep_accuracy_vs_params.png', 'curves': 'sweep_val_accuracy.png'}
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -44,7 +50,7 @@ PNG_END = b'IEND\xaeB`\x82'
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:0;
  background:#f4f5f7;color:#222;line-height:1.45}
-main{max-width:1100px;margin:0 auto;padding:24px 32px 48px;background:#fff;
+main{max-width:1180px;margin:0 auto;padding:24px 32px 48px;background:#fff;
  box-shadow:0 0 12px rgba(0,0,0,.06)}
 h1{margin:0 0 4px;font-size:1.7em}
 h2{margin:32px 0 10px;padding-bottom:4px;border-bottom:2px solid #e3e6ea;font-size:1.3em}
@@ -53,7 +59,7 @@ h3{margin:18px 0 6px;font-size:1.05em}
 nav{font-size:.9em;margin:8px 0 0}nav a{margin-right:12px;color:#1f5fa8;text-decoration:none}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:.9em}
 th,td{border:1px solid #dde1e6;padding:3px 8px;text-align:right;vertical-align:middle}
-th{background:#f0f2f5}td.l,th.l{text-align:left}
+th{background:#f0f2f5;white-space:nowrap}td.l,th.l{text-align:left}
 pre{background:#f6f8fa;border:1px solid #e3e6ea;padding:10px;overflow-x:auto;font-size:.85em}
 img{max-width:100%;height:auto;display:block;margin:8px 0}
 .kpi{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0}
@@ -64,7 +70,7 @@ img{max-width:100%;height:auto;display:block;margin:8px 0}
  background:#8fb8de}td.pred .bar span{background:#2a9d8f}td.wrong .bar span{background:#e63946}
 td.pred{font-weight:bold}.bad{color:#c62828}.good{color:#2e7d32}
 .row{display:flex;flex-wrap:wrap;gap:12px 36px;align-items:flex-start}
-.row>*{min-width:0}.row img{max-width:560px}
+.row>*{min-width:0}.row img{max-width:480px}
 ul.conc li{margin:4px 0}footer{color:#888;font-size:.8em;margin-top:32px}
 """
 
@@ -245,7 +251,7 @@ def per_class_table(cm, names):
         f'{total:,}', f'{int(cm[c, c]):,}', pct(cm[c, c] / total) if total else 'n/a',
         f'{names[other]} ({count})' if count else '-'))
   header = ('class',) + (('name',) if named else ()) + (
-      'test images', 'correct', 'accuracy', 'most often taken for (times)')
+      'test images', 'correct', 'accuracy', 'most often mistaken for (times)')
   return table(header, rows, left=(1, 5) if named else (4,))
 
 
@@ -483,8 +489,8 @@ def _sweep_tables(sweep_dir, runs):
         row['variant'] = Raw(f'<a href="{html.escape(link)}">{html.escape(res["name"])}</a>')
       rows.append([row[k] for k in COMPARISON_FIELDS if k != 'dataset'])
     parts.append(Raw(f'<h3>{html.escape(DATASET_TITLES.get(dataset, dataset))}</h3>'))
-    parts.append(table([k for k in COMPARISON_FIELDS if k != 'dataset'], rows,
-                       left=(0, 1)))
+    parts.append(table([COMPARISON_TITLES[k] for k in COMPARISON_FIELDS if k != 'dataset'],
+                       rows, left=(0, 1)))
   return parts
 
 

@@ -1,0 +1,107 @@
+"""Bad inputs are refused before any training, naming the field, the value and the fix."""
+
+import gzip
+import os
+import shutil
+
+import pytest
+
+from conftest import tiny_config, write_tiny_dataset
+from digits_jax import idx
+from digits_jax import results
+from digits_jax import train
+from digits_jax import validation
+
+CASES = [
+    ({'batch_size': 0}, 'config.batch_size=0: must be an integer >= 1'),
+    ({'batch_size': -3}, 'config.batch_size=-3: must be an integer >= 1'),
+    ({'num_epochs': 0}, 'config.num_epochs=0: must be an integer >= 1'),
+    ({'validation_split': 1.5}, 'config.validation_split=1.5: must be a number in [0.0, 1.0)'),
+    ({'validation_split': 1.0}, 'config.validation_split=1.0: must be a number in [0.0, 1.0)'),
+    ({'validation_split': -0.1}, 'config.validation_split=-0.1'),
+    ({'hidden_units': 0}, 'config.hidden_units=0: must be an integer >= 1'),
+    ({'num_hidden_layers': 0}, 'config.num_hidden_layers=0: must be an integer >= 1'),
+    ({'test_indices': (10_000,)}, 'outside the test set; indices must be in [0, 199]'),
+    ({'test_indices': (200,)}, '[200] outside the test set'),
+    ({'test_indices': (-1,)}, 'indices must be >= 0'),
+    ({'dataset': 'cifar10'}, "config.dataset='cifar10': unknown dataset; use one of mnist"),
+    ({'data_source': 'web'}, "config.data_source='web': use one of auto, idx, tfds"),
+    ({'learning_rate': 0.0}, 'config.learning_rate=0.0: must be a number in (0.0, inf)'),
+    ({'learning_rate': -1.0}, 'config.learning_rate=-1.0'),
+    ({'b1': 1.0}, 'config.b1=1.0: must be a number in [0.0, 1.0)'),
+    ({'eps': 0.0}, 'config.eps=0.0'),
+    ({'compute_dtype': 'float16'}, "config.compute_dtype='float16': use one of float32"),
+    ({'num_show': -1}, 'config.num_show=-1: must be an integer >= 0'),
+    ({'num_misclassified_show': -2}, 'config.num_misclassified_show=-2'),
+    ({'steps_per_call': 0}, 'config.steps_per_call=0'),
+    ({'eval_batch_size': 0}, 'config.eval_batch_size=0'),
+    ({'kernel_init': 'ones'}, "config.kernel_init='ones'"),
+    ({'max_checkpoints_to_keep': 0}, 'config.max_checkpoints_to_keep=0'),
+    ({'data_dir': '/nonexistent/mnist'}, "config.data_dir='/nonexistent/mnist': no such folder"),
+]
+
+
+@pytest.mark.parametrize('overrides, message', CASES, ids=[str(c[0]) for c in CASES])
+def test_bad_config_is_refused_before_training(tiny_data, tmp_path, overrides, message):
+  workdir = tmp_path / 'run'
+  with pytest.raises(validation.ConfigError) as e:
+    overrides = dict(overrides)
+    config = tiny_config(overrides.pop('data_dir', tiny_data), **overrides)
+    train.train_and_evaluate(config, str(workdir))
+  assert message in str(e.value)
+  assert not workdir.exists()  # Nothing was trained or written.
+
+
+def test_all_problems_are_reported_at_once(tiny_data, tmp_path):
+  config = tiny_config(tiny_data, batch_size=0, num_epochs=0, dataset='svhn')
+  with pytest.raises(validation.ConfigError) as e:
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  text = str(e.value)
+  assert 'batch_size=0' in text and 'num_epochs=0' in text and "'svhn'" in text
+
+
+def test_folder_missing_a_file(tiny_data, tmp_path):
+  folder = shutil.copytree(tiny_data, tmp_path / 'data')
+  os.remove(folder / 't10k-labels-idx1-ubyte.gz')
+  with pytest.raises(validation.ConfigError, match='missing t10k-labels-idx1-ubyte.gz'):
+    train.train_and_evaluate(tiny_config(str(folder)), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_env_var_folder_is_named_in_the_error(tmp_path, monkeypatch):
+  monkeypatch.setenv('DIGITS_JAX_MNIST_DIR', str(tmp_path / 'nowhere'))
+  with pytest.raises(validation.ConfigError, match=r'\$DIGITS_JAX_MNIST_DIR=.*no such folder'):
+    train.train_and_evaluate(tiny_config(''), str(tmp_path / 'run'))
+
+
+def test_corrupt_data_file_names_the_file(tmp_path):
+  folder = write_tiny_dataset(str(tmp_path / 'data'))
+  path = os.path.join(folder, 'train-images-idx3-ubyte.gz')
+  with gzip.open(path, 'rb') as f:
+    data = f.read()
+  with gzip.open(path, 'wb') as f:
+    f.write(data[:5000])
+  with pytest.raises(idx.DataError, match='train-images-idx3-ubyte.gz.*truncated'):
+    train.train_and_evaluate(tiny_config(folder), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_workdir_under_a_file_is_refused(tiny_data, tmp_path):
+  (tmp_path / 'file').write_text('x')
+  with pytest.raises(validation.ConfigError, match='is a file, not a folder'):
+    train.train_and_evaluate(tiny_config(tiny_data), str(tmp_path / 'file' / 'run'))
+
+
+def test_workdir_of_another_config_is_refused_then_moved_aside(tiny_data, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
+  before = results.read_json(os.path.join(workdir, 'results.json'))
+  with pytest.raises(train.WorkdirMismatchError, match=r'hidden_units: 16 -> 8.*--fresh'):
+    train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1, hidden_units=8), workdir)
+  assert results.read_json(os.path.join(workdir, 'results.json')) == before  # Untouched.
+  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1, hidden_units=8), workdir,
+                           fresh=True)
+  assert results.read_json(os.path.join(workdir, 'results.json'))['num_params'] == 6_370
+  aside = [p for p in os.listdir(tmp_path) if p.startswith('run.old-')]
+  assert len(aside) == 1
+  assert results.read_json(os.path.join(tmp_path, aside[0], 'results.json')) == before
