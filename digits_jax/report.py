@@ -140,11 +140,15 @@ def pct(x, digits=2):
   return 'n/a' if x is None or math.isnan(x) else f'{100 * x:.{digits}f}%'
 
 
-def _goal(dataset):
-  """One paragraph on what the lab does."""
+def _goal(dataset=None):
+  """One paragraph on what the lab does (on one dataset, or on both when None)."""
+  if dataset is None:
+    what = ('handwritten digits (MNIST, Task 1) and of clothing items (Fashion-MNIST, '
+            'Task 2)')
+  else:
+    what = f'{SUBJECTS.get(dataset, "images")} from {DATASET_TITLES.get(dataset, dataset)}'
   return (f'The lab trains a fully connected network (Flatten 28x28 -> Dense+ReLU hidden '
-          f'layer(s) -> Dense(10) with softmax) to recognise 28x28 grey-level images of '
-          f'{SUBJECTS.get(dataset, "images")} from {DATASET_TITLES.get(dataset, dataset)} '
+          f'layer(s) -> Dense(10) with softmax) to recognise 28x28 grey-level images of {what} '
           '(60,000 training and 10,000 test images, 10 classes). Inputs are scaled to [0, 1]; '
           'the loss is categorical cross-entropy and the optimizer Adam. The last fraction of '
           'the training set is held out for validation, as Keras does. After training, the '
@@ -532,10 +536,10 @@ def write_sweep_report(sweep_dir):
          if os.path.exists(os.path.join(w, results_lib.FILES['history']))],
         path('curves'), DATASET_TITLES)
   plot = lambda key, alt: img(path(key), alt) if rows and is_png(path(key)) else 'No runs.'
-  datasets = ', '.join(DATASET_TITLES.get(d, d) for d in
-                       sorted({r['dataset'] for r in rows}, key=dataset_key))
+  names = sorted({r['dataset'] for r in rows}, key=dataset_key)
+  datasets = ', '.join(DATASET_TITLES.get(d, d) for d in names)
   sections = [
-      section('Goal', _goal(rows[0]['dataset'] if rows else 'mnist'),
+      section('Goal', _goal(names[0] if len(names) == 1 else None),
               'This page compares the variants of the lab (table 1) trained in this sweep.'),
       section('Comparison table', *_sweep_tables(sweep_dir, runs),
               f'The exact values are in {SWEEP_FILES["csv"]}.'),

@@ -22,9 +22,10 @@ def make_images(labels, rng):
   return images
 
 
-def write_tiny_dataset(folder, seed=0):
+def write_tiny_dataset(folder, seed=0, num_train=NUM_TRAIN, num_test=NUM_TEST):
+  """Writes a learnable dataset as the four IDX files; returns the folder."""
   rng = np.random.default_rng(seed)
-  for split, n in (('train', NUM_TRAIN), ('test', NUM_TEST)):
+  for split, n in (('train', num_train), ('test', num_test)):
     labels = rng.integers(0, 10, size=n).astype(np.uint8)
     idx.write_split(folder, split, make_images(labels, rng), labels)
   return folder

@@ -1,0 +1,128 @@
+"""Fault injection: killed runs resume to exactly the uninterrupted result; NaN stops cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY_FLAGS, config_flags, tiny_config, write_tiny_dataset
+from digits_jax import checkpoint
+from digits_jax import results
+from digits_jax import train
+
+# Long enough epochs (2,400 single-step calls) for a signal to land inside epoch 2.
+LONG = dict(TINY_FLAGS, num_epochs=3, batch_size=2, steps_per_call=1)
+
+
+@pytest.fixture(scope='module')
+def long_data(tmp_path_factory):
+  return write_tiny_dataset(str(tmp_path_factory.mktemp('long')), num_train=6000)
+
+
+def _start(data_dir, workdir):
+  cmd = [sys.executable, '-u', '-m', 'digits_jax.main', '--config=configs/default.py',
+         f'--workdir={workdir}', *config_flags(**LONG, data_dir=data_dir)]
+  return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+
+
+def _run_killed_in_epoch_2(data_dir, workdir, sig):
+  """Starts a run and sends `sig` a third of an epoch after epoch 1 is reported."""
+  proc = _start(data_dir, workdir)
+  for line in proc.stdout:
+    if line.startswith('Epoch 1/3 - loss'):
+      epoch_seconds = float(line.rsplit(' - ', 1)[1].rstrip().rstrip('s'))
+      time.sleep(epoch_seconds / 3)
+      proc.send_signal(sig)
+      break
+  out, err = proc.communicate(timeout=300)
+  return proc.returncode, out, err
+
+
+def _finish(data_dir, workdir):
+  proc = _start(data_dir, workdir)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  return out
+
+
+def _outcome(workdir):
+  """History without timings, final parameters and predictions of a finished run."""
+  history = [{k: v for k, v in h.items() if k != 'seconds'}
+             for h in results.read_history(workdir)]
+  _, state, _ = checkpoint.load_trained(workdir)
+  return history, jax.device_get(state.params), results.read_predictions(workdir)
+
+
+@pytest.fixture(scope='module')
+def reference(long_data, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('ref') / 'run')
+  _finish(long_data, workdir)
+  return _outcome(workdir)
+
+
+def _assert_same(a, b):
+  assert a[0] == b[0]  # Identical accuracy log, value for value.
+  jax.tree.map(np.testing.assert_array_equal, a[1], b[1])  # Bit for bit.
+  np.testing.assert_array_equal(a[2]['probabilities'], b[2]['probabilities'])
+
+
+def test_sigterm_saves_then_resume_is_identical(long_data, reference, tmp_path):
+  workdir = str(tmp_path / 'run')
+  code, _, err = _run_killed_in_epoch_2(long_data, workdir, signal.SIGTERM)
+  assert code == 143, err[-3000:]
+  assert 'SIGTERM received: saved a checkpoint' in err and '(epoch 2, step' in err
+  assert 'Rerun the same command to resume' in err
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
+  assert len(results.read_history(workdir)) == 1
+  out = _finish(long_data, workdir)
+  assert 'Resumed from the checkpoint' in out and 'steps into the next' in out
+  _assert_same(_outcome(workdir), reference)
+
+
+def test_sigkill_then_resume_is_identical(long_data, reference, tmp_path):
+  workdir = str(tmp_path / 'run')
+  code, _, _ = _run_killed_in_epoch_2(long_data, workdir, signal.SIGKILL)
+  assert code == -signal.SIGKILL
+  _finish(long_data, workdir)
+  _assert_same(_outcome(workdir), reference)
+
+
+def test_same_seed_same_run_other_seed_other_run(tiny_data, tmp_path):
+  runs = {}
+  for name, seed in (('a', 0), ('b', 0), ('c', 1)):
+    state = train.train_and_evaluate(tiny_config(tiny_data, seed=seed), str(tmp_path / name))
+    history = [{k: v for k, v in h.items() if k != 'seconds'}
+               for h in results.read_history(tmp_path / name)]
+    runs[name] = (history, jax.device_get(state.params))
+  assert runs['a'][0] == runs['b'][0]
+  jax.tree.map(np.testing.assert_array_equal, runs['a'][1], runs['b'][1])
+  assert runs['a'][0] != runs['c'][0]
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(tiny_data, num_epochs=3)
+  real_run = train.BlockRunner.run
+  calls = {'n': 0}
+
+  def poisoned(self, state, args):
+    state, sums = real_run(self, state, args)
+    calls['n'] += 1
+    if calls['n'] > 6:  # Epoch 1 has 4 blocks: poison epoch 2 after its checkpoint.
+      sums = dict(sums, loss=sums['loss'] * np.nan)
+    return state, sums
+
+  monkeypatch.setattr(train.BlockRunner, 'run', poisoned)
+  with pytest.raises(train.NonFiniteLossError, match='non-finite.*last good checkpoint'):
+    train.train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, 'results.json'))
+  assert len(results.read_history(workdir)) == 1
+  _, state, progress = checkpoint.load_trained(workdir)
+  assert progress['epoch'] == 1 and int(state.step) == 15
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))

@@ -1,0 +1,225 @@
+"""report.html of a run (and its figures redrawn when missing), and TensorBoard summaries.
+
+One tiny run (the `tiny_data` fixture of conftest.py) is trained once for the module; the
+browser tests need Chromium and are skipped without it.
+"""
+
+import base64
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digits_jax import figures
+from digits_jax import report
+from digits_jax import results as results_lib
+from digits_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEADINGS = ('Goal', 'Results', 'Configuration', 'Model summary', 'Training samples',
+            'Accuracy and loss curves', 'Recognized test images', 'Misclassified test images',
+            'Confusion matrix', 'Per-class accuracy', 'Conclusions')
+BROWSER = shutil.which('chromium') or shutil.which('chromium-browser')
+
+
+def tiny_run_config(data_dir):
+  """The default config shrunk to train on the tiny data in about a second."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.update(dict(data_dir=data_dir, verify_checksums=False, hidden_units=16, num_epochs=3,
+                     steps_per_call=4, eval_batch_size=64, num_show=6, test_indices=(0, 3),
+                     num_misclassified_show=4, progress_bar=False, tensorboard=False,
+                     write_report=False))
+  return config
+
+
+@pytest.fixture(scope='module')
+def run_dir(tiny_data, tmp_path_factory):
+  """A finished tiny run (3 epochs) with its report written."""
+  workdir = str(tmp_path_factory.mktemp('report') / 'run')
+  with contextlib.redirect_stdout(io.StringIO()):
+    train.train_and_evaluate(tiny_run_config(tiny_data), workdir)
+  report.write_run_report(workdir)
+  return workdir
+
+
+def read(path):
+  with open(path, encoding='utf-8') as f:
+    return f.read()
+
+
+def images_of(text):
+  """The src of every <img> in an HTML text."""
+  return re.findall(r'<img [^>]*src="([^"]*)"', text)
+
+
+def assert_valid_png_uris(text):
+  srcs = images_of(text)
+  assert srcs
+  for src in srcs:
+    assert src.startswith('data:image/png;base64,'), src[:80]
+    data = base64.b64decode(src.split(',', 1)[1], validate=True)
+    Image.open(io.BytesIO(data)).verify()  # Raises on a truncated or non-PNG image.
+
+
+def test_report_has_every_section_in_order(run_dir):
+  text = read(os.path.join(run_dir, report.REPORT))
+  assert tuple(re.findall(r'<h2>(.*?)</h2>', text)) == HEADINGS == report.RUN_SECTIONS
+
+
+def test_every_image_is_an_embedded_png_and_nothing_is_external(run_dir):
+  text = read(os.path.join(run_dir, report.REPORT))
+  assert len(images_of(text)) == 5  # samples, curves, recognized, misclassified, confusion.
+  assert_valid_png_uris(text)
+  refs = re.findall(r'(?:src|href)="([^"]*)"', text)
+  assert all(r.startswith(('data:', '#')) for r in refs), refs
+  assert 'http://' not in text and 'https://' not in text
+
+
+def test_report_shows_the_run_data(run_dir):
+  text = read(os.path.join(run_dir, report.REPORT))
+  res = results_lib.read_json(os.path.join(run_dir, 'results.json'))
+  conclusions = text.split('<h2>Conclusions</h2>')[1]
+  assert f'Best epoch: epoch {res["best_epoch"]} of 3' in conclusions
+  assert f'{100 * res["test_accuracy"]:.2f}%' in conclusions
+  assert 'Most confused classes' in conclusions or 'No test image was misclassified' in text
+  assert f'{res["misclassified_count"]:,} of {res["num_test"]:,} test images' in text
+  for rec in res['recognized']:
+    assert f'test #{rec["index"]}' in text
+  assert 'Total params: 12,730' in text  # The model summary, in <pre>.
+
+
+def test_cli_writes_the_run_report(run_dir):
+  os.remove(os.path.join(run_dir, report.REPORT))
+  proc = subprocess.run([sys.executable, '-m', 'digits_jax.report', f'--workdir={run_dir}'],
+                        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.strip() == os.path.join(run_dir, report.REPORT)
+  assert tuple(re.findall(r'<h2>(.*?)</h2>', read(proc.stdout.strip()))) == HEADINGS
+
+
+@pytest.mark.parametrize('data_available', [True, False])
+def test_missing_or_broken_figures_are_redrawn(run_dir, tmp_path, data_available):
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(run_dir, workdir, ignore=shutil.ignore_patterns('checkpoints'))
+  for key in ('samples', 'curves', 'confusion', 'recognized'):
+    os.remove(os.path.join(workdir, figures.FILES[key]))
+  with open(os.path.join(workdir, figures.FILES['misclassified']), 'r+b') as f:
+    f.truncate(200)  # A half-written PNG.
+  if not data_available:
+    config = results_lib.read_json(os.path.join(workdir, 'config.json'))
+    config['data_dir'] = str(tmp_path / 'no_such_folder')
+    results_lib.write_json(os.path.join(workdir, 'config.json'), config)
+  text = read(report.write_run_report(workdir))
+  assert_valid_png_uris(text)
+  assert len(images_of(text)) == 5
+  for key in ('samples', 'curves', 'confusion', 'recognized', 'misclassified'):
+    assert report.is_png(os.path.join(workdir, figures.FILES[key])), key
+
+
+def test_conclusions_find_overfitting_and_confusions():
+  history = [{'epoch': e, 'loss': l, 'accuracy': 0.9, 'val_loss': v, 'val_accuracy': a,
+              'seconds': 1.0}
+             for e, l, v, a in ((1, 0.5, 0.40, 0.90), (2, 0.3, 0.30, 0.95),
+                                (3, 0.2, 0.35, 0.94), (4, 0.25, 0.45, 0.93))]
+  assert [h['epoch'] for h in report.overfitting_epochs(history)] == [3]  # Not 4: loss rose.
+  cm = np.diag([50] * 10)
+  cm[4, 9], cm[7, 1], cm[3, 5], cm[9, 4] = 7, 5, 5, 1
+  names = [str(i) for i in range(10)]
+  assert report.confused_pairs(cm, names) == [(7, '4', '9', 7 / 57), (5, '3', '5', 5 / 55),
+                                              (5, '7', '1', 5 / 55)]
+  res = {'class_names': names, 'test_accuracy': 0.9}
+  text = ' '.join(report.conclusions({'res': res, 'history': history}, cm))
+  assert 'Best epoch: epoch 2 of 4' in text
+  assert 'overfitting' in text and 'epoch(s) 3' in text and 'lowest at epoch 2' in text
+  assert 'true 4 predicted as 9: 7 times' in text
+  assert '-3.00 percentage points' in text
+
+
+def test_conclusions_without_validation():
+  history = [{'epoch': 1, 'loss': 0.5, 'accuracy': 0.8, 'val_loss': math.nan,
+              'val_accuracy': math.nan, 'seconds': 1.0}]
+  res = {'class_names': [str(i) for i in range(10)], 'test_accuracy': 0.9}
+  text = ' '.join(report.conclusions({'res': res, 'history': history}, np.eye(10, dtype=int)))
+  assert 'No validation split' in text and 'No test image was misclassified' in text
+
+
+def _chromium(*args, user_data_dir):
+  """Runs headless Chromium with everything that could reach the network switched off."""
+  cmd = [BROWSER, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+         '--no-first-run', '--disable-background-networking', '--disable-component-update',
+         '--disable-sync', '--hide-scrollbars', f'--user-data-dir={user_data_dir}', *args]
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+CHECK_SCRIPT = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.from(document.images);
+  document.body.dataset.images = String(imgs.length);
+  document.body.dataset.imagesOk = String(imgs.length > 0 && imgs.every(
+      function (i) { return i.complete && i.naturalWidth > 0; }));
+  document.body.dataset.headings = Array.from(document.querySelectorAll('h2')).map(
+      function (h) { return h.textContent; }).join('|');
+});
+</script></body>"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason='needs Chromium (apt-get install chromium)')
+def test_report_renders_in_a_browser(run_dir, tmp_path):
+  html_path = os.path.join(run_dir, report.REPORT)
+  if not os.path.exists(html_path):
+    report.write_run_report(run_dir)
+  shot = tmp_path / 'shot.png'
+  proc = _chromium(f'--screenshot={shot}', '--window-size=1200,4000',
+                   f'file://{html_path}', user_data_dir=tmp_path / 'profile1')
+  assert shot.exists(), proc.stderr[-2000:]
+  assert Image.open(shot).size == (1200, 4000)
+  checked = tmp_path / 'checked.html'
+  checked.write_text(read(html_path).replace('</body>', CHECK_SCRIPT), encoding='utf-8')
+  proc = _chromium('--dump-dom', '--virtual-time-budget=5000', f'file://{checked}',
+                   user_data_dir=tmp_path / 'profile2')
+  body = re.search(r'<body([^>]*)>', proc.stdout)
+  assert body, proc.stderr[-2000:]
+  attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+  assert attrs.get('images-ok') == 'true', attrs
+  assert attrs['images'] == '5'
+  assert tuple(attrs['headings'].split('|')) == HEADINGS
+
+
+def test_tensorboard_summaries_match_the_history(run_dir):
+  tf = pytest.importorskip('tensorflow')
+  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
+  logdir = summaries.write_run_summaries(run_dir)
+  logdir = summaries.write_run_summaries(run_dir)  # Rewriting must not double the points.
+  files = [os.path.join(logdir, f) for f in os.listdir(logdir) if 'tfevents' in f]
+  assert len(files) == 1
+  scalars, images = {}, {}
+  for record in tf.data.TFRecordDataset(files):
+    event = tf.compat.v1.Event.FromString(record.numpy())
+    for v in event.summary.value:
+      value = tf.make_ndarray(v.tensor)
+      if v.metadata.plugin_data.plugin_name == 'scalars':
+        scalars.setdefault(v.tag, []).append((event.step, float(value)))
+      elif v.metadata.plugin_data.plugin_name == 'images':
+        images[v.tag] = value
+  with open(os.path.join(run_dir, 'history.csv')) as f:
+    history = list(csv.DictReader(f))
+  for column, tag in summaries.SCALARS.items():
+    assert scalars[tag] == [(int(h['epoch']), float(np.float32(h[column]))) for h in history]
+  res = json.loads(read(os.path.join(run_dir, 'results.json')))
+  assert scalars['test/accuracy'] == [(3, float(np.float32(res['test_accuracy'])))]
+  assert set(images) == set(summaries.IMAGES.values())
+  width, height, png = images['images/samples']
+  with open(os.path.join(run_dir, figures.FILES['samples']), 'rb') as f:
+    assert png == f.read()
+  assert Image.open(io.BytesIO(png)).size == (int(width), int(height))
