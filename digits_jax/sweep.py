@@ -31,6 +31,7 @@ from absl import logging
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
 from digits_jax import idx
+from digits_jax import input_pipeline
 from digits_jax import preemption
 from digits_jax import report
 from digits_jax import results as results_lib
@@ -104,6 +105,9 @@ def apply_overrides(config, overrides):
   """Sets each override that applies to config.dataset; returns the config."""
   for text in overrides:
     dataset, field, value = parse_override(text)
+    if dataset is not None and dataset not in input_pipeline.DATASETS:
+      raise SweepError(f'--override {text!r}: unknown dataset {dataset!r}; use one of '
+                       f'{", ".join(input_pipeline.DATASETS)}.')
     if dataset is not None and dataset != config.dataset:
       continue
     if field not in config:

@@ -93,7 +93,8 @@ def test_comparison_table_holds_each_runs_results(swept):
       assert float(row[field]) == res[field], field
     assert float(row['train_seconds']) == res['timings']['train_seconds']
   md = open(os.path.join(swept['dir'], 'comparison.md')).read()
-  assert md.count('\n| v') == 2 and '| default | mnist | 16 | 12,730 |' in md
+  assert '\n| default | mnist | 16 | 12,730 | 2 | 32 | 20% |' in md
+  assert '\n| v1 | mnist | 16x16 | 13,002 | 2 | 30 | 10% |' in md
 
 
 def test_sweep_report(swept):
@@ -123,10 +124,12 @@ def test_rerun_skips_finished_runs(swept):
 def test_a_changed_setting_is_not_skipped(swept, tmp_path, monkeypatch):
   sweep_dir = str(tmp_path / 'copy')
   shutil.copytree(swept['dir'], sweep_dir)
+  saved = os.path.join(sweep_dir, 'v2_mnist', 'config.json')
+  results_lib.write_json(saved, {**results_lib.read_json(saved), 'test_indices': [4]})
   calls = []
   monkeypatch.setattr(train, 'train_and_evaluate', lambda c, w: calls.append((c.name, w)))
-  overrides = tiny_overrides(swept['data']) + ['v2:test_indices=(4,)']
-  status, _ = quiet(sweep.run_sweep, CONFIGS, ['mnist'], sweep_dir, overrides)
+  status, _ = quiet(sweep.run_sweep, CONFIGS, ['mnist'], sweep_dir,
+                    tiny_overrides(swept['data']))
   assert calls == [('v2', os.path.join(sweep_dir, 'v2_mnist'))]
   assert sorted(status.values()) == ['resumed', 'skipped', 'skipped']
 
@@ -137,6 +140,8 @@ def test_bad_override_fails_before_any_training(tmp_path, monkeypatch):
     sweep.run_sweep(CONFIGS, ['mnist'], str(tmp_path), ['no_such_field=1'])
   with pytest.raises(sweep.SweepError, match='expected int'):
     sweep.run_sweep(CONFIGS, ['mnist'], str(tmp_path), ['num_epochs=1.5'])
+  with pytest.raises(sweep.SweepError, match='unknown dataset'):
+    sweep.run_sweep(CONFIGS, ['mnist'], str(tmp_path), ['v2:num_epochs=1'])
   with pytest.raises(sweep.SweepError, match='no file'):
     sweep.run_sweep(['v99'], ['mnist'], str(tmp_path))
   assert os.listdir(tmp_path) == []

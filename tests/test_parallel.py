@@ -1,0 +1,95 @@
+"""Data parallelism on forced CPU devices and across two processes equals one device."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY_FLAGS, config_flags
+from digits_jax import checkpoint
+from digits_jax import results
+
+# Trains the tiny config in a fresh process with N forced devices; prints params and log.
+TRAIN_SNIPPET = r'''
+import json, sys, jax, numpy as np
+sys.path.insert(0, "tests")
+from conftest import tiny_config
+from digits_jax import train
+data_dir, workdir, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+state = train.train_and_evaluate(tiny_config(data_dir, batch_size=batch), workdir)
+flat = {"/".join(str(k.key) for k in path): np.asarray(v).tolist()
+        for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
+print("RESULT" + json.dumps({"devices": jax.device_count(), "params": flat}))
+'''
+
+
+def _env(devices):
+  return {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'JAX_PLATFORMS': 'cpu',
+          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+
+
+def _train_on(devices, data_dir, workdir, batch):
+  out = subprocess.run([sys.executable, '-c', TRAIN_SNIPPET, data_dir, workdir, str(batch)],
+                       cwd=REPO, env=_env(devices), capture_output=True, text=True,
+                       timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  line = [l for l in out.stdout.splitlines() if l.startswith('RESULT')][-1]
+  result = json.loads(line[len('RESULT'):])
+  assert result['devices'] == devices
+  return result['params'], results.read_history(workdir), out.stdout
+
+
+def _assert_close(a, b):
+  (pa, ha), (pb, hb) = a, b
+  assert pa.keys() == pb.keys()
+  for k in pa:
+    np.testing.assert_allclose(np.asarray(pa[k]), np.asarray(pb[k]), rtol=2e-5, atol=2e-6)
+  for ra, rb in zip(ha, hb):
+    for key in ('loss', 'accuracy', 'val_loss', 'val_accuracy'):
+      assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize('batch', [32, 5])
+def test_four_devices_equal_one(tiny_data, tmp_path, batch):
+  one = _train_on(1, tiny_data, str(tmp_path / 'one'), batch)
+  four = _train_on(4, tiny_data, str(tmp_path / 'four'), batch)
+  _assert_close(one[:2], four[:2])
+  if batch == 5:
+    assert 'Batch 5 padded to 8 (a multiple of 4 devices)' in four[2]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(tiny_data, tmp_path):
+  reference = _train_on(1, tiny_data, str(tmp_path / 'single'), 5)
+  workdir = str(tmp_path / 'multi')
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    cmd = [sys.executable, '-m', 'digits_jax.main', '--config=configs/default.py',
+           f'--workdir={workdir}', '--distributed', f'--coordinator_address=localhost:{port}',
+           '--num_processes=2', f'--process_id={pid}',
+           *config_flags(**{**TINY_FLAGS, 'data_dir': tiny_data, 'batch_size': 5})]
+    procs.append(subprocess.Popen(cmd, cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert 'Devices: 4 x cpu (cpu), 2 process(es)' in outs[0][0]
+  own_lines = [l for l in outs[1][0].splitlines() if l.strip() and not l.startswith('[Gloo]')]
+  assert own_lines == []  # Process 1 prints nothing (Gloo's own lines aside).
+  _, state, _ = checkpoint.load_trained(workdir)
+  import jax  # pylint: disable=g-import-not-at-top
+  flat = {'/'.join(str(k.key) for k in path): np.asarray(v)
+          for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
+  _assert_close((flat, results.read_history(workdir)), reference[:2])
+  res = results.read_json(os.path.join(workdir, 'results.json'))
+  assert res['devices']['processes'] == 2
