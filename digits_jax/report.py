@@ -66,8 +66,9 @@ img{max-width:100%;height:auto;display:block;margin:8px 0}
 .kpi div{background:#f0f5fb;border-radius:6px;padding:8px 14px;min-width:120px}
 .kpi b{display:block;font-size:1.35em}.kpi span{color:#555;font-size:.85em}
 .bar{position:relative;width:60px;height:12px;background:#eef0f3;display:inline-block;
- vertical-align:middle;margin-right:4px}td.p{white-space:nowrap}.bar span{position:absolute;left:0;top:0;bottom:0;
- background:#8fb8de}td.pred .bar span{background:#2a9d8f}td.wrong .bar span{background:#e63946}
+ vertical-align:middle;margin-right:4px}td.p{white-space:nowrap}
+.bar span{position:absolute;left:0;top:0;bottom:0;background:#8fb8de}
+td.pred .bar span{background:#2a9d8f}td.wrong .bar span{background:#e63946}
 td.pred{font-weight:bold}.bad{color:#c62828}.good{color:#2e7d32}
 .row{display:flex;flex-wrap:wrap;gap:12px 36px;align-items:flex-start}
 .row>*{min-width:0}.row img{max-width:480px}
@@ -80,10 +81,12 @@ class Raw(str):
 
 
 def _esc(value):
+  """`value` as HTML text, unless it is Raw HTML already."""
   return value if isinstance(value, Raw) else html.escape(str(value))
 
 
 def _slug(title):
+  """A section's anchor: 'Per-class accuracy' -> 'per-class-accuracy'."""
   return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')
 
 
@@ -326,11 +329,14 @@ def _results_section(run):
   """Headline numbers as tiles, then where and with what the run was made."""
   res = run['res']
   timings = res.get('timings', {})
-  tiles = [(pct(res['test_accuracy']), 'test accuracy'), (f'{res["test_loss"]:.4f}', 'test loss'),
+  tiles = [(pct(res['test_accuracy']), 'test accuracy'),
+           (f'{res["test_loss"]:.4f}', 'test loss'),
            (f'{res["misclassified_count"]:,} / {res["num_test"]:,}', 'misclassified'),
-           (pct(res.get('best_val_accuracy')), f'best val. accuracy (epoch {res.get("best_epoch")})'),
+           (pct(res.get('best_val_accuracy')),
+            f'best val. accuracy (epoch {res.get("best_epoch")})'),
            (f'{res["num_params"]:,}', 'parameters'),
-           (f'{timings.get("train_seconds", math.nan):.1f} s', f'training, {res["num_epochs"]} epochs')]
+           (f'{timings.get("train_seconds", math.nan):.1f} s',
+            f'training, {res["num_epochs"]} epochs')]
   kpi = ''.join(f'<div><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>'
                 for v, k in tiles)
   dev = res.get('devices', {})
@@ -352,6 +358,7 @@ def _config_section(config):
 
 
 def _figure_or_note(figs, key, alt, note):
+  """The figure if the run has it, else a note."""
   return img(figs[key], alt) if key in figs else note
 
 
@@ -419,6 +426,7 @@ def variant_key(name):
 
 
 def dataset_key(dataset):
+  """Sort key: MNIST, then Fashion-MNIST, then others by name."""
   order = list(DATASET_TITLES)
   return (order.index(dataset) if dataset in order else len(order), dataset)
 
@@ -563,6 +571,7 @@ def is_sweep_dir(folder):
 
 
 def main(argv):
+  """Writes the report of --workdir (a run or a sweep folder) and prints its path."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   folder = flags.FLAGS.workdir

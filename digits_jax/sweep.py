@@ -118,6 +118,7 @@ def apply_overrides(config, overrides):
 
 
 def _same(a, b):
+  """Equal config values (JSON turns tuples into lists)."""
   norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
   return norm(a) == norm(b)
 
@@ -190,10 +191,12 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None):
 
 
 def _list(text):
+  """'a, b,c' -> ['a', 'b', 'c']."""
   return [x.strip() for x in text.split(',') if x.strip()]
 
 
 def main(argv):
+  """Runs the sweep the flags describe."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   if not flags.FLAGS['verbosity'].present:

@@ -161,3 +161,18 @@ def test_overrides_take_the_fields_type():
   assert config.batch_size == 5 and config.hidden_units == 20  # mnist: override not applied.
   assert sweep.apply_overrides(sweep.load_config('v1', 'mnist'),
                                ['test_indices=4']).test_indices == (4,)
+
+
+def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, tiny_data):
+  calls = []
+
+  def fake_train(config, workdir):
+    calls.append(config.name)
+    if config.name == 'v1':
+      raise train.WorkdirMismatchError(f'{workdir} holds a run of a different config')
+
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  with pytest.raises(sweep.SweepError, match='v1_mnist: failed: .* different config'):
+    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), tiny_overrides(tiny_data))
+  assert calls == list(CONFIGS)
+  assert os.path.exists(tmp_path / report.REPORT)  # Written before the error is raised.
