@@ -30,6 +30,7 @@ def get_config(dataset=None):
   config.kernel_init = 'glorot_uniform'  # Keras's Dense default; or 'lecun_normal'.
 
   # Optimisation (Keras Adam defaults).
+  config.optimizer = 'keras_adam'  # Keras's Adam update rule; or 'optax_adam' (optax.adam).
   config.learning_rate = 1e-3  # Adam step size.
   config.b1 = 0.9  # Adam first-moment decay.
   config.b2 = 0.999  # Adam second-moment decay.

@@ -31,7 +31,7 @@ from digits_jax import validation
 # (num_epochs may grow: the shuffles depend only on seed and epoch, so extending a run
 # gives exactly the longer run.)
 TRAINING_FIELDS = ('dataset', 'validation_split', 'hidden_units', 'num_hidden_layers',
-                   'kernel_init', 'learning_rate', 'b1', 'b2', 'eps', 'batch_size', 'seed',
+                   'kernel_init', 'optimizer', 'learning_rate', 'b1', 'b2', 'eps', 'batch_size', 'seed',
                    'compute_dtype')
 
 

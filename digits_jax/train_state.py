@@ -13,6 +13,7 @@ the gradients or the metrics, so a padded step is exactly the unpadded one.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +25,44 @@ from digits_jax import models
 TrainState = train_state.TrainState
 
 
+class KerasAdamState(NamedTuple):
+  count: jax.Array  # Steps taken.
+  mu: optax.Updates  # First moments.
+  nu: optax.Updates  # Second moments.
+
+
+def keras_adam(learning_rate, b1=0.9, b2=0.999, eps=1e-7):
+  """Adam exactly as Keras applies it: p -= lr_t * m / (sqrt(v) + eps).
+
+  lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t) folds both bias corrections into one scalar,
+  so epsilon is added to the uncorrected sqrt(v) (optax.adam adds it to the corrected
+  one: the two differ by eps * sqrt(1 - b2^t)). One divide per parameter instead of
+  three also makes the step cheaper wherever the update is memory- or ALU-bound.
+  """
+  def init(params):
+    zeros = lambda: jax.tree.map(jnp.zeros_like, params)
+    return KerasAdamState(jnp.zeros([], jnp.int32), zeros(), zeros())
+
+  def update(grads, state, params=None):
+    del params
+    count = state.count + 1
+    t = count.astype(jnp.float32)
+    lr_t = learning_rate * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+    mu = jax.tree.map(lambda m, g: m + (g - m) * (1 - b1), state.mu, grads)
+    nu = jax.tree.map(lambda v, g: v + (g * g - v) * (1 - b2), state.nu, grads)
+    updates = jax.tree.map(lambda m, v: -lr_t * m / (jnp.sqrt(v) + eps), mu, nu)
+    return updates, KerasAdamState(count, mu, nu)
+
+  return optax.GradientTransformation(init, update)
+
+
+OPTIMIZERS = {'keras_adam': keras_adam, 'optax_adam': optax.adam}
+
+
 def create_optimizer(config):
-  """Adam with the config's (by default Keras's) hyper-parameters."""
-  return optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
+  """Adam with the config's (by default Keras's) hyper-parameters and update rule."""
+  return OPTIMIZERS[config.optimizer](config.learning_rate, b1=config.b1, b2=config.b2,
+                                      eps=config.eps)
 
 
 def create_train_state(config, rng):

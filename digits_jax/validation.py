@@ -66,6 +66,9 @@ def check_fields(config):
   if config.get('compute_dtype') not in DTYPES:
     problems.append(f'config.compute_dtype={config.get("compute_dtype")!r}: use one of '
                     f'{", ".join(DTYPES)}.')
+  if config.get('optimizer') not in ('keras_adam', 'optax_adam'):
+    problems.append(f'config.optimizer={config.get("optimizer")!r}: use keras_adam (the '
+                    "lab's Keras update rule) or optax_adam.")
   if config.get('kernel_init') not in ('glorot_uniform', 'lecun_normal'):
     problems.append(f'config.kernel_init={config.get("kernel_init")!r}: use glorot_uniform '
                     '(Keras) or lecun_normal (Flax).')

@@ -124,3 +124,35 @@ def test_model_and_train_state_import_without_tensorflow():
                        check=False)
   assert out.returncode == 0, out.stderr
   assert 'ok 0' in out.stdout
+
+
+def test_keras_adam_matches_keras_update_rule():
+  params = {'w': jnp.array([0.5, -1.0, 2.0])}
+  grads = [np.array([0.1, -0.2, 0.0]), np.array([0.3, 0.1, -0.5]), np.array([-0.2, 0.0, 0.4])]
+  tx = ts.keras_adam(1e-2, b1=0.9, b2=0.999, eps=1e-7)
+  state = tx.init(params)
+  p, m, v = np.array([0.5, -1.0, 2.0]), np.zeros(3), np.zeros(3)
+  for t, g in enumerate(grads, start=1):  # keras.optimizers.Adam.update_step, in numpy.
+    updates, state = tx.update({'w': jnp.asarray(g, jnp.float32)}, state)
+    params = {'w': params['w'] + updates['w']}
+    lr = 1e-2 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+    m += (g - m) * (1 - 0.9)
+    v += (g * g - v) * (1 - 0.999)
+    p -= lr * m / (np.sqrt(v) + 1e-7)
+  np.testing.assert_allclose(np.asarray(params['w']), p, rtol=1e-6)
+
+
+@pytest.mark.parametrize('optimizer', ['keras_adam', 'optax_adam'])
+def test_both_optimizers_train(optimizer):
+  state = ts.create_train_state(_config(optimizer=optimizer), jax.random.key(0))
+  batch = _batch(32)
+  before = float(ts.eval_step(state, batch)['loss'])
+  state, _ = ts.train_step(state, batch)
+  assert float(ts.eval_step(state, batch)['loss']) < before
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+  state = ts.create_train_state(_config(compute_dtype='bfloat16'), jax.random.key(0))
+  state, metrics = ts.train_step(state, _batch(16))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
+  assert np.isfinite(float(metrics['loss']))
