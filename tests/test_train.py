@@ -114,9 +114,10 @@ def test_device_data_and_tf_data_train_identically(tiny_data, tmp_path):
   a = train.train_and_evaluate(tiny_config(tiny_data, data_on_device=True), str(tmp_path / 'a'))
   b = train.train_and_evaluate(tiny_config(tiny_data, data_on_device=False),
                                str(tmp_path / 'b'))
-  jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
-  assert results.read_history(tmp_path / 'a')[-1]['val_loss'] == results.read_history(
-      tmp_path / 'b')[-1]['val_loss']
+  close = lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
+  jax.tree.map(close, a.params, b.params)  # Same batches; other programs, so up to rounding.
+  assert results.read_history(tmp_path / 'a')[-1]['val_loss'] == pytest.approx(
+      results.read_history(tmp_path / 'b')[-1]['val_loss'], rel=1e-6)
 
 
 def test_only_process_zero_writes_files(tiny_data, tmp_path, monkeypatch):

@@ -85,8 +85,9 @@ def test_indexed_steps_equal_fed_steps():
   a, ma = ts.train_steps(ts.create_train_state(_config(), jax.random.key(2)), fed)
   b, mb = ts.train_steps_indexed(ts.create_train_state(_config(), jax.random.key(2)),
                                  images, labels, index, mask)
-  jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
-  jax.tree.map(np.testing.assert_array_equal, ma, mb)
+  close = lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
+  jax.tree.map(close, a.params, b.params)  # Other programs, so equal up to rounding.
+  jax.tree.map(close, ma, mb)
 
 
 def test_padding_is_exactly_masked_out():
