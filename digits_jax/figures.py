@@ -210,7 +210,11 @@ def sweep_val_curves(histories, path, dataset_titles=None):
     for variant, history in runs:
       ax.plot([h['epoch'] for h in history], [100 * h['val_accuracy'] for h in history],
               'o-', markersize=3, label=variant)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    epochs = sorted({h['epoch'] for _, history in runs for h in history})
+    if len(epochs) <= 20:
+      ax.set_xticks(epochs)
+    else:
+      ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel('epoch')
     ax.set_ylabel('validation accuracy (%)')
     ax.set_title((dataset_titles or {}).get(dataset, dataset))

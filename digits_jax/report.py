@@ -39,9 +39,10 @@ COMPARISON_FIELDS = ('variant', 'dataset', 'hidden_sizes', 'params', 'epochs', '
 # Short column titles for the HTML table (the CSV and Markdown keep the field names).
 COMPARISON_TITLES = {'variant': 'variant', 'hidden_sizes': 'hidden', 'params': 'params',
                      'epochs': 'epochs', 'batch': 'batch', 'validation_split': 'val. split',
-                     'best_val_accuracy': 'best val. acc.', 'final_val_accuracy': 'final val. acc.',
-                     'test_accuracy': 'test acc.', 'test_loss': 'test loss',
-                     'misclassified': 'wrong', 'train_seconds': 'train s'}
+                     'best_val_accuracy': 'best val. acc.',
+                     'final_val_accuracy': 'final val. acc.', 'test_accuracy': 'test acc.',
+                     'test_loss': 'test loss', 'misclassified': 'wrong',
+                     'train_seconds': 'train s'}
 SWEEP_FILES = {'csv': 'comparison.csv', 'md': 'comparison.md',
                'params': 'sweep_accuracy_vs_params.png', 'curves': 'sweep_val_accuracy.png'}
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -128,7 +129,7 @@ def section(title, *parts):
 
 def page(title, subtitle, sections, footer=''):
   """The whole HTML document: title, a table of contents and the sections."""
-  nav = ''.join(f'<a href="#{_slug(t)}">{html.escape(t)}</a>'
+  nav = ''.join(f'<a href="#{_slug(html.unescape(t))}">{t}</a>'
                 for t in re.findall(r'<h2>(.*?)</h2>', ''.join(sections)))
   return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -150,8 +151,9 @@ def _goal(dataset=None):
             'Task 2)')
   else:
     what = f'{SUBJECTS.get(dataset, "images")} from {DATASET_TITLES.get(dataset, dataset)}'
-  return (f'The lab trains a fully connected network (Flatten 28x28 -> Dense+ReLU hidden '
-          f'layer(s) -> Dense(10) with softmax) to recognise 28x28 grey-level images of {what} '
+  return ('The lab trains a fully connected network (Flatten 28×28 → Dense+ReLU hidden '
+          'layer(s) → Dense(10) with softmax) to recognise 28×28 grey-level images of '
+          f'{what} '
           '(60,000 training and 10,000 test images, 10 classes). Inputs are scaled to [0, 1]; '
           'the loss is categorical cross-entropy and the optimizer Adam. The last fraction of '
           'the training set is held out for validation, as Keras does. After training, the '
@@ -235,14 +237,12 @@ def recognized_table(res):
   head = ''.join(f'<th>test #{r["index"]}</th>' for r in recs)
   verdict = lambda r: ('<span class="good">right</span>' if r['predicted'] == r['true']
                        else '<span class="bad">wrong</span>')
-  rows = ['<tr><td class="l">true class</td>' + ''.join(
-      f'<td>{html.escape(r["true_name"])}</td>' for r in recs) + '</tr>',
-          '<tr><td class="l">predicted (argmax)</td>' + ''.join(
-              f'<td>{html.escape(r["predicted_name"])} ({verdict(r)})</td>' for r in recs)
-          + '</tr>']
-  for k, name in enumerate(names):
-    rows.append(f'<tr><td class="l">P({html.escape(name)})</td>' + ''.join(
-        _probability_cell(r['probabilities'][k], r, k) for r in recs) + '</tr>')
+  tr = lambda label, cells: f'<tr><td class="l">{html.escape(label)}</td>{"".join(cells)}</tr>'
+  rows = [tr('true class', (f'<td>{html.escape(r["true_name"])}</td>' for r in recs)),
+          tr('predicted (argmax)', (f'<td>{html.escape(r["predicted_name"])} ({verdict(r)})'
+                                    '</td>' for r in recs))]
+  rows += [tr(f'P({name})', (_probability_cell(r['probabilities'][k], r, k) for r in recs))
+           for k, name in enumerate(names)]
   return Raw(f'<table><tr><th class="l">output</th>{head}</tr>{"".join(rows)}</table>')
 
 
@@ -285,14 +285,16 @@ def _history_conclusions(history):
   best = max(valid, key=lambda h: h['val_accuracy'])
   out = [f'Best epoch: epoch {best["epoch"]} of {len(history)} reached the highest validation '
          f'accuracy, {pct(best["val_accuracy"])} (validation loss {best["val_loss"]:.4f}).']
+  if len(valid) < 2:
+    return out + ['Only one epoch was trained, so there is no overfitting check.']
   rising = overfitting_epochs(valid)
   if not rising:
     return out + ['No sign of overfitting: validation loss never rose while training loss '
                   'fell.']
   before = {b['epoch']: a for a, b in zip(valid, valid[1:])}
   steps = '; '.join(
-      f'epoch {h["epoch"]}: validation loss {before[h["epoch"]]["val_loss"]:.4f} -> '
-      f'{h["val_loss"]:.4f} while training loss {before[h["epoch"]]["loss"]:.4f} -> '
+      f'epoch {h["epoch"]}: validation loss {before[h["epoch"]]["val_loss"]:.4f} → '
+      f'{h["val_loss"]:.4f} while training loss {before[h["epoch"]]["loss"]:.4f} → '
       f'{h["loss"]:.4f}' for h in rising)
   lowest = min(valid, key=lambda h: h['val_loss'])
   return out + [f'Sign of overfitting: validation loss rose while training loss fell at '
@@ -308,7 +310,7 @@ def conclusions(run, cm):
   pairs = confused_pairs(cm, res['class_names'])
   if pairs:
     out.append('Most confused classes: ' + '; '.join(
-        f'true {t} predicted as {p}: {n} time{"s" if n != 1 else ""} ({pct(share, 1)} of {t})'
+        f'true {t} predicted as {p}: {n} time{"s" if n != 1 else ""} ({pct(share, 1)} of class {t})'
         for n, t, p, share in pairs) + '.')
   else:
     out.append('No test image was misclassified.')
@@ -506,6 +508,16 @@ def _sweep_tables(sweep_dir, runs):
   return parts
 
 
+def labels(runs):
+  """A plot label per run: its variant, or its folder's name where a variant repeats."""
+  key = lambda res: (res['dataset'], res['name'])
+  counts = {}
+  for res in runs.values():
+    counts[key(res)] = counts.get(key(res), 0) + 1
+  return {w: res['name'] if counts[key(res)] == 1 else os.path.basename(w)
+          for w, res in runs.items()}
+
+
 def sweep_conclusions(rows):
   """Per dataset: the most accurate run and the smallest one within 0.5 points of it."""
   out = []
@@ -517,7 +529,9 @@ def sweep_conclusions(rows):
     worst = min(runs, key=lambda r: r['test_accuracy'])
     text = (f'{DATASET_TITLES.get(dataset, dataset)}: {len(runs)} run(s); best test accuracy '
             f'{pct(best["test_accuracy"])} by {best["variant"]} ({best["params"]:,} '
-            f'parameters), lowest {pct(worst["test_accuracy"])} by {worst["variant"]}.')
+            'parameters)')
+    text += (f', lowest {pct(worst["test_accuracy"])} by {worst["variant"]}.'
+             if len(runs) > 1 else '.')
     if small is not best:
       text += (f' {small["variant"]} comes within 0.5 points ({pct(small["test_accuracy"])}) '
                f'with {small["params"]:,} parameters.')
@@ -538,9 +552,11 @@ def write_sweep_report(sweep_dir):
   rows = write_comparison(sweep_dir)
   path = lambda key: os.path.join(sweep_dir, SWEEP_FILES[key])
   if rows:
-    figures.sweep_accuracy_vs_params(rows, path('params'), DATASET_TITLES)
+    names = labels(runs)
+    figures.sweep_accuracy_vs_params([dict(r, variant=names[w]) for r, w in zip(rows, runs)],
+                                     path('params'), DATASET_TITLES)
     figures.sweep_val_curves(
-        [(res['dataset'], res['name'], results_lib.read_history(w)) for w, res in runs.items()
+        [(res['dataset'], names[w], results_lib.read_history(w)) for w, res in runs.items()
          if os.path.exists(os.path.join(w, results_lib.FILES['history']))],
         path('curves'), DATASET_TITLES)
   plot = lambda key, alt: img(path(key), alt) if rows and is_png(path(key)) else 'No runs.'

@@ -363,6 +363,12 @@ def finish_outputs(config, workdir, data, t0):
   from digits_jax import figures  # pylint: disable=g-import-not-at-top
   figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
                    data.class_names)
+  if config.tensorboard:
+    from digits_jax import summaries  # pylint: disable=g-import-not-at-top
+    summaries.write_run_summaries(workdir)
+  if config.write_report:
+    from digits_jax import report  # pylint: disable=g-import-not-at-top
+    report.write_run_report(workdir)
   console.say(f'Wrote to {os.path.abspath(workdir)} in {console.fmt_seconds(time.perf_counter() - t0)}:')
   for name in sorted(os.listdir(workdir)):
     console.say(f'  {name}{os.sep if os.path.isdir(os.path.join(workdir, name)) else ""}')

@@ -37,7 +37,7 @@ def tiny_run_config(data_dir):
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.update(dict(data_dir=data_dir, verify_checksums=False, hidden_units=16, num_epochs=3,
-                     steps_per_call=4, eval_batch_size=64, num_show=6, test_indices=(0, 3),
+                     num_show=6, test_indices=(0, 3),
                      num_misclassified_show=4, progress_bar=False, tensorboard=False,
                      write_report=False))
   return config
@@ -223,3 +223,9 @@ def test_tensorboard_summaries_match_the_history(run_dir):
   with open(os.path.join(run_dir, figures.FILES['samples']), 'rb') as f:
     assert png == f.read()
   assert Image.open(io.BytesIO(png)).size == (int(width), int(height))
+
+
+def test_tensorboard_summaries_are_skipped_without_tensorflow(run_dir, monkeypatch):
+  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, 'tensorflow', None)  # `import tensorflow` now fails.
+  assert summaries.write_run_summaries(run_dir) is None

@@ -24,7 +24,7 @@ CONFIGS = ('default', 'v1', 'v2')
 def tiny_overrides(data_dir, num_epochs=2):
   """--override strings that shrink the lab's configs to the tiny data."""
   return [f'data_dir={data_dir}', 'verify_checksums=false', 'hidden_units=16',
-          f'num_epochs={num_epochs}', 'steps_per_call=8', 'eval_batch_size=100',
+          f'num_epochs={num_epochs}', 'num_show=4', 'num_misclassified_show=2',
           'progress_bar=false', 'tensorboard=false']
 
 
