@@ -34,7 +34,8 @@ def _grid(images, titles, path, suptitle, title_colors=None):
   n = len(images)
   cols = max(1, min(10, math.ceil(math.sqrt(n))))
   rows = max(1, math.ceil(n / cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows + 0.4), squeeze=False)
+  fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows + 0.3), squeeze=False,
+                           layout='constrained')
   for ax in axes.flat:
     ax.axis('off')
   for k, (ax, image, title) in enumerate(zip(axes.flat, images, titles)):
