@@ -74,7 +74,10 @@ def split_at(num_examples, validation_split):
 def tensorflow():
   """Imports TensorFlow for tf.data/tfds, hiding GPUs from it so JAX keeps their memory."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TF's devices are already initialised (and so already hidden).
+    pass
   return tf
 
 

@@ -25,6 +25,7 @@ import struct
 from absl import logging
 
 from digits_jax import figures
+from digits_jax import input_pipeline
 from digits_jax import results as results_lib
 
 LOGDIR = 'tensorboard'
@@ -41,15 +42,10 @@ IMAGES = {'samples': 'images/samples', 'misclassified': 'images/misclassified',
 def _import_tensorflow():
   """TensorFlow with its GPUs hidden, or None (with a warning) if it is not installed."""
   try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return input_pipeline.tensorflow()
   except ImportError as e:
     logging.warning('TensorBoard summaries skipped: TensorFlow cannot be imported (%s).', e)
     return None
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError:  # Already initialised, e.g. by tf.data: its devices are already set.
-    pass
-  return tf
 
 
 def _metadata(tf, plugin, data_class):

@@ -117,12 +117,6 @@ def apply_overrides(config, overrides):
   return config
 
 
-def _same(a, b):
-  """Equal config values (JSON turns tuples into lists)."""
-  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
-  return norm(a) == norm(b)
-
-
 def is_finished(config, workdir):
   """Whether `workdir` holds a finished run (results.json) of the same settings."""
   results = os.path.join(workdir, results_lib.FILES['results'])
@@ -130,7 +124,7 @@ def is_finished(config, workdir):
   if not (os.path.exists(results) and os.path.exists(saved)):
     return False
   old, new = results_lib.read_json(saved), config.to_dict()
-  return all(_same(old.get(k), new.get(k)) for k in SAME_RESULT_FIELDS)
+  return all(train.same_value(old.get(k), new.get(k)) for k in SAME_RESULT_FIELDS)
 
 
 def plan(configs, datasets, sweep_dir, overrides=(), config_dir=None):

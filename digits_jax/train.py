@@ -67,7 +67,7 @@ def prepare_workdir(config, workdir, fresh):
   old = results_lib.read_json(path) if os.path.exists(path) else {}
   new = config.to_dict()
   diff = [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in TRAINING_FIELDS
-          if _normalise(old.get(k)) != _normalise(new.get(k))]
+          if not same_value(old.get(k), new.get(k))]
   if diff:
     raise WorkdirMismatchError(
         f'workdir {workdir!r} holds a run of a different config ({"; ".join(diff)}). '
@@ -75,8 +75,10 @@ def prepare_workdir(config, workdir, fresh):
   return None
 
 
-def _normalise(v):
-  return list(v) if isinstance(v, tuple) else v
+def same_value(a, b):
+  """Equal config values, as saved in config.json (JSON turns tuples into lists)."""
+  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
+  return norm(a) == norm(b)
 
 
 def write_run_files(config, workdir):
