@@ -105,6 +105,9 @@ def check_data_dir(config):
 
 def check_workdir(workdir):
   """Problems with writing to `workdir` (created if absent)."""
+  if '://' in workdir:
+    return [f'workdir {workdir!r}: remote URLs are not supported; mount the bucket (e.g. '
+            'with gcsfuse) on every host and pass the mounted path.']
   path = os.path.abspath(workdir)
   probe = path
   while not os.path.exists(probe):

@@ -6,7 +6,8 @@
 # the workdir back from worker 0 and deletes the TPU.
 # Needs: gcloud, logged in, with the TPU API enabled; the workers download the
 # data with tensorflow-datasets. A slice of several hosts trains with
-# --distributed, and its hosts share no disk: give it WORKDIR=gs://BUCKET/PATH.
+# --distributed, and its hosts share no disk: give it a WORKDIR on a folder every worker
+# sees, e.g. a Cloud Storage bucket mounted with gcsfuse at the same path on each worker.
 #
 # Usage: launch/tpu_vm.sh [--dry-run] [create|setup|train|fetch|delete|all] [-- FLAGS...]
 #   setup: copy the code and pip install; all (default): every step in order,
@@ -20,12 +21,12 @@
 #     v2-alpha-tpuv6e, v5p: v2-alpha-tpuv5, v4 and older: tpu-ubuntu2204-base)
 #   MULTIHOST=auto: --distributed when the slice has over 8 chips/cores (so over
 #     one host); 1 or 0 forces it on or off
-#   CONFIG=configs/v6.py  WORKDIR=runs/<config> (under REMOTE_DIR, or gs://...)
+#   CONFIG=configs/v6.py  WORKDIR=runs/<config> (under REMOTE_DIR, or an absolute shared path)
 #   REMOTE_DIR=digits_jax  REMOTE_PYTHON=python3  LOCAL_DIR=runs (fetched to)
 #
 # Examples:
 #   PROJECT=my-proj launch/tpu_vm.sh
-#   ACCELERATOR_TYPE=v5litepod-16 WORKDIR=gs://my-bucket/v6 launch/tpu_vm.sh -- --config.seed=1
+#   ACCELERATOR_TYPE=v5litepod-16 WORKDIR=/mnt/gcs/v6 launch/tpu_vm.sh -- --config.seed=1
 #   KEEP=1 launch/tpu_vm.sh; launch/tpu_vm.sh train; launch/tpu_vm.sh delete
 #   launch/tpu_vm.sh --dry-run
 set -euo pipefail
@@ -108,21 +109,18 @@ setup() {
 train() {
   local cmd flags=("--config=$CONFIG" "--workdir=$WORKDIR")
   ((MULTIHOST)) && flags+=(--distributed)
-  if ((MULTIHOST)) && [[ "$WORKDIR" != gs://* ]]; then
-    echo "warning: the hosts of a multi-host slice share no disk: use WORKDIR=gs://..." >&2
+  if ((MULTIHOST)) && [[ "$WORKDIR" != /* ]]; then
+    echo "warning: the hosts of a multi-host slice share no disk: use an absolute WORKDIR" \
+      "on a folder every worker mounts (e.g. a gcsfuse-mounted bucket)" >&2
   fi
   cmd="$(quote "$REMOTE_PYTHON" -m digits_jax.main "${flags[@]}" ${extra[@]+"${extra[@]}"})"
   on_all "cd $rdir && $cmd"
 }
 fetch() {
   run mkdir -p "$LOCAL_DIR"
-  if [[ "$WORKDIR" == gs://* ]]; then
-    run gcloud storage cp --recursive "$WORKDIR" "$LOCAL_DIR/"
-  else
-    local src="$WORKDIR"
-    [[ "$src" == /* ]] || src="$REMOTE_DIR/$src"
-    run "${tpu[@]}" scp --recurse --worker=0 "${where[@]}" "$TPU_NAME:$src" "$LOCAL_DIR/"
-  fi
+  local src="$WORKDIR"
+  [[ "$src" == /* ]] || src="$REMOTE_DIR/$src"
+  run "${tpu[@]}" scp --recurse --worker=0 "${where[@]}" "$TPU_NAME:$src" "$LOCAL_DIR/"
 }
 delete() { run "${tpu[@]}" delete "$TPU_NAME" "${where[@]}" --quiet; }
 

@@ -245,19 +245,18 @@ def test_tpu_distributed_only_on_several_hosts(
   assert ('--distributed' in trainer_args(remote(train))) == distributed
 
 
-def test_tpu_keep_and_gcs_workdir(sandbox):
+def test_tpu_keep_and_shared_workdir(sandbox):
   tmp_path, _ = sandbox
   local_dir = tmp_path / 'fetched'
   result = launch(sandbox, TPU, 'all', DRY_RUN='1', KEEP='1', SPOT='1',
-                  WORKDIR='gs://bucket/v6', LOCAL_DIR=str(local_dir))
+                  WORKDIR='/mnt/gcs/v6', LOCAL_DIR=str(local_dir))
   cmds = commands(result)
   assert '--spot' in cmds[0]
   assert not find(cmds, 'delete')
   assert 'KEEP=1' in result.stderr
   assert ['mkdir', '-p', str(local_dir)] in cmds
-  assert ['gcloud', 'storage', 'cp', '--recursive', 'gs://bucket/v6',
-          f'{local_dir}/'] in cmds
-  assert not find(cmds, '--worker=0')
+  fetch, = find(cmds, '--worker=0')
+  assert fetch[-2].endswith(':/mnt/gcs/v6') and fetch[-1] == f'{local_dir}/'
 
 
 def test_tpu_single_step(sandbox):

@@ -86,6 +86,11 @@ def test_corrupt_data_file_names_the_file(tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+def test_remote_workdir_is_refused_with_advice(tiny_data):
+  with pytest.raises(validation.ConfigError, match='mount the bucket'):
+    train.train_and_evaluate(tiny_config(tiny_data), 'gs://bucket/run')
+
+
 def test_workdir_under_a_file_is_refused(tiny_data, tmp_path):
   (tmp_path / 'file').write_text('x')
   with pytest.raises(validation.ConfigError, match='is a file, not a folder'):
