@@ -3,7 +3,7 @@ r"""Variant 3 of the lab: 2 hidden layers of 32, 7 epochs, batch 42, 15% validat
   python -m digits_jax.main --config=configs/v3.py
   python -m digits_jax.main --config=configs/v3.py:fashion_mnist
 
-Test accuracy (seed 0, measured): MNIST TBD, Fashion-MNIST TBD.
+Test accuracy (seed 0, measured on CPU): MNIST 96.36%, Fashion-MNIST 86.15%.
 """
 
 from configs import default

@@ -3,7 +3,7 @@ r"""Variant 7 of the lab: 2 hidden layers of 400, 6 epochs, batch 35, 25% valida
   python -m digits_jax.main --config=configs/v7.py
   python -m digits_jax.main --config=configs/v7.py:fashion_mnist
 
-Test accuracy (seed 0, measured): MNIST TBD, Fashion-MNIST TBD.
+Test accuracy (seed 0, measured on CPU): MNIST 96.28%, Fashion-MNIST 86.94%.
 """
 
 from configs import default
