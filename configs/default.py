@@ -41,7 +41,7 @@ def get_config(dataset=None):
   config.compute_dtype = 'float32'  # 'float32' or 'bfloat16' (matmuls; params stay f32).
 
   # Speed (see benchmarks/README.md for the measurements behind the defaults).
-  config.steps_per_call = 64  # Optimizer steps per jit call (lax.scan block).
+  config.steps_per_call = 512  # Optimizer steps per jit call (lax.scan block).
   config.data_on_device = True  # Keep the uint8 dataset on device; False = feed via tf.data.
   config.eval_batch_size = 2500  # Examples per evaluation call (padded and masked).
 
