@@ -51,5 +51,15 @@ def main(argv):
     sys.exit(preemption.StopRequested.exit_code)
 
 
+def parse_flags(argv):
+  """absl's parsing, with a config override that names no field (or a bad value) as a
+  one-line error instead of a traceback."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+    sys.exit(f'error: bad --config override: {message}')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -136,3 +136,10 @@ def test_only_process_zero_writes_files(tiny_data, tmp_path, monkeypatch):
   monkeypatch.setattr(train, 'evaluate', lambda *a: {'loss': 1.0, 'accuracy': 0.5})
   train.finish_epoch(None, progress, [1], config, str(workdir))
   assert os.listdir(workdir) == []
+
+
+def test_misspelt_override_is_one_clear_line(tiny_data, tmp_path):
+  out = run_main(tiny_data, str(tmp_path / 'w'), '--config.batchsize=3')
+  assert out.returncode != 0
+  assert 'error: bad --config override' in out.stderr and 'Did you mean "batch_size"' in out.stderr
+  assert 'Traceback' not in out.stderr
