@@ -1,5 +1,6 @@
 """What the user reads: process-0 printing, a Keras-like progress bar and epoch lines."""
 
+import math
 import sys
 import time
 
@@ -49,9 +50,10 @@ class ProgressBar:
 
 def epoch_line(record, num_epochs):
   """`Epoch 3/14 - loss: 0.1234 - accuracy: 0.9612 - val_loss: ... - 2.1s`, as Keras prints."""
+  val = ('' if math.isnan(record['val_loss']) else  # validation_split=0: Keras omits them.
+         f' - val_loss: {record["val_loss"]:.4f} - val_accuracy: {record["val_accuracy"]:.4f}')
   return (f'Epoch {record["epoch"]}/{num_epochs} - loss: {record["loss"]:.4f} - accuracy: '
-          f'{record["accuracy"]:.4f} - val_loss: {record["val_loss"]:.4f} - val_accuracy: '
-          f'{record["val_accuracy"]:.4f} - {fmt_seconds(record["seconds"])}')
+          f'{record["accuracy"]:.4f}{val} - {fmt_seconds(record["seconds"])}')
 
 
 def recognition_lines(record):

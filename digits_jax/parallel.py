@@ -82,6 +82,12 @@ def to_host(x):
   return np.asarray(x)
 
 
+def barrier(name):
+  """Waits until every process reaches this point (a no-op with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
 def is_main_process():
   """Only process 0 writes files and prints."""
   return jax.process_index() == 0

@@ -44,7 +44,7 @@ def write_text(path, text):
 
 
 def write_json(path, obj):
-  write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
+  write_text(path, json.dumps(obj, indent=2, allow_nan=False) + '\n')  # Strict JSON.
 
 
 def read_json(path):

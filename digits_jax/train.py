@@ -14,7 +14,6 @@ import shutil
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from digits_jax import checkpoint as ckpt_lib
@@ -31,8 +30,8 @@ from digits_jax import validation
 # (num_epochs may grow: the shuffles depend only on seed and epoch, so extending a run
 # gives exactly the longer run.)
 TRAINING_FIELDS = ('dataset', 'validation_split', 'hidden_units', 'num_hidden_layers',
-                   'kernel_init', 'optimizer', 'learning_rate', 'b1', 'b2', 'eps', 'batch_size', 'seed',
-                   'compute_dtype')
+                   'kernel_init', 'optimizer', 'learning_rate', 'b1', 'b2', 'eps',
+                   'batch_size', 'seed', 'compute_dtype')
 
 
 class WorkdirMismatchError(ValueError):
@@ -63,6 +62,7 @@ def prepare_workdir(config, workdir, fresh):
     aside = f'{os.path.abspath(workdir).rstrip(os.sep)}.old-{stamp}'
     if parallel.is_main_process():
       shutil.move(workdir, aside)
+    parallel.barrier('moved_aside')  # No process may read the old run once it moved.
     return aside
   old = results_lib.read_json(path) if os.path.exists(path) else {}
   new = config.to_dict()
@@ -278,7 +278,8 @@ def log_start(config, mesh, data, padded_batch):
 def write_results(config, workdir, data, history, test, probs, timings):
   """Every result file of a finished run (process 0); returns results.json's content."""
   recs = results_lib.recognized(config.test_indices, probs, data.test_labels, data.class_names)
-  best = max(history, key=lambda h: h['val_accuracy']) if history else None
+  validated = [h for h in history if math.isfinite(h['val_accuracy'])]  # None if split 0.
+  best = max(validated, key=lambda h: h['val_accuracy']) if validated else None
   res = {
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
       'hidden_sizes': list(models.hidden_sizes(config)),
@@ -289,7 +290,7 @@ def write_results(config, workdir, data, history, test, probs, timings):
       'num_test': len(data.test_labels), 'test_loss': test['loss'],
       'test_accuracy': test['accuracy'],
       'misclassified_count': int(len(results_lib.misclassified(probs, data.test_labels))),
-      'final_val_accuracy': history[-1]['val_accuracy'] if history else None,
+      'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None,
       'best_val_accuracy': best['val_accuracy'] if best else None,
       'best_epoch': best['epoch'] if best else None,
       'recognized': recs, 'class_names': list(data.class_names), 'timings': timings,

@@ -143,3 +143,12 @@ def test_misspelt_override_is_one_clear_line(tiny_data, tmp_path):
   assert out.returncode != 0
   assert 'error: bad --config override' in out.stderr and 'Did you mean "batch_size"' in out.stderr
   assert 'Traceback' not in out.stderr
+
+
+def test_no_validation_split_gives_strict_json(tiny_data, tmp_path, capsys):
+  train.train_and_evaluate(tiny_config(tiny_data, validation_split=0.0), str(tmp_path))
+  with open(tmp_path / 'results.json') as f:
+    res = json.load(f, parse_constant=lambda c: pytest.fail(f'non-standard JSON {c}'))
+  assert res['num_val'] == 0 and res['best_val_accuracy'] is None
+  assert res['num_train'] == 600
+  assert 'Epoch 2/2 - loss:' in capsys.readouterr().out
