@@ -160,8 +160,7 @@ class BlockRunner:
 
   def run(self, state, args):
     """Dispatches one block asynchronously; returns (state, metric sums on device)."""
-    key = jax.tree.map(lambda x: x.shape, args)
-    key = str(key)
+    key = str(jax.tree.map(lambda x: x.shape, args))  # One executable per block shape.
     if key not in self.compiled:
       fn = ts.train_steps_indexed if self.config.data_on_device else ts.train_steps
       start = time.perf_counter()
@@ -182,7 +181,7 @@ def _add(sums, block_sums):
 
 
 def train_epoch(state, progress, runner, stop, config, num_train):
-  """Trains the rest of epoch `progress.epoch`; returns (state, stopped)."""
+  """Trains the rest of epoch `progress.epoch`; returns (state, unfinished: stopped early)."""
   steps = input_pipeline.steps_per_epoch(num_train, config.batch_size)
   index, mask = input_pipeline.epoch_plan(num_train, config.batch_size, runner.padded_batch,
                                           config.seed, progress.epoch)
