@@ -59,9 +59,11 @@ def local_columns(mesh, global_batch):
   """The slice of a global batch that this process feeds (all of it on one host)."""
   sharding = batch_sharding(mesh, 1)
   slices = sharding.addressable_devices_indices_map((global_batch,)).values()
-  starts = sorted({s[0].start or 0 for s in slices})
-  stops = sorted({s[0].stop if s[0].stop is not None else global_batch for s in slices})
-  return slice(starts[0], stops[-1])
+  spans = sorted({(s[0].start or 0, global_batch if s[0].stop is None else s[0].stop)
+                  for s in slices})
+  if any(a[1] != b[0] for a, b in zip(spans, spans[1:])):  # make_mesh orders by process.
+    raise ValueError(f'this process\'s devices hold non-contiguous batch slices {spans}.')
+  return slice(spans[0][0], spans[-1][1])
 
 
 def to_global(mesh, local_tree, global_batch, batch_axis=0):
