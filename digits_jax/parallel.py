@@ -84,6 +84,14 @@ def to_host(x):
   return np.asarray(x)
 
 
+def any_process(flag):
+  """Whether `flag` is True on any process: every process then takes the same branch
+  (e.g. stopping on a signal that reached only some hosts)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(flag)))))
+
+
 def barrier(name):
   """Waits until every process reaches this point (a no-op with one process)."""
   if jax.process_count() > 1:

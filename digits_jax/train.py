@@ -197,7 +197,7 @@ def train_epoch(state, progress, runner, stop, config, num_train):
     pending = block_sums
     progress.step_in_epoch = end
     bar.update(end, first)
-    if stop.requested:
+    if parallel.any_process(stop.requested):
       break
   if pending is not None:
     _add(progress.sums, pending)
@@ -231,15 +231,17 @@ def train_loop(config, workdir, state, progress, runner, checkpointer, data, val
                                       len(data.train_labels))
       if not unfinished:
         finish_epoch(state, progress, val_batches, config, workdir)
-      if (unfinished or stop.requested or progress.epoch % config.checkpoint_every_epochs == 0
+      stopping = unfinished or parallel.any_process(stop.requested)  # Same on all hosts.
+      if (stopping or progress.epoch % config.checkpoint_every_epochs == 0
           or progress.epoch == config.num_epochs):
         checkpointer.save(int(state.step), state, dataclasses.asdict(progress))
-      if stop.requested:
+      if stopping:
         checkpointer.close()
         where = (f'epoch {progress.epoch + 1}, step {progress.step_in_epoch}' if unfinished
                  else f'end of epoch {progress.epoch}')
+        signal_name = stop.requested or "another process's stop signal"
         raise preemption.StopRequested(
-            f'{stop.requested} received: saved a checkpoint at step {int(state.step)} '
+            f'{signal_name} received: saved a checkpoint at step {int(state.step)} '
             f'({where}) in {workdir}. Rerun the same command to resume.')
   return state
 

@@ -2,14 +2,16 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_FLAGS, config_flags
+from conftest import REPO, TINY_FLAGS, config_flags, write_tiny_dataset
 from digits_jax import checkpoint
 from digits_jax import results
 
@@ -19,8 +21,9 @@ import json, sys, jax, numpy as np
 sys.path.insert(0, "tests")
 from conftest import tiny_config
 from digits_jax import train
-data_dir, workdir, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-state = train.train_and_evaluate(tiny_config(data_dir, batch_size=batch), workdir)
+data_dir, workdir, batch, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+config = tiny_config(data_dir, batch_size=batch, **json.loads(extra))
+state = train.train_and_evaluate(config, workdir)
 flat = {"/".join(str(k.key) for k in path): np.asarray(v).tolist()
         for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
 print("RESULT" + json.dumps({"devices": jax.device_count(), "params": flat}))
@@ -32,8 +35,9 @@ def _env(devices):
           'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
 
 
-def _train_on(devices, data_dir, workdir, batch):
-  out = subprocess.run([sys.executable, '-c', TRAIN_SNIPPET, data_dir, workdir, str(batch)],
+def _train_on(devices, data_dir, workdir, batch, **overrides):
+  out = subprocess.run([sys.executable, '-c', TRAIN_SNIPPET, data_dir, workdir, str(batch),
+                        json.dumps(overrides)],
                        cwd=REPO, env=_env(devices), capture_output=True, text=True,
                        timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -66,6 +70,45 @@ def _free_port():
   with socket.socket() as s:
     s.bind(('localhost', 0))
     return s.getsockname()[1]
+
+
+def _start_two(data_dir, workdir, **overrides):
+  """Starts the real entry point as two processes of 2 CPU devices each."""
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    cmd = [sys.executable, '-u', '-m', 'digits_jax.main', '--config=configs/default.py',
+           f'--workdir={workdir}', '--distributed', f'--coordinator_address=localhost:{port}',
+           '--num_processes=2', f'--process_id={pid}',
+           *config_flags(**{**TINY_FLAGS, 'data_dir': data_dir, **overrides})]
+    procs.append(subprocess.Popen(cmd, cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  return procs
+
+
+def test_signal_to_one_process_stops_all_and_they_resume(tmp_path):
+  data_dir = write_tiny_dataset(str(tmp_path / 'data'), num_train=3000)
+  flags = dict(num_epochs=3, batch=2, steps_per_call=8)
+  reference = _train_on(1, data_dir, str(tmp_path / 'single'), **flags)  # Same batches.
+  workdir = str(tmp_path / 'multi')
+  procs = _start_two(data_dir, workdir, num_epochs=3, batch_size=2, steps_per_call=8)
+  for line in procs[0].stdout:
+    if line.startswith('Epoch 1/3 - loss'):
+      time.sleep(float(line.rsplit(' - ', 1)[1].rstrip().rstrip('s')) / 3)
+      procs[1].send_signal(signal.SIGTERM)  # Only process 1 hears it.
+      break
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [143, 143], outs[0][1][-2000:] + outs[1][1][-2000:]
+  assert "another process's stop signal received: saved a checkpoint" in outs[0][1]
+  procs = _start_two(data_dir, workdir, num_epochs=3, batch_size=2, steps_per_call=8)
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:]
+  assert 'Resumed from the checkpoint' in outs[0][0]
+  _, state, _ = checkpoint.load_trained(workdir)
+  import jax  # pylint: disable=g-import-not-at-top
+  flat = {'/'.join(str(k.key) for k in path): np.asarray(v)
+          for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
+  _assert_close((flat, results.read_history(workdir)), reference[:2])
 
 
 def test_two_processes_equal_one(tiny_data, tmp_path):
