@@ -134,18 +134,29 @@ def confusion(labels, predicted, class_names, path):
   _save(fig, path)
 
 
+def draw_image_grids(workdir, config, res, preds, train_images, train_labels, test_images,
+                     class_names, keys=('samples', 'recognized', 'misclassified')):
+  """Draws the figures that show dataset images (the first N training images, the chosen
+  and the misclassified test images) from a run's saved results and predictions."""
+  path = lambda key: os.path.join(workdir, FILES[key])
+  if 'samples' in keys:
+    n = min(config.get('num_show', 25), len(train_images))
+    samples(train_images[:n], train_labels[:n], class_names, path('samples'))
+  if 'recognized' in keys and res['recognized']:
+    recognized(test_images, res['recognized'], class_names, path('recognized'))
+  if 'misclassified' in keys:
+    wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
+    misclassified(test_images, wrong[:config.get('num_misclassified_show', 5)],
+                  preds['labels'], preds['predicted'], class_names, path('misclassified'))
+
+
 def draw_all(workdir, config, train_images, train_labels, test_images, class_names):
   """Draws every figure of a finished run from its saved results; returns the paths."""
   path = lambda key: os.path.join(workdir, FILES[key])
   preds = results_lib.read_predictions(workdir)
   res = results_lib.read_json(os.path.join(workdir, results_lib.FILES['results']))
-  n = min(config.num_show, len(train_images))
-  samples(train_images[:n], train_labels[:n], class_names, path('samples'))
-  if res['recognized']:
-    recognized(test_images, res['recognized'], class_names, path('recognized'))
-  wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
-  misclassified(test_images, wrong[:config.num_misclassified_show], preds['labels'],
-                preds['predicted'], class_names, path('misclassified'))
+  draw_image_grids(workdir, config, res, preds, train_images, train_labels, test_images,
+                   class_names)
   curves(results_lib.read_history(workdir), path('curves'))
   confusion(preds['labels'], preds['predicted'], class_names, path('confusion'))
   return [path(k) for k in FILES if os.path.exists(path(k))]

@@ -34,7 +34,7 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   import jax  # pylint: disable=g-import-not-at-top
-  from digits_jax import idx, parallel, preemption, train, validation  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from digits_jax import parallel, preemption, train  # pylint: disable=g-import-not-at-top,g-multiple-import
   parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
@@ -43,8 +43,7 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join('runs', f'{config.name}_{config.dataset}')
   try:
     train.train_and_evaluate(config, workdir, fresh=_FRESH.value)
-  except (validation.ConfigError, idx.DataError, train.WorkdirMismatchError,
-          train.NonFiniteLossError) as e:
+  except train.USER_ERRORS as e:
     sys.exit(f'error: {e}')
   except preemption.StopRequested as e:
     print(f'stopped: {e}', file=sys.stderr, flush=True)

@@ -195,15 +195,8 @@ def _redraw_image_grids(run, keys):
       figures.placeholder(f'{key}.png could not be redrawn: the dataset did not load '
                           f'({type(e).__name__}: {e})'[:300], path(key))
     return
-  if 'samples' in keys:
-    n = min(config.get('num_show', 25), len(data.train_images))
-    figures.samples(data.train_images[:n], data.train_labels[:n], names, path('samples'))
-  if 'recognized' in keys:
-    figures.recognized(data.test_images, res['recognized'], names, path('recognized'))
-  if 'misclassified' in keys:
-    wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
-    figures.misclassified(data.test_images, wrong[:config.get('num_misclassified_show', 5)],
-                          preds['labels'], preds['predicted'], names, path('misclassified'))
+  figures.draw_image_grids(run['workdir'], config, res, preds, data.train_images,
+                           data.train_labels, data.test_images, names, keys)
 
 
 def ensure_figures(run):

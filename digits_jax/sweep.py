@@ -30,22 +30,17 @@ from absl import logging
 
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
-from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import preemption
 from digits_jax import report
 from digits_jax import results as results_lib
 from digits_jax import train
-from digits_jax import validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Settings that change a finished run's results: a run saved with other values is redone
 # (an extended num_epochs resumes from the last checkpoint; other lab outputs re-evaluate).
 SAME_RESULT_FIELDS = train.TRAINING_FIELDS + (
     'num_epochs', 'num_show', 'test_indices', 'num_misclassified_show')
-# Failures of one run that leave the others worth running.
-RUN_ERRORS = (validation.ConfigError, idx.DataError, train.WorkdirMismatchError,
-              train.NonFiniteLossError)
 
 
 class SweepError(RuntimeError):
@@ -171,7 +166,7 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None):
   for workdir, config in plan(configs, datasets, sweep_dir, overrides, config_dir):
     try:
       status[workdir] = run_one(config, workdir)
-    except RUN_ERRORS as e:
+    except train.USER_ERRORS as e:
       console.say(f'[sweep] {workdir}: FAILED: {e}')
       status[workdir] = f'failed: {e}'
   path = report.write_sweep_report(sweep_dir)

@@ -18,6 +18,7 @@ import numpy as np
 
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
+from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
 from digits_jax import parallel
@@ -40,6 +41,12 @@ class WorkdirMismatchError(ValueError):
 
 class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# Failures caused by the inputs, reported as one clear line (no traceback) by the entry
+# points; a sweep records them and goes on with its other runs.
+USER_ERRORS = (validation.ConfigError, idx.DataError, WorkdirMismatchError,
+               NonFiniteLossError)
 
 
 @dataclasses.dataclass
