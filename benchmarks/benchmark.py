@@ -6,11 +6,14 @@ r"""Benchmarks digits_jax: the lab's variants against Keras, a batch-size cost c
 
 Sections (--sections, default all three):
   train    each config trained end to end by `python -m digits_jax.main` in a child process
-           (timings from its results.json, peak RSS from os.wait4), and with --keras by the
-           lab's own Keras program (benchmarks/keras_lab.py), also in a child process.
-  curve    examples/s of `train_state.train_steps_indexed` at several batch sizes (the
-           default network; a synthetic uint8 dataset on the device; blocks of K steps, K
-           chosen so that one call takes >= --min_call_seconds; median over --calls calls).
+           (timings from its results.json, peak RSS from os.wait4), once per --cpu_kernel
+           choice, and with --keras by the lab's own Keras program (benchmarks/keras_lab.py),
+           also in a child process.
+  curve    examples/s of a block of steps at several batch sizes, per --impls: 'xla'
+           (`train_state.train_steps_indexed`, a lax.scan) and 'kernel' (the fused CPU
+           kernel, `cpu_kernel.train_steps_indexed`; CPU only). The default network; a
+           synthetic uint8 dataset on the device; blocks of K steps, K chosen so that one
+           call takes >= --min_call_seconds; median over --calls calls.
   scaling  the same at one batch size on 1, 2 and 4 devices: on CPU the devices are forced
            with XLA_FLAGS=--xla_force_host_platform_device_count=N, so the sharded code
            path (mesh, replicated state, batch sharded on 'data') is what is measured.
@@ -46,6 +49,10 @@ _DATASET = flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'fashion_mnist'], 'Da
 _DATA_DIR = flags.DEFINE_string('data_dir', '', "IDX folder ('' = the package's lookup: "
                                 '$DIGITS_JAX_<DATASET>_DIR, then known folders, then tfds).')
 _KERAS = flags.DEFINE_bool('keras', False, 'Also run the lab\'s Keras program (slow).')
+_CPU_KERNEL = flags.DEFINE_list('cpu_kernel', ['auto'], 'Train: config.cpu_kernel values to '
+                                'run each config with (e.g. auto,off compares kernel and XLA).')
+_IMPLS = flags.DEFINE_list('impls', ['xla', 'kernel'], "Curve: step implementations ('kernel' "
+                           'is skipped where the fused CPU kernel does not apply).')
 _REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each config; the table shows medians.')
 _KERAS_REPEATS = flags.DEFINE_integer('keras_repeats', 0, 'Keras runs (0 = --repeats).')
 _EPOCHS = flags.DEFINE_integer('epochs', 0, "Epochs for both programs (0 = the config's).")
@@ -60,6 +67,7 @@ _CALLS = flags.DEFINE_integer('calls', 7, 'Curve/scaling: timed calls (median re
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Curve/scaling: untimed calls after compiling.')
 _WORKER = flags.DEFINE_enum('worker', '', ['', 'throughput'],
                             'Internal: run as the child process that measures throughput.')
+_IMPL = flags.DEFINE_enum('impl', 'xla', ['xla', 'kernel'], 'Internal: the worker\'s steps.')
 
 
 def say(text=''):
@@ -131,12 +139,12 @@ def failed(what, child):
     say(f'    {line}')
 
 
-def run_jax(name):
+def run_jax(name, cpu_kernel='auto'):
   """One end-to-end digits_jax run in a child process; returns its measurements or None."""
   workdir = tempfile.mkdtemp(prefix=f'digits_jax_bench_{name}_')
   cmd = [sys.executable, '-m', 'digits_jax.main', f'--config=configs/{name}.py:{_DATASET.value}',
          f'--workdir={workdir}', '--config.progress_bar=false', '--config.write_report=false',
-         '--config.tensorboard=false']
+         '--config.tensorboard=false', f'--config.cpu_kernel={cpu_kernel}']
   if _DATA_DIR.value:
     cmd.append(f'--config.data_dir={_DATA_DIR.value}')
   if _EPOCHS.value:
@@ -159,7 +167,16 @@ def run_jax(name):
           'examples_per_second': t['examples_per_second'], 'eval_seconds': t['eval_seconds'],
           'steady_examples_per_second': steady(res['num_train'], epoch_seconds),
           'test_accuracy': res['test_accuracy'], 'peak_mb': child['peak_mb'],
-          'wall_seconds': child['wall_seconds']}
+          'wall_seconds': child['wall_seconds'], 'steps_by': steps_by(t.get('steps_run_by'))}
+
+
+def steps_by(description):
+  """'kernel x2' or 'xla' from results.json's timings.steps_run_by."""
+  if not description:
+    return None
+  if description.startswith('fused CPU kernel'):
+    return 'kernel x' + description.split('(')[1].split()[0]
+  return 'xla'
 
 
 def steady(num_train, epoch_seconds):
@@ -191,6 +208,8 @@ def repeated(fn, name, count, label):
   for i in range(count):
     load = os.getloadavg()[0]
     res = fn(name)
+    if res is not None and res.get('steps_by'):
+      label = f'jax, {res["steps_by"]}'
     if res is not None:
       say(f'  [{label}] {name} {_DATASET.value} run {i + 1}/{count}: train '
           f'{res["train_seconds"]:.2f} s, {res["examples_per_second"]:,.0f} ex/s, test acc '
@@ -211,6 +230,7 @@ def fmt(value, spec):
 
 TRAIN_COLUMNS = (  # (header, source, key, format, how to combine repeats)
     ('config', None, 'config', 's', None), ('dataset', None, 'dataset', 's', None),
+    ('jax steps by', 'jax', 'steps_by', 's', lambda v: v[0]),
     ('epochs', 'jax', 'epochs', 'd', max), ('steps', 'jax', 'steps', ',d', max),
     ('jax compile s', 'jax', 'compile_seconds', '.2f', statistics.median),
     ('jax train s', 'jax', 'train_seconds', '.2f', statistics.median),
@@ -259,12 +279,14 @@ def train_section():
       f'repeat(s){", with Keras" if _KERAS.value else ""} ==')
   rows, ok = [], True
   for name in _CONFIGS.value:
-    jax_runs = repeated(run_jax, name, _REPEATS.value, 'jax')
     keras_runs = []
     if _KERAS.value:
       keras_runs = repeated(run_keras, name, _KERAS_REPEATS.value or _REPEATS.value, 'keras')
-    ok = ok and len(jax_runs) == _REPEATS.value and (not _KERAS.value or keras_runs)
-    rows.append(train_row(name, jax_runs, keras_runs))
+      ok = ok and bool(keras_runs)
+    for choice in _CPU_KERNEL.value:
+      jax_runs = repeated(lambda n, c=choice: run_jax(n, c), name, _REPEATS.value, 'jax')
+      ok = ok and len(jax_runs) == _REPEATS.value
+      rows.append(train_row(name, jax_runs, keras_runs))
   columns = TRAIN_COLUMNS if _KERAS.value else [c for c in TRAIN_COLUMNS
                                                  if c[1] != 'keras' and c[0] != 'speed-up']
   say()
@@ -273,7 +295,7 @@ def train_section():
   return ok
 
 
-def throughput_child(batch_sizes, device_count=None):
+def throughput_child(batch_sizes, device_count=None, impl='xla'):
   """Runs this script as a throughput worker (forcing CPU devices if asked); returns rows."""
   env = child_env()
   if device_count:
@@ -282,7 +304,7 @@ def throughput_child(batch_sizes, device_count=None):
   cmd = [sys.executable, os.path.abspath(__file__), '--worker=throughput',
          f'--batch_sizes={",".join(str(b) for b in batch_sizes)}',
          f'--min_call_seconds={_MIN_CALL.value}', f'--calls={_CALLS.value}',
-         f'--warmup={_WARMUP.value}']
+         f'--warmup={_WARMUP.value}', f'--impl={impl}']
   child = run_child(cmd, env)
   rows = [json.loads(l[len(RESULT_PREFIX):]) for l in child['output'].splitlines()
           if l.startswith(RESULT_PREFIX)]
@@ -293,6 +315,7 @@ def throughput_child(batch_sizes, device_count=None):
 
 
 CURVE_COLUMNS = (
+    ('steps by', None, 'impl', 's', None),
     ('devices', None, 'devices', 'd', None), ('platform', None, 'platform', 's', None),
     ('batch', None, 'batch_size', ',d', None), ('padded', None, 'padded_batch', ',d', None),
     ('K steps/call', None, 'steps_per_call', ',d', None),
@@ -306,17 +329,21 @@ CURVE_COLUMNS = (
 def curve_section():
   """Examples/s of the scanned, indexed train step against the batch size."""
   sizes = [int(b) for b in _BATCH_SIZES.value]
-  say(f'== cost curve: train_steps_indexed, default network (784-128-10), batch sizes '
-      f'{", ".join(map(str, sizes))}, one device ==')
-  rows = throughput_child(sizes)
-  if rows is None:
+  say(f'== cost curve: a block of train steps ({", ".join(_IMPLS.value)}), default network '
+      f'(784-128-10), batch sizes {", ".join(map(str, sizes))}, one device ==')
+  rows, ok = [], True
+  for impl in _IMPLS.value:
+    result = throughput_child(sizes, impl=impl)
+    ok = ok and result is not None
+    rows.extend(r for r in result or [] if r)
+  if not rows:
     return False
   say(table(rows, CURVE_COLUMNS))
   say(f'(synthetic uint8 dataset of 48,000 images on the device; K steps per call chosen '
       f'so a call takes >= {_MIN_CALL.value * 1000:.0f} ms; median of {_CALLS.value} calls '
       'after warm-up; best = the fastest call, the least disturbed by other work; spread = '
       '(max - min) / median of those calls)')
-  return True
+  return ok
 
 
 def scaling_section():
@@ -395,13 +422,25 @@ def _timed_calls(state, compiled, host_block, to_device, k, count):
   return state, seconds
 
 
-def measure_throughput(batch_size, min_seconds, calls, warmup):
-  """Examples/s of train_steps_indexed at one batch size on every visible device."""
+def measure_throughput(batch_size, min_seconds, calls, warmup, impl='xla'):
+  """Examples/s of a block of steps at one batch size on every visible device.
+
+  Returns None when impl is 'kernel' and the fused CPU kernel does not apply here.
+  """
   import jax  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from digits_jax import cpu_kernel  # pylint: disable=g-import-not-at-top
   from digits_jax import train_state as ts  # pylint: disable=g-import-not-at-top
   mesh, padded, state, host_block, to_device = _setup(batch_size)
-  compile_for = lambda state, k: ts.train_steps_indexed.lower(
-      state, *to_device(host_block(k))).compile()
+  if impl == 'kernel':
+    if cpu_kernel.unusable_because(default.get_config(), mesh):
+      return None
+    hparams = cpu_kernel.hyperparams(default.get_config())
+    compile_for = lambda state, k: cpu_kernel.train_steps_indexed.lower(
+        state, *to_device(host_block(k)), hparams).compile()
+  else:
+    compile_for = lambda state, k: ts.train_steps_indexed.lower(
+        state, *to_device(host_block(k))).compile()
   k = 8
   compiled = compile_for(state, k)
   for _ in range(3):  # Calibrate K (the first calls after compiling are slow: skip them).
@@ -414,7 +453,7 @@ def measure_throughput(batch_size, min_seconds, calls, warmup):
   state, _ = _timed_calls(state, compiled, host_block, to_device, k, warmup)
   state, secs = _timed_calls(state, compiled, host_block, to_device, k, calls)
   median = statistics.median(secs)
-  return {'devices': mesh.devices.size, 'platform': jax.devices()[0].platform,
+  return {'impl': impl, 'devices': mesh.devices.size, 'platform': jax.devices()[0].platform,
           'batch_size': batch_size, 'padded_batch': padded, 'steps_per_call': k,
           'ms_per_call': median * 1e3, 'us_per_step': median / k * 1e6,
           'examples_per_second': batch_size * k / median,
@@ -425,7 +464,8 @@ def measure_throughput(batch_size, min_seconds, calls, warmup):
 def throughput_worker(batch_sizes):
   """Prints one RESULT line (JSON) per batch size."""
   for batch_size in batch_sizes:
-    res = measure_throughput(batch_size, _MIN_CALL.value, _CALLS.value, _WARMUP.value)
+    res = measure_throughput(batch_size, _MIN_CALL.value, _CALLS.value, _WARMUP.value,
+                             _IMPL.value)
     print(RESULT_PREFIX + json.dumps(res), flush=True)
 
 

@@ -44,6 +44,9 @@ def get_config(dataset=None):
   config.steps_per_call = 512  # Optimizer steps per jit call (lax.scan block).
   config.data_on_device = True  # Keep the uint8 dataset on device; False = feed via tf.data.
   config.eval_batch_size = 2500  # Examples per evaluation call (padded and masked).
+  # Fused C++ CPU kernel for the training blocks (digits_jax/cpu_kernel.py): 'auto' uses it
+  # on one CPU device with float32, keras_adam and data_on_device; 'on' requires it; 'off'.
+  config.cpu_kernel = 'auto'
 
   # Lab outputs.
   config.num_show = 25  # First N training images drawn in samples.png.

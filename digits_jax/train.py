@@ -18,6 +18,7 @@ import numpy as np
 
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
+from digits_jax import cpu_kernel
 from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
@@ -147,9 +148,25 @@ class BlockRunner:
     self.config, self.mesh, self.data, self.padded_batch = config, mesh, data, padded_batch
     self.columns = parallel.local_columns(mesh, padded_batch)
     self.compiled, self.compile_seconds = {}, 0.0
+    start = time.perf_counter()
+    self.why_not_fused = cpu_kernel.unusable_because(config, mesh)  # Builds it once.
+    self.compile_seconds += time.perf_counter() - start
+    if config.cpu_kernel == 'on' and self.why_not_fused:
+      raise validation.ConfigError(
+          f'config.cpu_kernel=on, but the fused CPU kernel cannot run here: '
+          f'{self.why_not_fused}. Use --config.cpu_kernel=auto to fall back to XLA.')
+    self.fused = self.why_not_fused is None
+    self.hparams = cpu_kernel.hyperparams(config) if self.fused else None
     if config.data_on_device:  # The whole uint8 split on every device (47 MB for MNIST).
       self.images = parallel.replicate(data.train_images, mesh)
       self.labels = parallel.replicate(data.train_labels, mesh)
+
+  def describe(self):
+    """One line on how the steps run, for the console and results.json."""
+    if self.fused:
+      return f'fused CPU kernel ({dict(self.hparams)["threads"]} thread(s))'
+    why = '' if self.config.cpu_kernel == 'off' else f' (fused CPU kernel not used: {self.why_not_fused})'
+    return 'XLA scan' + why
 
   def feed(self, index, mask, block_list):
     """Yields the device arguments of each block, in order."""
@@ -169,9 +186,14 @@ class BlockRunner:
     """Dispatches one block asynchronously; returns (state, metric sums on device)."""
     key = str(jax.tree.map(lambda x: x.shape, args))  # One executable per block shape.
     if key not in self.compiled:
-      fn = ts.train_steps_indexed if self.config.data_on_device else ts.train_steps
       start = time.perf_counter()
-      self.compiled[key] = fn.lower(state, *args).compile()
+      if self.fused:
+        lowered = cpu_kernel.train_steps_indexed.lower(state, *args, self.hparams)
+      elif self.config.data_on_device:
+        lowered = ts.train_steps_indexed.lower(state, *args)
+      else:
+        lowered = ts.train_steps.lower(state, *args)
+      self.compiled[key] = lowered.compile()
       self.compile_seconds += time.perf_counter() - start
     return self.compiled[key](state, *args)
 
@@ -349,6 +371,7 @@ def train_and_evaluate(config, workdir, *, fresh=False):
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
   state, progress = restore_or_init(config, mesh, checkpointer)
   runner = BlockRunner(config, mesh, data, padded_batch)
+  console.say(f'Training steps: {runner.describe()}, up to {config.steps_per_call} per call.')
   val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
                                     config.eval_batch_size)
   if val_batches:  # Compile validation now, so that epoch timings exclude compilation.
@@ -365,7 +388,7 @@ def train_and_evaluate(config, workdir, *, fresh=False):
   timings = {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
              'examples_per_second': len(data.train_labels) * len(progress.history) / max(
                  train_seconds, 1e-9), 'steps': steps * config.num_epochs,
-             'eval_seconds': time.perf_counter() - t_eval}
+             'eval_seconds': time.perf_counter() - t_eval, 'steps_run_by': runner.describe()}
   res = write_results(config, workdir, data, progress.history, test, probs, timings)
   report_test(config, res)
   finish_outputs(config, workdir, data, t0)

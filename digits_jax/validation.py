@@ -13,6 +13,7 @@ from digits_jax import input_pipeline
 
 DTYPES = ('float32', 'bfloat16')
 SOURCES = ('auto', 'idx', 'tfds')
+CPU_KERNEL = ('auto', 'on', 'off')
 
 
 class ConfigError(ValueError):
@@ -69,6 +70,9 @@ def check_fields(config):
   if config.get('optimizer') not in ('keras_adam', 'optax_adam'):
     problems.append(f'config.optimizer={config.get("optimizer")!r}: use keras_adam (the '
                     "lab's Keras update rule) or optax_adam.")
+  if config.get('cpu_kernel') not in CPU_KERNEL:
+    problems.append(f'config.cpu_kernel={config.get("cpu_kernel")!r}: use auto (the fused '
+                    'CPU kernel where it applies), on (require it) or off (XLA only).')
   if config.get('kernel_init') not in ('glorot_uniform', 'lecun_normal'):
     problems.append(f'config.kernel_init={config.get("kernel_init")!r}: use glorot_uniform '
                     '(Keras) or lecun_normal (Flax).')

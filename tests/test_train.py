@@ -111,7 +111,8 @@ def test_bad_flag_stops_before_training(tiny_data, tmp_path):
 
 
 def test_device_data_and_tf_data_train_identically(tiny_data, tmp_path):
-  a = train.train_and_evaluate(tiny_config(tiny_data, data_on_device=True), str(tmp_path / 'a'))
+  a = train.train_and_evaluate(tiny_config(tiny_data, data_on_device=True, cpu_kernel='off'),
+                               str(tmp_path / 'a'))
   b = train.train_and_evaluate(tiny_config(tiny_data, data_on_device=False),
                                str(tmp_path / 'b'))
   close = lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)

@@ -36,6 +36,7 @@ CASES = [
     ({'steps_per_call': 0}, 'config.steps_per_call=0'),
     ({'eval_batch_size': 0}, 'config.eval_batch_size=0'),
     ({'kernel_init': 'ones'}, "config.kernel_init='ones'"),
+    ({'cpu_kernel': 'fast'}, "config.cpu_kernel='fast': use auto"),
     ({'max_checkpoints_to_keep': 0}, 'config.max_checkpoints_to_keep=0'),
     ({'data_dir': '/nonexistent/mnist'}, "config.data_dir='/nonexistent/mnist': no such folder"),
 ]

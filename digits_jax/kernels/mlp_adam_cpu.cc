@@ -1,0 +1,383 @@
+// A block of K training steps of the lab's MLP (Dense+ReLU layers, softmax
+// cross-entropy, Keras's Adam) as one XLA FFI call for the CPU.
+//
+// Why: at the lab's batch sizes (5 to 42) a step is a few hundred thousand
+// multiply-adds, and XLA:CPU spends most of a step outside arithmetic: ~30
+// separately dispatched thunks, a materialised weight gradient, and three passes
+// over every parameter array for Adam. Here each step makes one pass over each
+// weight matrix forward, and one backward pass that forms the gradient row by
+// row and applies Adam to it while it is in L1. The math is train_state.py's
+// (keras_adam, optax's softmax cross-entropy, jax.nn.relu's gradient), checked
+// against it by tests/test_cpu_kernel.py; only the summation order differs.
+//
+// Buffers: images u8[N, ...] (row = one flattened image), labels s32[N],
+// index s32[K, B], mask pred[K, B], count s32[] (Adam steps already taken),
+// then 3 * 2L f32 arrays: params (W0, b0, ..., W_{L-1}, b_{L-1}), first and
+// second moments in the same order. Results: metric sums f32[3] (loss, correct,
+// count) over the block, then the updated 3 * 2L arrays (aliased to the inputs).
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+struct Layer {
+  int64_t in, out;
+  float *w, *b, *mw, *mb, *vw, *vb;
+};
+
+struct Adam {
+  float lr_t, c1, c2, eps;  // c1 = 1 - b1, c2 = 1 - b2 (as rounded by the caller).
+};
+
+// p += -lr_t * m / (sqrt(v) + eps) after m, v move towards g: keras_adam's update.
+// On this loop's sqrt and divide the CPU's divider sets the pace (~0.5 ns/param).
+inline void AdamUpdate(float* __restrict p, float* __restrict m, float* __restrict v,
+                       const float* __restrict g, int64_t n, const Adam& a) {
+  const float lr_t = a.lr_t, c1 = a.c1, c2 = a.c2, eps = a.eps;
+  for (int64_t j = 0; j < n; ++j) {
+    const float gj = g[j];
+    const float mj = m[j] + (gj - m[j]) * c1;
+    const float vj = v[j] + (gj * gj - v[j]) * c2;
+    m[j] = mj;
+    v[j] = vj;
+    p[j] = p[j] + (-lr_t * mj) / (std::sqrt(vj) + eps);
+  }
+}
+
+// [begin, end) of thread t's share of n items; cut points are multiples of `align`.
+struct Range { int64_t begin, end; };
+Range Part(int64_t n, int t, int threads, int64_t align) {
+  auto cut = [&](int k) {
+    if (k >= threads) return n;
+    return std::min(n, (n * k / threads) / align * align);
+  };
+  return {cut(t), cut(t + 1)};
+}
+
+// Which examples have a non-zero value in each input row i of a layer: nz[i * B + k],
+// k < nnz[i]. Skipping zeros (most pixels; every inactive ReLU) leaves sums unchanged.
+struct Nonzeros {
+  std::vector<int32_t> nz, nnz;
+  void Resize(int64_t rows, int64_t batch) { nz.resize(rows * batch); nnz.resize(rows); }
+  void Build(const float* act, int64_t in, int64_t batch, Range rows) {
+    std::fill(nnz.begin() + rows.begin, nnz.begin() + rows.end, 0);
+    for (int64_t b = 0; b < batch; ++b) {  // Branch-free compaction, reading act in order.
+      const float* a = act + b * in;
+      for (int64_t i = rows.begin; i < rows.end; ++i) {
+        nz[i * batch + nnz[i]] = static_cast<int32_t>(b);
+        nnz[i] += a[i] != 0.0f;
+      }
+    }
+  }
+};
+
+// partial[b, :] = act[b, rows] @ w[rows, :]: one lane's share of a layer's matmul.
+__attribute__((noinline)) void ForwardPartial(const float* __restrict act, const Nonzeros& nzs,
+                                              int64_t batch, const Layer& l, Range rows,
+                                              float* __restrict partial) {
+  std::fill(partial, partial + batch * l.out, 0.0f);
+  for (int64_t i = rows.begin; i < rows.end; ++i) {
+    const float* __restrict wi = l.w + i * l.out;
+    const int32_t* list = nzs.nz.data() + i * batch;
+    for (int32_t k = 0, n = nzs.nnz[i]; k < n; ++k) {
+      const int64_t b = list[k];
+      const float a = act[b * l.in + i];
+      float* __restrict o = partial + b * l.out;
+      for (int64_t j = 0; j < l.out; ++j) o[j] += a * wi[j];
+    }
+  }
+}
+
+// out[b, cols] = sum of the lanes' partials + bias (then ReLU for hidden layers).
+void Combine(const std::vector<float>* partials, int64_t batch, const Layer& l, bool relu,
+             Range cols, float* __restrict out) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* __restrict p0 = partials[0].data() + b * l.out;
+    const float* __restrict p1 = partials[1].data() + b * l.out;
+    float* __restrict o = out + b * l.out;
+    for (int64_t j = cols.begin; j < cols.end; ++j) o[j] = (p0[j] + p1[j]) + l.b[j];
+    if (relu)
+      for (int64_t j = cols.begin; j < cols.end; ++j) o[j] = std::max(o[j], 0.0f);
+  }
+}
+
+// Rows `rows` of layer l's backward pass: the weight gradient, formed a few rows at a
+// time in `gbuf` and applied by Adam while in L1, and (if `dprev`) the gradient with
+// respect to the layer's input, from the weights before their update, ReLU-masked.
+__attribute__((noinline)) void BackwardAdam(const float* __restrict act, const Nonzeros& nzs,
+                                            const float* __restrict delta, int64_t batch,
+                                            const Layer& l, const Adam& adam, Range rows,
+                                            float* __restrict dprev, std::vector<float>& gbuf) {
+  const int64_t out = l.out;
+  const int64_t chunk = std::max<int64_t>(1, 2048 / out);
+  gbuf.resize(chunk * out);
+  for (int64_t i0 = rows.begin; i0 < rows.end; i0 += chunk) {
+    const int64_t i1 = std::min(rows.end, i0 + chunk);
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* __restrict wi = l.w + i * out;
+      if (dprev != nullptr) {
+        for (int64_t b = 0; b < batch; ++b) {
+          float s = 0.0f;
+          if (act[b * l.in + i] > 0.0f) {  // jax.nn.relu's gradient: 1 where output > 0.
+            const float* __restrict d = delta + b * out;
+            for (int64_t j = 0; j < out; ++j) s += d[j] * wi[j];
+          }
+          dprev[b * l.in + i] = s;
+        }
+      }
+      float* __restrict g = gbuf.data() + (i - i0) * out;
+      std::fill(g, g + out, 0.0f);
+      const int32_t* list = nzs.nz.data() + i * batch;
+      for (int32_t k = 0, n = nzs.nnz[i]; k < n; ++k) {
+        const int64_t b = list[k];
+        const float a = act[b * l.in + i];
+        const float* __restrict d = delta + b * out;
+        for (int64_t j = 0; j < out; ++j) g[j] += a * d[j];
+      }
+    }
+    const int64_t off = i0 * out, n = (i1 - i0) * out;
+    AdamUpdate(l.w + off, l.mw + off, l.vw + off, gbuf.data(), n, adam);
+  }
+}
+
+// Sense-reversing barrier for the block's few threads (spins, then yields).
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void Wait() {
+    if (n_ == 1) return;
+    const int phase = phase_.load(std::memory_order_relaxed);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      count_.store(0, std::memory_order_relaxed);
+      phase_.store(phase + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins)
+      if (spins > (1 << 14)) std::this_thread::yield();  // ~10 us, then share the core.
+  }
+
+ private:
+  const int n_;
+  std::atomic<int> count_{0}, phase_{0};
+};
+
+// Work is split into two lanes by weight rows, whatever the thread count, so that
+// sums are added in the same order (and results are identical) with 1 or 2 threads,
+// and each row of W, m and v stays in one core's cache from step to step.
+constexpr int kLanes = 2;
+
+struct Shared {
+  const uint8_t* images;
+  const int32_t* labels;
+  const int32_t* index;
+  const bool* mask;
+  int64_t steps, batch, pixels, classes;
+  int32_t t0;
+  float b1, b2, c1, c2, eps, lr;
+  std::vector<Layer> layers;
+  std::vector<std::vector<float>> acts, deltas;  // acts[0] = input, acts[l + 1] = layer l's output.
+  std::vector<Nonzeros> nzs;  // Of each layer's input.
+  // Per layer, so that no lane overwrites a layer's partials while another reads them.
+  std::vector<std::array<std::vector<float>, kLanes>> partials;
+  float sums[3] = {0.0f, 0.0f, 0.0f};
+};
+
+// Every thread runs this loop for its lanes; lane 0 also computes the loss.
+void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
+  const int64_t batch = sh.batch, pixels = sh.pixels, classes = sh.classes;
+  const int64_t num_layers = static_cast<int64_t>(sh.layers.size());
+  const int lane0 = threads == 1 ? 0 : tid, lane1 = threads == 1 ? kLanes : tid + 1;
+  std::vector<float> gbuf;
+  for (int64_t s = 0; s < sh.steps; ++s) {
+    const int32_t* idx = sh.index + s * batch;
+    const bool* msk = sh.mask + s * batch;
+    float* x = sh.acts[0].data();
+    for (int lane = lane0; lane < lane1; ++lane) {  // Each lane scales only its pixels.
+      const Range px = Part(pixels, lane, kLanes, 16);
+      for (int64_t b = 0; b < batch; ++b) {
+        const uint8_t* src = sh.images + static_cast<int64_t>(idx[b]) * pixels;
+        for (int64_t i = px.begin; i < px.end; ++i)
+          x[b * pixels + i] = static_cast<float>(src[i]) / 255.0f;
+      }
+      sh.nzs[0].Build(x, pixels, batch, px);
+    }
+    for (int64_t l = 0; l < num_layers; ++l) {
+      const Layer& ly = sh.layers[l];
+      for (int lane = lane0; lane < lane1; ++lane)
+        ForwardPartial(sh.acts[l].data(), sh.nzs[l], batch, ly, Part(ly.in, lane, kLanes, 16),
+                       sh.partials[l][lane].data());
+      barrier.Wait();
+      if (l + 1 < num_layers) {  // Each lane completes the columns that are its next rows.
+        for (int lane = lane0; lane < lane1; ++lane) {
+          const Range cols = Part(ly.out, lane, kLanes, 16);
+          Combine(sh.partials[l].data(), batch, ly, true, cols, sh.acts[l + 1].data());
+          sh.nzs[l + 1].Build(sh.acts[l + 1].data(), ly.out, batch, cols);
+        }
+      }
+    }
+    if (tid == 0) {  // Softmax cross-entropy (optax's formulation), metrics, d loss / d logits.
+      const Layer& last = sh.layers[num_layers - 1];
+      Combine(sh.partials[num_layers - 1].data(), batch, last, false, {0, classes},
+              sh.acts[num_layers].data());
+      float cnt = 0.0f;
+      for (int64_t b = 0; b < batch; ++b) cnt += msk[b] ? 1.0f : 0.0f;
+      const float denom = std::max(cnt, 1.0f);
+      float step_loss = 0.0f, step_correct = 0.0f;
+      const float* logits = sh.acts[num_layers].data();
+      float* dlogits = sh.deltas[num_layers].data();
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* z = logits + b * classes;
+        float* dz = dlogits + b * classes;
+        const int32_t y = sh.labels[idx[b]];
+        int64_t arg = 0;
+        for (int64_t c = 1; c < classes; ++c)
+          if (z[c] > z[arg]) arg = c;
+        const float zmax = z[arg];
+        float se = 0.0f;
+        for (int64_t c = 0; c < classes; ++c) {
+          dz[c] = std::exp(z[c] - zmax);
+          se += dz[c];
+        }
+        const float w = msk[b] ? 1.0f : 0.0f;
+        step_loss += (std::log(se) - (z[y] - zmax)) * w;
+        step_correct += (arg == y) ? w : 0.0f;
+        const float scale = w / denom;
+        for (int64_t c = 0; c < classes; ++c)
+          dz[c] = (dz[c] / se - (c == y ? 1.0f : 0.0f)) * scale;
+      }
+      sh.sums[0] += step_loss;
+      sh.sums[1] += step_correct;
+      sh.sums[2] += cnt;
+    }
+    barrier.Wait();
+    const float t = static_cast<float>(sh.t0 + s + 1);
+    const Adam adam{sh.lr * std::sqrt(1.0f - std::pow(sh.b2, t)) / (1.0f - std::pow(sh.b1, t)),
+                    sh.c1, sh.c2, sh.eps};
+    for (int64_t l = num_layers - 1; l >= 0; --l) {
+      const Layer& ly = sh.layers[l];
+      const float* delta = sh.deltas[l + 1].data();
+      for (int lane = lane0; lane < lane1; ++lane) {
+        if (lane == kLanes - 1) {  // The bias: its gradient is the sum of the deltas.
+          gbuf.assign(ly.out, 0.0f);
+          for (int64_t b = 0; b < batch; ++b)
+            for (int64_t j = 0; j < ly.out; ++j) gbuf[j] += delta[b * ly.out + j];
+          AdamUpdate(ly.b, ly.mb, ly.vb, gbuf.data(), ly.out, adam);
+        }
+        BackwardAdam(sh.acts[l].data(), sh.nzs[l], delta, batch, ly, adam,
+                     Part(ly.in, lane, kLanes, 16), l > 0 ? sh.deltas[l].data() : nullptr,
+                     gbuf);
+      }
+      barrier.Wait();
+    }
+  }
+}
+
+ffi::Error Block(ffi::Buffer<ffi::U8> images, ffi::Buffer<ffi::S32> labels,
+                 ffi::Buffer<ffi::S32> index, ffi::Buffer<ffi::PRED> mask,
+                 ffi::Buffer<ffi::S32> count, ffi::RemainingArgs state,
+                 ffi::Result<ffi::Buffer<ffi::F32>> sums, ffi::RemainingRets new_state,
+                 float b1, float b2, float c1, float c2, float eps, float lr, int64_t threads) {
+  const auto idims = index.dimensions();
+  if (idims.size() != 2) return ffi::Error::InvalidArgument("index must be [K, B]");
+  Shared sh;
+  sh.steps = idims[0];
+  sh.batch = idims[1];
+  const int64_t num_images = images.dimensions()[0];
+  sh.pixels = num_images ? images.element_count() / num_images : 0;
+  const int64_t n = state.size();
+  if (n % 6 != 0 || new_state.size() != static_cast<size_t>(n) || n == 0)
+    return ffi::Error::InvalidArgument("expected params, mu and nu: 3 x (W, b) per layer");
+  const int64_t num_layers = n / 6;
+  if (labels.element_count() != static_cast<size_t>(num_images) ||
+      mask.element_count() != index.element_count())
+    return ffi::Error::InvalidArgument("labels must match images, mask must match index");
+  for (size_t k = 0; k < index.element_count(); ++k)
+    if (index.typed_data()[k] < 0 || index.typed_data()[k] >= num_images)
+      return ffi::Error::InvalidArgument("an index is out of range of the images");
+
+  // Results alias the inputs; copy where XLA gave them separate buffers.
+  std::vector<float*> buf(n);
+  for (int64_t k = 0; k < n; ++k) {
+    auto in = state.get<ffi::AnyBuffer>(k);
+    auto out = new_state.get<ffi::AnyBuffer>(k);
+    if (!in.has_value() || !out.has_value())
+      return ffi::Error::InvalidArgument("bad state buffer");
+    if (in->element_type() != ffi::DataType::F32)
+      return ffi::Error::InvalidArgument("state arrays must be float32");
+    float* dst = (*out)->typed_data<float>();
+    const float* src = in->typed_data<float>();
+    if (dst != src) std::memcpy(dst, src, in->size_bytes());
+    buf[k] = dst;
+  }
+  int64_t width = sh.pixels;
+  const int64_t p = 2 * num_layers;
+  for (int64_t l = 0; l < num_layers; ++l) {
+    auto wd = state.get<ffi::AnyBuffer>(2 * l)->dimensions();
+    if (wd.size() != 2 || wd[0] != width)
+      return ffi::Error::InvalidArgument("layer " + std::to_string(l) + ": kernel shape mismatch");
+    sh.layers.push_back({wd[0], wd[1], buf[2 * l], buf[2 * l + 1], buf[p + 2 * l],
+                         buf[p + 2 * l + 1], buf[2 * p + 2 * l], buf[2 * p + 2 * l + 1]});
+    width = wd[1];
+  }
+  sh.classes = width;
+  sh.images = images.typed_data();
+  sh.labels = labels.typed_data();
+  sh.index = index.typed_data();
+  sh.mask = mask.typed_data();
+  sh.t0 = *count.typed_data();
+  sh.b1 = b1, sh.b2 = b2, sh.c1 = c1, sh.c2 = c2, sh.eps = eps, sh.lr = lr;
+  sh.acts.resize(num_layers + 1);
+  sh.deltas.resize(num_layers + 1);
+  sh.nzs.resize(num_layers);
+  sh.acts[0].resize(sh.batch * sh.pixels);
+  for (int64_t l = 0; l < num_layers; ++l) {
+    sh.acts[l + 1].resize(sh.batch * sh.layers[l].out);
+    sh.deltas[l + 1].resize(sh.batch * sh.layers[l].out);
+    sh.nzs[l].Resize(sh.layers[l].in, sh.batch);
+  }
+  sh.partials.resize(num_layers);
+  for (int64_t l = 0; l < num_layers; ++l)
+    for (auto& partial : sh.partials[l]) partial.resize(sh.batch * sh.layers[l].out);
+
+  const int team = threads >= kLanes ? kLanes : 1;
+  Barrier barrier(team);
+  std::vector<std::thread> helpers;
+  for (int tid = 1; tid < team; ++tid)
+    helpers.emplace_back([&sh, &barrier, tid, team] { RunSteps(sh, barrier, tid, team); });
+  RunSteps(sh, barrier, 0, team);
+  for (auto& h : helpers) h.join();
+  std::copy(sh.sums, sh.sums + 3, sums->typed_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DigitsMlpAdamBlock, Block,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .RemainingArgs()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .RemainingRets()
+                                  .Attr<float>("b1")
+                                  .Attr<float>("b2")
+                                  .Attr<float>("c1")
+                                  .Attr<float>("c2")
+                                  .Attr<float>("eps")
+                                  .Attr<float>("lr")
+                                  .Attr<int64_t>("threads"));

@@ -1,0 +1,142 @@
+"""The fused CPU kernel: same math as the XLA scan, deterministic, and used only where it applies."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from digits_jax import cpu_kernel
+from digits_jax import parallel
+from digits_jax import results
+from digits_jax import train
+from digits_jax import train_state as ts
+from digits_jax import validation
+from tests.conftest import tiny_config
+
+
+def _config(**kw):
+  config = default.get_config()
+  config.update(kw)
+  return config
+
+
+def _block(config, steps, num_images=300, seed=0, masked_tail=0):
+  """Sparse uint8 images (most pixels 0, as in MNIST), labels, and a block's index/mask."""
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (num_images, 28, 28), dtype=np.uint8)
+  images[images < 180] = 0
+  labels = rng.integers(0, 10, num_images).astype(np.int32)
+  index = rng.integers(0, num_images, (steps, config.batch_size)).astype(np.int32)
+  mask = np.ones((steps, config.batch_size), bool)
+  if masked_tail:
+    mask[-1, -masked_tail:] = False  # A partial last batch.
+  return tuple(jnp.asarray(a) for a in (images, labels, index, mask))
+
+
+def _flat(tree):
+  return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(tree)])
+
+
+@pytest.mark.parametrize('kw, masked_tail', [
+    (dict(batch_size=5, hidden_units=24), 0),  # Variant 6's shape, smaller.
+    (dict(batch_size=7, hidden_units=20, num_hidden_layers=2), 3),
+    (dict(batch_size=3, hidden_units=17, num_hidden_layers=3, learning_rate=3e-3), 1),
+])
+def test_block_equals_xla_scan(kw, masked_tail):
+  config = _config(**kw)
+  args = _block(config, steps=12, masked_tail=masked_tail)
+  want, want_sums = ts.train_steps_indexed(ts.create_train_state(config, jax.random.key(1)), *args)
+  got, got_sums = cpu_kernel.train_steps_indexed(
+      ts.create_train_state(config, jax.random.key(1)), *args, cpu_kernel.hyperparams(config))
+  assert int(got.step) == int(want.step) == 12
+  assert int(got.opt_state.count) == int(want.opt_state.count) == 12
+  assert float(got_sums['count']) == float(want_sums['count'])
+  assert float(got_sums['correct']) == float(want_sums['correct'])
+  np.testing.assert_allclose(float(got_sums['loss']), float(want_sums['loss']), rtol=1e-5)
+  # Only the order of float additions differs: states agree to rounding, normwise.
+  for got_tree, want_tree in ((got.params, want.params), (got.opt_state.mu, want.opt_state.mu),
+                              (got.opt_state.nu, want.opt_state.nu)):
+    g, w = _flat(got_tree), _flat(want_tree)
+    assert np.max(np.abs(g - w)) <= 1e-4 * np.max(np.abs(w)), np.max(np.abs(g - w))
+  # ...and training moved them: the comparison is not of two untouched states.
+  start = ts.create_train_state(config, jax.random.key(1))
+  assert np.max(np.abs(_flat(got.params) - _flat(start.params))) > 1e-3
+
+
+def test_one_and_two_threads_give_identical_bits():
+  config = _config(batch_size=6, hidden_units=40, num_hidden_layers=2)
+  args = _block(config, steps=40)
+  runs = []
+  for threads in (1, 2, 2, 2):
+    state = ts.create_train_state(config, jax.random.key(0))
+    state, sums = cpu_kernel.train_steps_indexed(state, *args,
+                                                 cpu_kernel.hyperparams(config, threads))
+    runs.append((_flat(state.params), _flat(state.opt_state.nu), float(sums['loss'])))
+  for other in runs[1:]:
+    np.testing.assert_array_equal(other[0], runs[0][0])
+    np.testing.assert_array_equal(other[1], runs[0][1])
+    assert other[2] == runs[0][2]
+
+
+def test_index_out_of_range_is_an_error():
+  config = _config(batch_size=4, hidden_units=8)
+  images, labels, index, mask = _block(config, steps=2, num_images=50)
+  index = index.at[1, 2].set(50)
+  with pytest.raises(Exception, match='out of range'):
+    jax.block_until_ready(cpu_kernel.train_steps_indexed(
+        ts.create_train_state(config, jax.random.key(0)), images, labels, index, mask,
+        cpu_kernel.hyperparams(config)))
+
+
+@pytest.mark.parametrize('kw, reason', [
+    (dict(cpu_kernel='off'), 'config.cpu_kernel is off'),
+    (dict(optimizer='optax_adam'), 'keras_adam only'),
+    (dict(compute_dtype='bfloat16'), 'float32 only'),
+    (dict(data_on_device=False), 'data_on_device'),
+])
+def test_used_only_where_it_applies(kw, reason):
+  mesh = parallel.make_mesh()
+  assert cpu_kernel.unusable_because(_config(), mesh) is None  # One CPU device: used.
+  assert reason in cpu_kernel.unusable_because(_config(**kw), mesh)
+
+
+def test_required_but_unusable_stops_before_training(tiny_data, tmp_path):
+  config = tiny_config(tiny_data, cpu_kernel='on', optimizer='optax_adam')
+  with pytest.raises(validation.ConfigError, match='cpu_kernel=on.*keras_adam only'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / results.FILES['history']).exists()
+
+
+def test_a_failed_build_names_the_compiler_command(monkeypatch, tmp_path):
+  monkeypatch.setenv('DIGITS_JAX_KERNEL_CACHE', str(tmp_path))
+  monkeypatch.setenv('CXX', 'false')
+  with pytest.raises(cpu_kernel.KernelBuildError, match='false .*mlp_adam_cpu.cc'):
+    cpu_kernel.build()
+  assert not list(tmp_path.iterdir())  # No half-written library is left in the cache.
+
+
+def test_auto_falls_back_to_xla_when_the_build_fails(tiny_data, tmp_path, monkeypatch):
+  def fail():
+    raise cpu_kernel.KernelBuildError('no C++ compiler')
+  monkeypatch.setattr(cpu_kernel, 'load', fail)
+  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), str(tmp_path))
+  steps_by = results.read_json(tmp_path / results.FILES['results'])['timings']['steps_run_by']
+  assert steps_by.startswith('XLA scan') and 'no C++ compiler' in steps_by
+
+
+def test_training_with_and_without_the_kernel_agrees(tiny_data, tmp_path):
+  runs = {}
+  for choice in ('on', 'off'):
+    workdir = tmp_path / choice
+    runs[choice] = train.train_and_evaluate(tiny_config(tiny_data, cpu_kernel=choice),
+                                            str(workdir))
+    runs[choice + '_history'] = results.read_history(workdir)
+    runs[choice + '_by'] = results.read_json(workdir / results.FILES['results'])['timings'][
+        'steps_run_by']
+  assert runs['on_by'].startswith('fused CPU kernel') and runs['off_by'] == 'XLA scan'
+  np.testing.assert_allclose(_flat(runs['on'].params), _flat(runs['off'].params), rtol=1e-3,
+                             atol=1e-5)
+  for a, b in zip(runs['on_history'], runs['off_history']):
+    assert a['accuracy'] == pytest.approx(b['accuracy'], abs=1e-3)
+    assert a['val_loss'] == pytest.approx(b['val_loss'], rel=1e-3)
