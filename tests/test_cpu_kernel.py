@@ -94,11 +94,17 @@ def test_index_out_of_range_is_an_error():
     (dict(optimizer='optax_adam'), 'keras_adam only'),
     (dict(compute_dtype='bfloat16'), 'float32 only'),
     (dict(data_on_device=False), 'data_on_device'),
+    (dict(batch_size=64), 'auto uses it up to batch 32'),
 ])
 def test_used_only_where_it_applies(kw, reason):
   mesh = parallel.make_mesh()
   assert cpu_kernel.unusable_because(_config(), mesh) is None  # One CPU device: used.
   assert reason in cpu_kernel.unusable_because(_config(**kw), mesh)
+
+
+def test_on_forces_it_beyond_the_auto_batch_limit():
+  config = _config(batch_size=64, cpu_kernel='on')
+  assert cpu_kernel.unusable_because(config, parallel.make_mesh()) is None
 
 
 def test_required_but_unusable_stops_before_training(tiny_data, tmp_path):
