@@ -47,9 +47,11 @@ class Checkpointer:
     return restored['state'], restored['progress']
 
   def close(self):
-    """Waits for pending saves; call before exiting."""
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for pending saves; call before exiting (also after a failure). Idempotent."""
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+      self.manager.close()
+      self.manager = None
 
 
 def has_checkpoint(workdir):

@@ -365,21 +365,24 @@ def train_and_evaluate(config, workdir, *, fresh=False):
     console.say(f'Moved the previous run aside to {aside}.')
   mesh = parallel.make_mesh()
   padded_batch = input_pipeline.padded_batch_size(config.batch_size, mesh.devices.size)
+  runner = BlockRunner(config, mesh, data, padded_batch)  # Refuses cpu_kernel=on if unusable.
   log_start(config, mesh, data, padded_batch)
+  console.say(f'Training steps: {runner.describe()}, up to {config.steps_per_call} per call.')
   write_run_files(config, workdir)
   console.say(models.summary(models.hidden_sizes(config), config.name))
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
-  state, progress = restore_or_init(config, mesh, checkpointer)
-  runner = BlockRunner(config, mesh, data, padded_batch)
-  console.say(f'Training steps: {runner.describe()}, up to {config.steps_per_call} per call.')
-  val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
-                                    config.eval_batch_size)
-  if val_batches:  # Compile validation now, so that epoch timings exclude compilation.
-    start = time.perf_counter()
-    jax.block_until_ready(ts.eval_step(state, val_batches[0]))
-    runner.compile_seconds += time.perf_counter() - start
-  state = train_loop(config, workdir, state, progress, runner, checkpointer, data, val_batches)
-  checkpointer.close()
+  try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
+    state, progress = restore_or_init(config, mesh, checkpointer)
+    val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
+                                      config.eval_batch_size)
+    if val_batches:  # Compile validation now, so that epoch timings exclude compilation.
+      start = time.perf_counter()
+      jax.block_until_ready(ts.eval_step(state, val_batches[0]))
+      runner.compile_seconds += time.perf_counter() - start
+    state = train_loop(config, workdir, state, progress, runner, checkpointer, data,
+                       val_batches)
+  finally:
+    checkpointer.close()
   t_eval = time.perf_counter()
   test, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
