@@ -91,20 +91,15 @@ inline V16 Load(const float* p) { V16 v; std::memcpy(&v, p, sizeof v); return v;
 inline void Store(float* p, V16 v) { std::memcpy(p, &v, sizeof v); }
 
 // A layer input's non-zeros, per example b and lane: idx/val[b * in + rows.begin + k] for
-// k < count[lane][b] (most pixels, and every inactive ReLU, are zero: skipping
+// k < count[b * kLanes + lane] (most pixels, and every inactive ReLU, are zero: skipping
 // them leaves every sum unchanged), and per row whether any example is non-zero there.
 constexpr int kLanes = 2;
-// Lane boundaries fall on multiples of 64 rows (a 256-byte multiple for floats and a
-// cache line for bytes), so lanes share no cache line of what they write.
-constexpr int64_t kAlign = 64;
 struct Nonzeros {
-  std::vector<int32_t> idx;
-  std::vector<int32_t> count[kLanes];  // Apart, so the lanes never write one cache line.
+  std::vector<int32_t> idx, count;
   std::vector<float> val;
   std::vector<uint8_t> any;
   void Resize(int64_t rows, int64_t batch) {
-    idx.resize(rows * batch), val.resize(rows * batch);
-    for (auto& c : count) c.resize(batch);
+    idx.resize(rows * batch), val.resize(rows * batch), count.resize(batch * kLanes);
     any.resize(rows);
   }
   void Build(const float* act, int64_t in, int64_t batch, Range rows, int lane) {
@@ -134,84 +129,71 @@ struct Nonzeros {
         k += a[i] != 0.0f;
       }
       for (int64_t i = rows.begin; i < rows.end; ++i) any[i] |= a[i] != 0.0f;
-      count[lane][b] = k;
+      count[b * kLanes + lane] = k;
     }
   }
 };
 
-// out[0:16 NV] = sum over k of coef[k] * rows[k][0:16 NV], rows[k] = base + row(k) * stride,
-// in NV vector registers. Few registers leave the FMA units waiting on each other's
-// results, so narrow tiles keep two sets (even and odd k) and add them at the end.
-template <int NV>
-inline void Tile(const float* coef, const int32_t* rowidx, int32_t n, const float* base,
-                 int64_t stride, float* out) {
-  constexpr int kSets = NV <= 4 ? 2 : 1;
-  V16 acc[kSets][NV] = {};
-  int32_t k = 0;
-  for (; k + kSets <= n; k += kSets) {
-    for (int set = 0; set < kSets; ++set) {
-      const float v = coef[k + set];
-      const float* r = base + (rowidx ? rowidx[k + set] : k + set) * stride;
-      for (int t = 0; t < NV; ++t) acc[set][t] += v * Load(r + 16 * t);
-    }
-  }
-  for (; k < n; ++k) {
-    const float v = coef[k];
-    const float* r = base + (rowidx ? rowidx[k] : k) * stride;
-    for (int t = 0; t < NV; ++t) acc[0][t] += v * Load(r + 16 * t);
-  }
-  for (int t = 0; t < NV; ++t) {
-    V16 total = acc[0][t];
-    for (int set = 1; set < kSets; ++set) total += acc[set][t];
-    Store(out + 16 * t, total);
-  }
-}
-
-// out[0:cols] = sum over k of coef[k] * (base + row(k) * stride)[0:cols], where row(k) is
-// rowidx[k] (or k when rowidx is null): a sparse-times-dense row product, 128 columns at
-// a time in registers.
-void SumRows(const float* coef, const int32_t* rowidx, int32_t n, const float* base,
-             int64_t stride, int64_t cols, float* out) {
-  int64_t j = 0;
-  for (; j + 128 <= cols; j += 128) Tile<8>(coef, rowidx, n, base + j, stride, out + j);
-  switch ((cols - j) / 16) {
-    case 7: Tile<7>(coef, rowidx, n, base + j, stride, out + j); break;
-    case 6: Tile<6>(coef, rowidx, n, base + j, stride, out + j); break;
-    case 5: Tile<5>(coef, rowidx, n, base + j, stride, out + j); break;
-    case 4: Tile<4>(coef, rowidx, n, base + j, stride, out + j); break;
-    case 3: Tile<3>(coef, rowidx, n, base + j, stride, out + j); break;
-    case 2: Tile<2>(coef, rowidx, n, base + j, stride, out + j); break;
-    case 1: Tile<1>(coef, rowidx, n, base + j, stride, out + j); break;
-    default: break;
-  }
-  j += (cols - j) / 16 * 16;
-  if (j < cols) {  // The last cols % 16 columns.
-    std::fill(out + j, out + cols, 0.0f);
-    for (int32_t k = 0; k < n; ++k) {
-      const float* __restrict r = base + (rowidx ? rowidx[k] : k) * stride;
-      for (int64_t c = j; c < cols; ++c) out[c] += coef[k] * r[c];
-    }
-  }
-}
-
-// partial[b, :] = act[b, rows] @ w[rows, :]: one lane's share of a layer's matmul, over
-// each example's non-zero inputs.
+// partial[b, :] = act[b, rows] @ w[rows, :]: one lane's share of a layer's matmul. For
+// each example, 64 output columns at a time accumulate in registers over its non-zeros.
 __attribute__((noinline)) void ForwardPartial(const Nonzeros& nzs, int64_t batch,
                                               const Layer& l, Range rows, int lane,
                                               float* __restrict partial) {
+  const int64_t out = l.out;
   for (int64_t b = 0; b < batch; ++b) {
-    const int64_t at = b * l.in + rows.begin;
-    SumRows(nzs.val.data() + at, nzs.idx.data() + at, nzs.count[lane][b], l.w,
-            l.out, l.out, partial + b * l.out);
+    const int32_t* ix = nzs.idx.data() + b * l.in + rows.begin;
+    const float* vx = nzs.val.data() + b * l.in + rows.begin;
+    const int32_t n = nzs.count[b * kLanes + lane];
+    float* o = partial + b * out;
+    int64_t j = 0;
+    for (; j + 64 <= out; j += 64) {
+      V16 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      for (int32_t k = 0; k < n; ++k) {
+        const float* w = l.w + ix[k] * out + j;
+        const float v = vx[k];
+        a0 += v * Load(w), a1 += v * Load(w + 16), a2 += v * Load(w + 32), a3 += v * Load(w + 48);
+      }
+      Store(o + j, a0), Store(o + j + 16, a1), Store(o + j + 32, a2), Store(o + j + 48, a3);
+    }
+    for (; j + 16 <= out; j += 16) {
+      V16 a0 = {};
+      for (int32_t k = 0; k < n; ++k) a0 += vx[k] * Load(l.w + ix[k] * out + j);
+      Store(o + j, a0);
+    }
+    if (j < out) {  // The last out % 16 columns.
+      std::fill(o + j, o + out, 0.0f);
+      for (int32_t k = 0; k < n; ++k) {
+        const float* __restrict w = l.w + ix[k] * out;
+        for (int64_t c = j; c < out; ++c) o[c] += vx[k] * w[c];
+      }
+    }
   }
 }
 
-// g[:] = sum over examples b of act[b, i] * delta[b, :] (in example order).
+// g[:] = sum over examples b of act[b, i] * delta[b, :] (in example order), in registers.
 inline void GradRow(const float* __restrict act, int64_t in, int64_t i,
                     const float* __restrict delta, int64_t batch, int64_t out,
-                    float* __restrict coef, float* __restrict g) {
-  for (int64_t b = 0; b < batch; ++b) coef[b] = act[b * in + i];
-  SumRows(coef, nullptr, static_cast<int32_t>(batch), delta, out, out, g);
+                    float* __restrict g) {
+  int64_t j = 0;
+  for (; j + 64 <= out; j += 64) {
+    V16 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (int64_t b = 0; b < batch; ++b) {
+      const float v = act[b * in + i];
+      const float* d = delta + b * out + j;
+      a0 += v * Load(d), a1 += v * Load(d + 16), a2 += v * Load(d + 32), a3 += v * Load(d + 48);
+    }
+    Store(g + j, a0), Store(g + j + 16, a1), Store(g + j + 32, a2), Store(g + j + 48, a3);
+  }
+  for (; j + 16 <= out; j += 16) {
+    V16 a0 = {};
+    for (int64_t b = 0; b < batch; ++b) a0 += act[b * in + i] * Load(delta + b * out + j);
+    Store(g + j, a0);
+  }
+  if (j < out) {
+    std::fill(g + j, g + out, 0.0f);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t c = j; c < out; ++c) g[c] += act[b * in + i] * delta[b * out + c];
+  }
 }
 
 // out[b, cols] = sum of the lanes' partials + bias (then ReLU for hidden layers).
@@ -237,7 +219,6 @@ __attribute__((noinline)) void BackwardAdam(const float* __restrict act, const N
   const int64_t out = l.out;
   const int64_t chunk = std::max<int64_t>(1, 2048 / out);
   gbuf.resize(chunk * out);
-  std::vector<float> coef(batch);
   for (int64_t i0 = rows.begin; i0 < rows.end; i0 += chunk) {
     const int64_t i1 = std::min(rows.end, i0 + chunk);
     for (int64_t i = i0; i < i1; ++i) {
@@ -248,7 +229,7 @@ __attribute__((noinline)) void BackwardAdam(const float* __restrict act, const N
       }
       float* __restrict g = gbuf.data() + (i - i0) * out;
       if (nzs.any[i])
-        GradRow(act, l.in, i, delta, batch, out, coef.data(), g);
+        GradRow(act, l.in, i, delta, batch, out, g);
       else
         std::fill(g, g + out, 0.0f);  // No example reaches this row: its gradient is 0.
     }
@@ -275,8 +256,7 @@ class Barrier {
 
  private:
   const int n_;
-  alignas(64) std::atomic<int> count_{0};
-  alignas(64) std::atomic<int> phase_{0};  // Spun on: on a line of its own.
+  std::atomic<int> count_{0}, phase_{0};
 };
 
 // Work is split into two lanes (kLanes) by weight rows, whatever the thread count, so
@@ -296,7 +276,7 @@ struct Shared {
   std::vector<Nonzeros> nzs;  // Of each layer's input.
   // Per layer, so that no lane overwrites a layer's partials while another reads them.
   std::vector<std::array<std::vector<float>, kLanes>> partials;
-  alignas(64) float sums[3] = {0.0f, 0.0f, 0.0f};  // Written by lane 0 only.
+  float sums[3] = {0.0f, 0.0f, 0.0f};
 };
 
 // Every thread runs this loop for its lanes; lane 0 also computes the loss.
@@ -310,7 +290,7 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
     const bool* msk = sh.mask + s * batch;
     float* x = sh.acts[0].data();
     for (int lane = lane0; lane < lane1; ++lane) {  // Each lane scales only its pixels.
-      const Range px = Part(pixels, lane, kLanes, kAlign);
+      const Range px = Part(pixels, lane, kLanes, 16);
       for (int64_t b = 0; b < batch; ++b) {
         const uint8_t* src = sh.images + static_cast<int64_t>(idx[b]) * pixels;
         for (int64_t i = px.begin; i < px.end; ++i)
@@ -327,12 +307,12 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
     for (int64_t l = 0; l < num_layers; ++l) {
       const Layer& ly = sh.layers[l];
       for (int lane = lane0; lane < lane1; ++lane)
-        ForwardPartial(sh.nzs[l], batch, ly, Part(ly.in, lane, kLanes, kAlign), lane,
+        ForwardPartial(sh.nzs[l], batch, ly, Part(ly.in, lane, kLanes, 16), lane,
                        sh.partials[l][lane].data());
       barrier.Wait();
       if (l + 1 < num_layers) {  // Each lane completes the columns that are its next rows.
         for (int lane = lane0; lane < lane1; ++lane) {
-          const Range cols = Part(ly.out, lane, kLanes, kAlign);
+          const Range cols = Part(ly.out, lane, kLanes, 16);
           Combine(sh.partials[l].data(), batch, ly, true, cols, sh.acts[l + 1].data());
           sh.nzs[l + 1].Build(sh.acts[l + 1].data(), ly.out, batch, cols, lane);
         }
@@ -387,7 +367,7 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
           AdamUpdate(ly.b, ly.mb, ly.vb, gbuf.data(), ly.out, adam);
         }
         BackwardAdam(sh.acts[l].data(), sh.nzs[l], delta, batch, ly, adam,
-                     Part(ly.in, lane, kLanes, kAlign), l > 0 ? sh.deltas[l].data() : nullptr,
+                     Part(ly.in, lane, kLanes, 16), l > 0 ? sh.deltas[l].data() : nullptr,
                      gbuf);
       }
       barrier.Wait();
