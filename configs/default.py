@@ -3,7 +3,7 @@ r"""The lab's worked example: one hidden layer of 128, 10 epochs, batch 32, 20% 
   python -m digits_jax.main --config=configs/default.py
   python -m digits_jax.main --config=configs/default.py:fashion_mnist
 
-Test accuracy (seed 0, measured on CPU): MNIST 97.87%, Fashion-MNIST 87.43%.
+Test accuracy (seed 0, measured on CPU): MNIST 97.86%, Fashion-MNIST 87.16%.
 Every variant file imports this one and overrides only what differs.
 """
 

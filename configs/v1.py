@@ -3,7 +3,7 @@ r"""Variant 1 of the lab: 2 hidden layers of 256, 3 epochs, batch 30, 10% valida
   python -m digits_jax.main --config=configs/v1.py
   python -m digits_jax.main --config=configs/v1.py:fashion_mnist
 
-Test accuracy (seed 0, measured on CPU): MNIST 97.57%, Fashion-MNIST 87.40%.
+Test accuracy (seed 0, measured on CPU): MNIST 97.60%, Fashion-MNIST 87.10%.
 """
 
 from configs import default

@@ -3,7 +3,7 @@ r"""Variant 2 of the lab: 1 hidden layer of 64, 5 epochs, batch 25, 12% validati
   python -m digits_jax.main --config=configs/v2.py
   python -m digits_jax.main --config=configs/v2.py:fashion_mnist
 
-Test accuracy (seed 0, measured on CPU): MNIST 97.05%, Fashion-MNIST 86.96%.
+Test accuracy (seed 0, measured on CPU): MNIST 97.05%, Fashion-MNIST 87.00%.
 """
 
 from configs import default

@@ -3,7 +3,7 @@ r"""Variant 4 of the lab: 1 hidden layer of 512, 9 epochs, batch 15, 17% validat
   python -m digits_jax.main --config=configs/v4.py
   python -m digits_jax.main --config=configs/v4.py:fashion_mnist
 
-Test accuracy (seed 0, measured on CPU): MNIST 97.73%, Fashion-MNIST 88.57%.
+Test accuracy (seed 0, measured on CPU): MNIST 98.02%, Fashion-MNIST 88.76%.
 """
 
 from configs import default

@@ -3,7 +3,7 @@ r"""Variant 5 of the lab: 2 hidden layers of 300, 12 epochs, batch 20, 18% valid
   python -m digits_jax.main --config=configs/v5.py
   python -m digits_jax.main --config=configs/v5.py:fashion_mnist
 
-Test accuracy (seed 0, measured on CPU): MNIST 98.03%, Fashion-MNIST 88.81%.
+Test accuracy (seed 0, measured on CPU): MNIST 98.07%, Fashion-MNIST 88.30%.
 """
 
 from configs import default

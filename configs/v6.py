@@ -3,7 +3,7 @@ r"""Variant 6 of the lab: 1 hidden layer of 150, 14 epochs, batch 5, 22% validat
   python -m digits_jax.main --config=configs/v6.py
   python -m digits_jax.main --config=configs/v6.py:fashion_mnist
 
-Test accuracy (seed 0, measured on CPU): MNIST 98.02%, Fashion-MNIST 87.41%.
+Test accuracy (seed 0, measured on CPU): MNIST 97.36%, Fashion-MNIST 87.25%.
 """
 
 from configs import default

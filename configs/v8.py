@@ -3,7 +3,7 @@ r"""Variant 8 of the lab: 1 hidden layer of 100, 8 epochs, batch 28, 27% validat
   python -m digits_jax.main --config=configs/v8.py
   python -m digits_jax.main --config=configs/v8.py:fashion_mnist
 
-Test accuracy (seed 0, measured on CPU): MNIST 97.07%, Fashion-MNIST 86.96%.
+Test accuracy (seed 0, measured on CPU): MNIST 97.04%, Fashion-MNIST 86.64%.
 """
 
 from configs import default

@@ -3,7 +3,7 @@ r"""Variant 9 of the lab: 2 hidden layers of 450, 2 epochs, batch 12, 30% valida
   python -m digits_jax.main --config=configs/v9.py
   python -m digits_jax.main --config=configs/v9.py:fashion_mnist
 
-Test accuracy (seed 0, measured on CPU): MNIST 96.77%, Fashion-MNIST 85.46%.
+Test accuracy (seed 0, measured on CPU): MNIST 97.20%, Fashion-MNIST 84.99%.
 """
 
 from configs import default
