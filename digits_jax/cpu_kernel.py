@@ -18,7 +18,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sysconfig
 import tempfile
 
 import jax

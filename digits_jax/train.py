@@ -165,8 +165,9 @@ class BlockRunner:
     """One line on how the steps run, for the console and results.json."""
     if self.fused:
       return f'fused CPU kernel ({dict(self.hparams)["threads"]} thread(s))'
-    why = '' if self.config.cpu_kernel == 'off' else f' (fused CPU kernel not used: {self.why_not_fused})'
-    return 'XLA scan' + why
+    if self.config.cpu_kernel == 'off':
+      return 'XLA scan'
+    return f'XLA scan (fused CPU kernel not used: {self.why_not_fused})'
 
   def feed(self, index, mask, block_list):
     """Yields the device arguments of each block, in order."""
