@@ -15,6 +15,8 @@
 // then 3 * 2L f32 arrays: params (W0, b0, ..., W_{L-1}, b_{L-1}), first and
 // second moments in the same order. Results: metric sums f32[3] (loss, correct,
 // count) over the block, then the updated 3 * 2L arrays (aliased to the inputs).
+// Attributes: b1, b2, c1 = 1 - b1, c2 = 1 - b2, eps, lr (float32) and threads (1 or 2;
+// the rows are split into two lanes either way, so the result does not depend on it).
 
 #include <algorithm>
 #include <array>
