@@ -433,9 +433,11 @@ def measure_throughput(batch_size, min_seconds, calls, warmup, impl='xla'):
   from digits_jax import train_state as ts  # pylint: disable=g-import-not-at-top
   mesh, padded, state, host_block, to_device = _setup(batch_size)
   if impl == 'kernel':
-    if cpu_kernel.unusable_because(default.get_config(), mesh):
+    config = default.get_config()
+    config.cpu_kernel = 'on'  # Every batch size of the curve, past auto's limit too.
+    if cpu_kernel.unusable_because(config, mesh):
       return None
-    hparams = cpu_kernel.hyperparams(default.get_config())
+    hparams = cpu_kernel.hyperparams(config)
     compile_for = lambda state, k: cpu_kernel.train_steps_indexed.lower(
         state, *to_device(host_block(k)), hparams).compile()
   else:
