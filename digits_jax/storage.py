@@ -49,7 +49,7 @@ def _existing(path):
   return path
 
 
-def _size(num_bytes):
+def human_size(num_bytes):
   """Bytes as a short human number (e.g. '1.2 GB')."""
   for unit in ('bytes', 'KB', 'MB', 'GB', 'TB'):
     if num_bytes < 1024 or unit == 'TB':
@@ -73,9 +73,9 @@ def folder_of(path, workdir):
 def explain(code, folder, *, needed=None):
   """One paragraph naming the folder, the cause, the free space and the fix."""
   usage = shutil.disk_usage(_existing(folder))
-  need = f'; this run needs about {_size(needed)}' if needed else ''
+  need = f'; this run needs about {human_size(needed)}' if needed else ''
   return (f'could not write to {folder}: {os.strerror(code).lower()} '
-          f'({_size(usage.free)} free of {_size(usage.total)}{need}). Nothing was '
+          f'({human_size(usage.free)} free of {human_size(usage.total)}{need}). Nothing was '
           f'half-written: every file there is whole or absent. To go on, {FIXES[code]}, then '
           'rerun the same command: it resumes from its last checkpoint.')
 
