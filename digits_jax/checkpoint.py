@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import traceback
 
 from absl import logging as absl_logging
@@ -36,6 +37,7 @@ from digits_jax import train_state as ts
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged_checkpoints'  # Checkpoints that failed to restore or verify.
 CHECKSUM_KEY = 'checksum'  # Progress-record key holding the checkpoint's checksum.
+TMP_MARK = '.orbax-checkpoint-tmp'  # In the name of a save's folder until it commits.
 
 
 class CheckpointError(RuntimeError):
@@ -92,8 +94,10 @@ class _QuietStorageFailures(logging.Filter):
   is raised to the caller too, which explains it once, in one paragraph."""
 
   def filter(self, record):
-    if f'{os.sep}orbax{os.sep}' not in record.pathname or record.levelno < logging.ERROR:
+    if f'{os.sep}orbax{os.sep}' not in record.pathname or record.levelno < logging.WARNING:
       return True
+    if TMP_MARK in record.getMessage():  # About the temporary folder of a failed save.
+      return False
     exc = record.exc_info[1] if record.exc_info else None
     return storage.find(exc) is None and storage.find(Exception(record.getMessage())) is None
 
@@ -106,6 +110,20 @@ class _QuietOrphanedReads(logging.Filter):
     exc = record.exc_info[1] if record.exc_info else None
     frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
     return not any(f'{os.sep}orbax{os.sep}' in frame.filename for frame in frames)
+
+
+def _quiet_orphaned_callbacks():
+  """After a failed save, TensorStore's other writes of it still finish and call back
+  into orbax's closed event loop; drops those 'Event loop is closed' reports (Python
+  prints them as unraisable exceptions), since the failure itself is raised."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
 
 
 _QUIET = _QuietStorageFailures()
@@ -134,8 +152,13 @@ class Checkpointer:
   def save(self, step, state, progress):
     """Saves asynchronously; `progress` is a JSON-serialisable dict."""
     progress = dict(progress, **{CHECKSUM_KEY: checksum(state, progress)})
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)), force=True)
+    try:  # Raises too if the previous save failed.
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)),
+                        force=True)
+    except Exception:
+      self._abandon()
+      raise
 
   def restore(self, state_like, step=None):
     """Restores (state, progress) of `step` (default latest) into `state_like`'s structure.
@@ -201,11 +224,24 @@ class Checkpointer:
     Re-raises a failure of a save still in flight, after closing the manager.
     """
     if self.manager is not None:
-      manager, self.manager = self.manager, None
       try:
-        manager.wait_until_finished()
-      finally:
-        manager.close()
+        self.manager.wait_until_finished()
+      except Exception:
+        self._abandon()
+        raise
+      self.manager.close()
+      self.manager = None
+
+  def _abandon(self):
+    """After a failed save: closes the manager and removes the save's temporary folder."""
+    _quiet_orphaned_callbacks()
+    manager, self.manager = self.manager, None
+    try:
+      manager.close()
+    finally:
+      for name in os.listdir(self.directory) if parallel.is_main_process() else ():
+        if TMP_MARK in name:  # Leave nothing half-written.
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
 
 def has_checkpoint(workdir):

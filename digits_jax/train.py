@@ -359,7 +359,17 @@ def train_and_evaluate(config, workdir, *, fresh=False):
 
   Returns:
     The trained TrainState.
+
+  Raises:
+    One of USER_ERRORS for bad inputs, a full disk or a damaged workdir (one clear
+    message each); preemption.StopRequested after a signal (a checkpoint was saved).
   """
+  with storage.explained(workdir):
+    return _train_and_evaluate(config, workdir, fresh)
+
+
+def _train_and_evaluate(config, workdir, fresh):
+  """train_and_evaluate, whose disk-full and permission failures the caller explains."""
   t0 = time.perf_counter()
   validation.check_config(config, workdir)
   data = input_pipeline.load(config)

@@ -23,7 +23,7 @@ FLOAT32 = np.finfo(np.float32)
 # moments.
 TRAINING_BYTES_PER_PARAM = 4 * 4
 FRESH_SUFFIX_CHARS = len('.old-20261126-183000')  # What --fresh appends to the workdir name.
-RESULTS_BYTES = 8 << 20  # Result files and figures of a run, generously.
+RESULTS_BYTES = 2 << 20  # Result files and figures of a run (about 1 MB for MNIST).
 
 
 class ConfigError(ValueError):

@@ -153,7 +153,7 @@ def test_too_little_free_space_is_refused_up_front(tiny_data, tmp_path, monkeypa
   monkeypatch.setattr(validation.shutil, 'disk_usage',
                       lambda p: real(p)._replace(free=1 << 20))
   with pytest.raises(validation.ConfigError, match=r'has 1\.0 MB free, but one checkpoint '
-                     r'and the result files need about 8\.1 MB; free some space'):
+                     r'and the result files need about 2\.1 MB; free some space'):
     train.train_and_evaluate(tiny_config(tiny_data), str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
 
