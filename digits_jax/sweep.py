@@ -37,6 +37,9 @@ from digits_jax import results as results_lib
 from digits_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The cells a plain `python -m digits_jax.sweep` runs (launch/slurm_sweep.sbatch's too).
+DEFAULT_CONFIGS = 'default,v1,v2,v3,v4,v5,v6,v7,v8,v9'
+DEFAULT_DATASETS = ','.join(input_pipeline.DATASETS)
 # Settings that change a finished run's results: a run saved with other values is redone
 # (an extended num_epochs resumes from the last checkpoint; other lab outputs re-evaluate).
 SAME_RESULT_FIELDS = train.TRAINING_FIELDS + (
@@ -203,9 +206,9 @@ def main(argv):
 
 def define_flags():
   """The command-line flags (defined only when run as a program, not on import)."""
-  flags.DEFINE_string('configs', 'default,v1,v2,v3,v4,v5,v6,v7,v8,v9',
+  flags.DEFINE_string('configs', DEFAULT_CONFIGS,
                       'Comma-separated config names (files <config_dir>/<name>.py).')
-  flags.DEFINE_string('datasets', 'mnist,fashion_mnist', 'Comma-separated datasets.')
+  flags.DEFINE_string('datasets', DEFAULT_DATASETS, 'Comma-separated datasets.')
   flags.DEFINE_string('sweep_dir', 'runs/sweep', 'Folder of the runs and comparison files.')
   flags.DEFINE_multi_string('override', [], '[DATASET:]FIELD=VALUE set in every run '
                             '(repeatable), e.g. --override=num_epochs=1.')
