@@ -177,6 +177,12 @@ def _by_dataset(items):
   return groups
 
 
+def _dataset_panels(groups):
+  """A figure with one 6x4 panel per dataset, side by side; returns (fig, axes[1, n])."""
+  return plt.subplots(1, max(1, len(groups)), figsize=(6 * max(1, len(groups)), 4),
+                      squeeze=False)
+
+
 def sweep_accuracy_vs_params(rows, path, dataset_titles=None):
   """Test accuracy against parameter count, one panel per dataset, each run labelled.
 
@@ -186,8 +192,7 @@ def sweep_accuracy_vs_params(rows, path, dataset_titles=None):
     dataset_titles: optional {dataset: title} for the panel titles.
   """
   groups = _by_dataset((r['dataset'], r) for r in rows)
-  fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(6 * max(1, len(groups)), 4),
-                           squeeze=False)
+  fig, axes = _dataset_panels(groups)
   for ax, (dataset, runs) in zip(axes[0], groups.items()):
     params = [float(r['params']) for r in runs]
     acc = [100 * float(r['test_accuracy']) for r in runs]
@@ -216,8 +221,7 @@ def sweep_val_curves(histories, path, dataset_titles=None):
     dataset_titles: optional {dataset: title} for the panel titles.
   """
   groups = _by_dataset((d, (v, h)) for d, v, h in histories)
-  fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(6 * max(1, len(groups)), 4),
-                           squeeze=False)
+  fig, axes = _dataset_panels(groups)
   for ax, (dataset, runs) in zip(axes[0], groups.items()):
     for variant, history in runs:
       ax.plot([h['epoch'] for h in history], [100 * h['val_accuracy'] for h in history],
@@ -253,8 +257,7 @@ def sweep_means(cells, path, dataset_titles=None):
     dataset_titles: optional {dataset: title} for the panel titles.
   """
   groups = _by_dataset((c['dataset'], c) for c in cells)
-  fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(6 * max(1, len(groups)), 4),
-                           squeeze=False)
+  fig, axes = _dataset_panels(groups)
   for ax, (dataset, group) in zip(axes[0], groups.items()):
     xs = np.arange(len(group))
     for x, cell in zip(xs, group):
