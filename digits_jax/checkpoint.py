@@ -251,6 +251,25 @@ def has_checkpoint(workdir):
       name.isdigit() for name in os.listdir(directory))
 
 
+def epochs_begun(workdir):
+  """Epochs the newest readable checkpoint of `workdir` has begun (finished ones, plus one
+  if it stopped inside an epoch); 0 if there is none. Reads only progress records."""
+  if not has_checkpoint(workdir):
+    return 0
+  checkpointer = Checkpointer(workdir, read_only=True)
+  try:
+    for step in sorted(checkpointer.manager.all_steps(), reverse=True):
+      try:
+        progress = checkpointer.manager.restore(
+            step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))['progress']
+        return int(progress['epoch']) + (progress['step_in_epoch'] > 0)
+      except Exception:  # pylint: disable=broad-except  (damaged: restoring will tell)
+        continue
+  finally:
+    checkpointer.close()
+  return 0
+
+
 def load_trained(workdir, step=None):
   """Rebuilds the trained state of a finished (or interrupted) run from its workdir.
 

@@ -10,7 +10,6 @@ import datetime
 import math
 import os
 import platform
-import shutil
 import time
 
 import jax
@@ -28,6 +27,7 @@ from digits_jax import results as results_lib
 from digits_jax import storage
 from digits_jax import train_state as ts
 from digits_jax import validation
+from digits_jax import workdir as workdir_lib
 
 # Fields that change what a checkpoint means: resuming under other values is refused.
 # (num_epochs may grow: the shuffles depend only on seed and epoch, so extending a run
@@ -49,7 +49,7 @@ class NonFiniteLossError(FloatingPointError):
 # points; a sweep records them and goes on with its other runs.
 USER_ERRORS = (validation.ConfigError, idx.DataError, WorkdirMismatchError,
                NonFiniteLossError, ckpt_lib.CheckpointError, results_lib.DamagedFileError,
-               storage.StorageError)
+               storage.StorageError, workdir_lib.WorkdirInUseError)
 
 
 @dataclasses.dataclass
@@ -68,13 +68,13 @@ def prepare_workdir(config, workdir, fresh):
   if not os.path.exists(path) and not ckpt_lib.has_checkpoint(workdir):
     return None
   if fresh:
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    aside = f'{os.path.abspath(workdir).rstrip(os.sep)}.old-{stamp}'
-    if parallel.is_main_process():
-      shutil.move(workdir, aside)
-    parallel.barrier('moved_aside')  # No process may read the old run once it moved.
-    return aside
-  old = results_lib.read_json(path) if os.path.exists(path) else {}
+    return workdir_lib.move_run_aside(workdir)
+  try:
+    old = results_lib.read_json(path) if os.path.exists(path) else {}
+  except results_lib.DamagedFileError as e:
+    raise results_lib.DamagedFileError(
+        f'{e} It records the config of the run in {workdir}: restore it, or pass --fresh '
+        'to move the old run aside and start anew.') from None
   new = config.to_dict()
   diff = [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in TRAINING_FIELDS
           if not same_value(old.get(k), new.get(k))]
@@ -82,6 +82,9 @@ def prepare_workdir(config, workdir, fresh):
     raise WorkdirMismatchError(
         f'workdir {workdir!r} holds a run of a different config ({"; ".join(diff)}). '
         'Use another --workdir, or pass --fresh to move the old run aside and start anew.')
+  too_few = workdir_lib.epochs_check(config, workdir)
+  if too_few:
+    raise WorkdirMismatchError(too_few)
   return None
 
 
@@ -365,25 +368,30 @@ def train_and_evaluate(config, workdir, *, fresh=False):
     message each); preemption.StopRequested after a signal (a checkpoint was saved).
   """
   with storage.explained(workdir):
-    return _train_and_evaluate(config, workdir, fresh)
+    t0 = time.perf_counter()
+    validation.check_config(config, workdir)
+    data = input_pipeline.load(config)
+    validation.raise_if(validation.check_against_data(config, len(data.train_labels),
+                                                      len(data.test_labels)))
+    with workdir_lib.WorkdirLock(workdir) as lock:  # Held until the last file is written.
+      if lock.taken_over:
+        console.say(f'Took over the lock of process {lock.taken_over["pid"]} on '
+                    f'{lock.taken_over["host"]} (since {lock.taken_over["since"]}), which '
+                    'ended without releasing it.')
+      return _train_locked(config, workdir, data=data, fresh=fresh, t0=t0)
 
 
-def _train_and_evaluate(config, workdir, fresh):
-  """train_and_evaluate, whose disk-full and permission failures the caller explains."""
-  t0 = time.perf_counter()
-  validation.check_config(config, workdir)
-  data = input_pipeline.load(config)
-  validation.raise_if(validation.check_against_data(config, len(data.train_labels),
-                                                    len(data.test_labels)))
+def _train_locked(config, workdir, *, data, fresh, t0):
+  """train_and_evaluate once the workdir is locked: checks and writes its config first."""
   aside = prepare_workdir(config, workdir, fresh)
   if aside:
     console.say(f'Moved the previous run aside to {aside}.')
+  write_run_files(config, workdir)  # Before the slow steps below.
   mesh = parallel.make_mesh()
   padded_batch = input_pipeline.padded_batch_size(config.batch_size, mesh.devices.size)
   runner = BlockRunner(config, mesh, data, padded_batch)  # Refuses cpu_kernel=on if unusable.
   log_start(config, mesh, data, padded_batch)
   console.say(f'Training steps: {runner.describe()}, up to {config.steps_per_call} per call.')
-  write_run_files(config, workdir)
   console.say(models.summary(models.hidden_sizes(config), config.name))
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
@@ -427,5 +435,5 @@ def finish_outputs(config, workdir, data, t0):
     from digits_jax import report  # pylint: disable=g-import-not-at-top
     report.write_run_report(workdir)
   console.say(f'Wrote to {os.path.abspath(workdir)} in {console.fmt_seconds(time.perf_counter() - t0)}:')
-  for name in sorted(os.listdir(workdir)):
+  for name in sorted(n for n in os.listdir(workdir) if not n.startswith('.')):
     console.say(f'  {name}{os.sep if os.path.isdir(os.path.join(workdir, name)) else ""}')

@@ -1,0 +1,124 @@
+"""Workdir policy: one run at a time (an OS lock), and what belongs to a run.
+
+The lock is `flock` on workdir/.lock, taken by process 0 before the workdir is checked
+or written and held until the run ends; the other processes are told whether it was
+taken. The OS releases it when its process ends, however it ends, so the lock of a run
+that died is taken over by the next run; the file itself only says who holds it.
+"""
+
+import datetime
+import errno
+import fcntl
+import glob
+import json
+import os
+import shutil
+import socket
+
+from digits_jax import checkpoint as ckpt_lib
+from digits_jax import parallel
+from digits_jax import results as results_lib
+
+LOCK_FILE = '.lock'
+
+
+class WorkdirInUseError(RuntimeError):
+  """Another run holds the workdir's lock."""
+
+
+class WorkdirLock:
+  """`with WorkdirLock(workdir) as lock:` holds the workdir for the run (all processes).
+
+  Raises WorkdirInUseError at once if another run holds it. `lock.taken_over` is the
+  record ({'pid', 'host', 'since'}) of a run that held it and died, else None.
+  """
+
+  def __init__(self, workdir):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self.fd, self.taken_over = None, None
+
+  def __enter__(self):
+    refusal = self._acquire() if parallel.is_main_process() else None
+    if parallel.any_process(refusal is not None):  # Every process stops, or none.
+      self.__exit__()
+      raise WorkdirInUseError(refusal or self._refusal(_read_record(self.path)))
+    return self
+
+  def __exit__(self, *exc_info):
+    if self.fd is not None:
+      os.ftruncate(self.fd, 0)  # A record left in the file means its run died.
+      os.close(self.fd)  # Releases the lock; the file stays (unlinking it would race).
+      self.fd = None
+
+  def _acquire(self):
+    """Takes the lock (process 0); returns the refusal message if another run holds it."""
+    os.makedirs(self.workdir, exist_ok=True)
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(fd)
+      if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+        raise
+      return self._refusal(_read_record(self.path))
+    self.fd, self.taken_over = fd, _read_record(self.path)
+    record = {'pid': os.getpid(), 'host': socket.gethostname(),
+              'since': datetime.datetime.now().isoformat(timespec='seconds')}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(record) + '\n').encode(), 0)
+    return None
+
+  def _refusal(self, holder):
+    who = (f'process {holder["pid"]} on {holder["host"]} since {holder["since"]}'
+           if holder else 'another process (just starting)')
+    return (f'workdir {self.workdir} is in use by {who}. Wait for that run to finish (or '
+            'stop it), or choose another --workdir.')
+
+
+def _read_record(path):
+  """The lock file's record of its holder, or None if absent, empty or garbled."""
+  try:
+    with open(path) as f:
+      record = json.loads(f.read() or 'null')
+  except (OSError, ValueError):
+    return None
+  return record if isinstance(record, dict) and {'pid', 'host', 'since'} <= set(record) else None
+
+
+def own_files(workdir):
+  """Names in `workdir` that a run writes (results, figures, report, TensorBoard logs,
+  checkpoints, temporaries of interrupted writes); nothing else, and not the lock."""
+  # pylint: disable=g-import-not-at-top  (matplotlib; only --fresh needs these names)
+  from digits_jax import figures, report, summaries
+  names = {*results_lib.FILES.values(), *figures.FILES.values(), report.REPORT,
+           summaries.LOGDIR, ckpt_lib.CHECKPOINT_DIR, ckpt_lib.DAMAGED_DIR}
+  temporaries = {os.path.basename(p) for name in names
+                 for p in glob.glob(os.path.join(glob.escape(workdir), f'.{name}.*'))}
+  return sorted(n for n in names | temporaries if os.path.lexists(os.path.join(workdir, n)))
+
+
+def move_run_aside(workdir):
+  """Moves the run's own files to <workdir>.old-<time>/ (process 0); returns that folder.
+
+  Only files the run wrote move: the workdir itself and anything else in it stay.
+  """
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  aside = f'{os.path.abspath(workdir).rstrip(os.sep)}.old-{stamp}'
+  if parallel.is_main_process():
+    os.makedirs(aside)
+    for name in own_files(workdir):
+      shutil.move(os.path.join(workdir, name), os.path.join(aside, name))
+  parallel.barrier('moved_aside')  # No process may read the old run once it moved.
+  return aside
+
+
+def epochs_check(config, workdir):
+  """A refusal if the workdir's run has begun more epochs than config.num_epochs, else None
+  (its results would describe a model trained longer than they say)."""
+  begun = ckpt_lib.epochs_begun(workdir)
+  if begun <= config.num_epochs:
+    return None
+  return (f'workdir {workdir!r} holds a run that has trained {begun} epochs, more than '
+          f'config.num_epochs={config.num_epochs}. Pass --config.num_epochs={begun} (or more) '
+          'to continue it, or --fresh to move it aside and start anew.')
