@@ -383,6 +383,7 @@ def train_and_evaluate(config, workdir, *, fresh=False):
 
 def _train_locked(config, workdir, *, data, fresh, t0):
   """train_and_evaluate once the workdir is locked: checks and writes its config first."""
+  workdir_lib.remove_temporaries(workdir)
   aside = prepare_workdir(config, workdir, fresh)
   if aside:
     console.say(f'Moved the previous run aside to {aside}.')

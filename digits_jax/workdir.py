@@ -86,16 +86,32 @@ def _read_record(path):
   return record if isinstance(record, dict) and {'pid', 'host', 'since'} <= set(record) else None
 
 
-def own_files(workdir):
-  """Names in `workdir` that a run writes (results, figures, report, TensorBoard logs,
-  checkpoints, temporaries of interrupted writes); nothing else, and not the lock."""
-  # pylint: disable=g-import-not-at-top  (matplotlib; only --fresh needs these names)
+def _run_names():
+  """Names of what a run writes into its workdir: results, figures, report, TensorBoard
+  logs, checkpoints (the lock excepted)."""
+  # pylint: disable=g-import-not-at-top  (matplotlib: imported only when needed)
   from digits_jax import figures, report, summaries
-  names = {*results_lib.FILES.values(), *figures.FILES.values(), report.REPORT,
-           summaries.LOGDIR, ckpt_lib.CHECKPOINT_DIR, ckpt_lib.DAMAGED_DIR}
-  temporaries = {os.path.basename(p) for name in names
-                 for p in glob.glob(os.path.join(glob.escape(workdir), f'.{name}.*'))}
-  return sorted(n for n in names | temporaries if os.path.lexists(os.path.join(workdir, n)))
+  return {*results_lib.FILES.values(), *figures.FILES.values(), report.REPORT,
+          summaries.LOGDIR, ckpt_lib.CHECKPOINT_DIR, ckpt_lib.DAMAGED_DIR}
+
+
+def temporaries(workdir):
+  """Names of the temporary files of writes that were cut short (see results.write_bytes)."""
+  return sorted({os.path.basename(p) for name in _run_names()
+                 for p in glob.glob(os.path.join(glob.escape(workdir), f'.{name}.*'))})
+
+
+def remove_temporaries(workdir):
+  """Removes what interrupted writes left behind (process 0, under the lock)."""
+  if parallel.is_main_process():
+    for name in temporaries(workdir):
+      os.remove(os.path.join(workdir, name))
+
+
+def own_files(workdir):
+  """Names in `workdir` that its run wrote; nothing else, and not the lock."""
+  names = _run_names() | set(temporaries(workdir))
+  return sorted(n for n in names if os.path.lexists(os.path.join(workdir, n)))
 
 
 def move_run_aside(workdir):

@@ -88,9 +88,12 @@ def test_the_lock_of_a_run_that_died_is_taken_over(tiny_data, tmp_path, capsys):
   holder = _hold_lock(workdir)
   holder.send_signal(signal.SIGKILL)
   holder.wait()
+  orphan = os.path.join(workdir, '.history.csv.k2j4l8')  # A write the kill cut short.
+  open(orphan, 'w').close()
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
   assert f'Took over the lock of process {holder.pid}' in capsys.readouterr().out
   assert os.path.exists(os.path.join(workdir, 'results.json'))
+  assert not os.path.exists(orphan)
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)  # Released.
   assert 'Took over' not in capsys.readouterr().out
 
