@@ -387,12 +387,12 @@ def _train_locked(config, workdir, *, data, fresh, t0):
   aside = prepare_workdir(config, workdir, fresh)
   if aside:
     console.say(f'Moved the previous run aside to {aside}.')
-  write_run_files(config, workdir)  # Before the slow steps below.
   mesh = parallel.make_mesh()
   padded_batch = input_pipeline.padded_batch_size(config.batch_size, mesh.devices.size)
   runner = BlockRunner(config, mesh, data, padded_batch)  # Refuses cpu_kernel=on if unusable.
   log_start(config, mesh, data, padded_batch)
   console.say(f'Training steps: {runner.describe()}, up to {config.steps_per_call} per call.')
+  write_run_files(config, workdir)
   console.say(models.summary(models.hidden_sizes(config), config.name))
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.

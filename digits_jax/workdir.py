@@ -3,7 +3,8 @@
 The lock is `flock` on workdir/.lock, taken by process 0 before the workdir is checked
 or written and held until the run ends; the other processes are told whether it was
 taken. The OS releases it when its process ends, however it ends, so the lock of a run
-that died is taken over by the next run; the file itself only says who holds it.
+that died is taken over by the next run; the file says who holds it, and a run removes
+it when it ends (a file left behind tells of a run that died).
 """
 
 import datetime
@@ -30,13 +31,15 @@ class WorkdirLock:
   """`with WorkdirLock(workdir) as lock:` holds the workdir for the run (all processes).
 
   Raises WorkdirInUseError at once if another run holds it. `lock.taken_over` is the
-  record ({'pid', 'host', 'since'}) of a run that held it and died, else None.
+  record ({'pid', 'host', 'since'}) of a run that held it and died, else None. On
+  release the lock file is removed, and so is the workdir if the lock created it and
+  nothing else was written.
   """
 
   def __init__(self, workdir):
     self.workdir = workdir
     self.path = os.path.join(workdir, LOCK_FILE)
-    self.fd, self.taken_over = None, None
+    self.fd, self.taken_over, self.created = None, None, False
 
   def __enter__(self):
     refusal = self._acquire() if parallel.is_main_process() else None
@@ -47,21 +50,28 @@ class WorkdirLock:
 
   def __exit__(self, *exc_info):
     if self.fd is not None:
-      os.ftruncate(self.fd, 0)  # A record left in the file means its run died.
-      os.close(self.fd)  # Releases the lock; the file stays (unlinking it would race).
+      os.remove(self.path)  # While still locked: see _acquire.
+      os.close(self.fd)
       self.fd = None
+      if self.created and not os.listdir(self.workdir):
+        os.rmdir(self.workdir)
 
   def _acquire(self):
     """Takes the lock (process 0); returns the refusal message if another run holds it."""
+    self.created = not os.path.isdir(self.workdir)
     os.makedirs(self.workdir, exist_ok=True)
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      os.close(fd)
-      if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-        raise
-      return self._refusal(_read_record(self.path))
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+          raise
+        return self._refusal(_read_record(self.path))
+      if _same_file(fd, self.path):
+        break
+      os.close(fd)  # Locked a file that its releasing run had just removed: again.
     self.fd, self.taken_over = fd, _read_record(self.path)
     record = {'pid': os.getpid(), 'host': socket.gethostname(),
               'since': datetime.datetime.now().isoformat(timespec='seconds')}
@@ -74,6 +84,14 @@ class WorkdirLock:
            if holder else 'another process (just starting)')
     return (f'workdir {self.workdir} is in use by {who}. Wait for that run to finish (or '
             'stop it), or choose another --workdir.')
+
+
+def _same_file(fd, path):
+  """Whether the open `fd` is still the file at `path`."""
+  try:
+    return os.path.samestat(os.fstat(fd), os.stat(path))
+  except FileNotFoundError:
+    return False
 
 
 def _read_record(path):

@@ -80,7 +80,7 @@ def test_a_held_lock_refuses_at_once_and_writes_nothing(tiny_data, tmp_path):
   finally:
     holder.kill()
     holder.wait()
-  assert os.listdir(workdir) == [workdir_lib.LOCK_FILE]
+  assert os.listdir(workdir) == [workdir_lib.LOCK_FILE]  # The killed holder's, nothing more.
 
 
 def test_the_lock_of_a_run_that_died_is_taken_over(tiny_data, tmp_path, capsys):
@@ -94,6 +94,7 @@ def test_the_lock_of_a_run_that_died_is_taken_over(tiny_data, tmp_path, capsys):
   assert f'Took over the lock of process {holder.pid}' in capsys.readouterr().out
   assert os.path.exists(os.path.join(workdir, 'results.json'))
   assert not os.path.exists(orphan)
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))  # Released.
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)  # Released.
   assert 'Took over' not in capsys.readouterr().out
 
