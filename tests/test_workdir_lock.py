@@ -103,7 +103,7 @@ def test_fewer_epochs_than_trained_are_refused(tiny_data, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=2), workdir)
   before = results.read_json(os.path.join(workdir, 'results.json'))
-  with pytest.raises(train.WorkdirMismatchError, match=(
+  with pytest.raises(workdir_lib.WorkdirMismatchError, match=(
       'has trained 2 epochs, more than config.num_epochs=1. Pass --config.num_epochs=2 '
       r'\(or more\) to continue it, or --fresh')):
     train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
