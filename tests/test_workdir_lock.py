@@ -128,3 +128,18 @@ def test_fresh_moves_only_the_runs_own_files_even_from_the_current_folder(
   assert results.read_json(str(aside / 'results.json')) == before
   assert not (aside / 'notes.txt').exists() and not (aside / 'data').exists()
   assert (aside / 'checkpoints').is_dir()
+
+
+def test_config_is_checked_and_written_under_the_lock_before_the_kernel_build(
+    tiny_data, tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'run')
+  real, seen = train.steps_lib.build, {}
+
+  def build(impl, config):
+    seen['config.json'] = os.path.exists(os.path.join(workdir, 'config.json'))
+    seen['locked'] = os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
+    return real(impl, config)
+
+  monkeypatch.setattr(train.steps_lib, 'build', build)
+  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
+  assert seen == {'config.json': True, 'locked': True}
