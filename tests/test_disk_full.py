@@ -107,9 +107,11 @@ def test_entry_point_says_one_paragraph_on_a_full_disk_then_resumes(small_disk, 
   many = dict(num_epochs=16, max_checkpoints_to_keep=16)
   proc = run_main(tiny_data, workdir, **many)
   assert proc.returncode == 1
-  assert proc.stderr.startswith(f'error: could not write to {workdir}: no space left on '
-                                'device'), proc.stderr[-3000:]
-  assert proc.stderr.count('\n') == 1, proc.stderr[-3000:]  # One paragraph, no traceback.
+  *before, last = proc.stderr.splitlines()
+  assert last.startswith(f'error: could not write to {workdir}: no space left on device')
+  # One paragraph: no traceback, no error logged (a loaded machine may log orbax's
+  # warning that a save waited for the previous one).
+  assert all(line.startswith('W') for line in before), proc.stderr[-3000:]
   subprocess.run(['mount', '-o', 'remount,size=16m', small_disk], check=True)
   proc = run_main(tiny_data, workdir, **many)
   assert proc.returncode == 0, proc.stderr[-3000:]
