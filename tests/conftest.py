@@ -80,3 +80,10 @@ def run_main(data_dir, workdir, *extra, env=None, timeout=300, **overrides):
   full_env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', **(env or {})}
   return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
                         timeout=timeout, check=False)
+
+
+def epoch_seconds(line):
+  """The seconds of an `Epoch i/n - ... - 12.3s` (or `- 1m01s`) console line."""
+  text = line.rsplit(' - ', 1)[1].strip().rstrip('s')
+  minutes, _, seconds = text.rpartition('m')
+  return 60 * int(minutes or 0) + float(seconds)

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_FLAGS, config_flags, tiny_config, write_tiny_dataset
+from conftest import (REPO, TINY_FLAGS, config_flags, epoch_seconds, tiny_config,
+                      write_tiny_dataset)
 from digits_jax import checkpoint
 from digits_jax import results
 from digits_jax import steps
@@ -37,8 +38,7 @@ def _run_killed_in_epoch_2(data_dir, workdir, sig):
   proc = _start(data_dir, workdir)
   for line in proc.stdout:
     if line.startswith('Epoch 1/3 - loss'):
-      epoch_seconds = float(line.rsplit(' - ', 1)[1].rstrip().rstrip('s'))
-      time.sleep(epoch_seconds / 3)
+      time.sleep(epoch_seconds(line) / 3)
       proc.send_signal(sig)
       break
   out, err = proc.communicate(timeout=300)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_FLAGS, config_flags, write_tiny_dataset
+from conftest import REPO, TINY_FLAGS, config_flags, epoch_seconds, write_tiny_dataset
 from digits_jax import checkpoint
 from digits_jax import results
 
@@ -94,7 +94,7 @@ def test_signal_to_one_process_stops_all_and_they_resume(tmp_path):
   procs = _start_two(data_dir, workdir, num_epochs=3, batch_size=2, steps_per_call=8)
   for line in procs[0].stdout:
     if line.startswith('Epoch 1/3 - loss'):
-      time.sleep(float(line.rsplit(' - ', 1)[1].rstrip().rstrip('s')) / 3)
+      time.sleep(epoch_seconds(line) / 3)
       procs[1].send_signal(signal.SIGTERM)  # Only process 1 hears it.
       break
   outs = [p.communicate(timeout=600) for p in procs]
