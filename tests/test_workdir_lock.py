@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_FLAGS, config_flags, run_main, tiny_config
+from helpers import REPO, TINY_FLAGS, config_flags, run_main, tiny_config
 from digits_jax import checkpoint
 from digits_jax import results
 from digits_jax import train
