@@ -67,29 +67,56 @@ def read_csv(path):
 
 
 def write_history(workdir, history):
-  """The per-epoch accuracy log, history.csv (rewritten whole after each epoch)."""
-  write_csv(os.path.join(workdir, FILES['history']), HISTORY_FIELDS,
-            [{k: h[k] for k in HISTORY_FIELDS} for h in history])
+  """The per-epoch accuracy log, history.csv (rewritten whole after each epoch).
+
+  Records of a many-seed run carry a 'seed' and become one row per seed per epoch, with
+  a leading `seed` column; a one-seed run's file has no such column (as before).
+  """
+  fields = (('seed',) if history and 'seed' in history[0] else ()) + HISTORY_FIELDS
+  write_csv(os.path.join(workdir, FILES['history']), fields,
+            [{k: h[k] for k in fields} for h in history])
 
 
-def read_history(workdir):
-  """history.csv as a list of dicts of numbers."""
+def read_history(workdir, all_seeds=False):
+  """history.csv as a list of dicts of numbers.
+
+  A many-seed run's file holds every seed's rows; unless `all_seeds`, only the first
+  seed's (replica 0, which results.json's top-level fields describe) are returned.
+  """
   rows = read_csv(os.path.join(workdir, FILES['history']))
-  return [{k: (int(v) if k == 'epoch' else float(v)) for k, v in r.items()} for r in rows]
+  rows = [{k: (int(v) if k in ('epoch', 'seed') else float(v)) for k, v in r.items()}
+          for r in rows]
+  if rows and 'seed' in rows[0] and not all_seeds:
+    rows = [r for r in rows if r['seed'] == rows[0]['seed']]
+  return rows
 
 
-def write_predictions(workdir, probabilities, labels):
-  """All test predictions: probabilities [N, 10], true and predicted labels, confidence."""
+def write_predictions(workdir, probabilities, labels, seeds=None):
+  """All test predictions: probabilities [T, 10], true and predicted labels.
+
+  With `seeds` (a many-seed run), `probabilities` is [S, T, 10] and 'predicted' [S, T],
+  one row per seed, and the file also holds 'seeds' [S].
+  """
   buf = io.BytesIO()
+  extra = {} if seeds is None else {'seeds': np.asarray(seeds, np.int64)}
   np.savez_compressed(buf, probabilities=probabilities.astype(np.float32),
                       labels=labels.astype(np.int32),
-                      predicted=probabilities.argmax(-1).astype(np.int32))
+                      predicted=probabilities.argmax(-1).astype(np.int32), **extra)
   write_bytes(os.path.join(workdir, FILES['predictions']), buf.getvalue())
 
 
-def read_predictions(workdir):
+def read_predictions(workdir, replica=0):
+  """predictions.npz as a dict of arrays.
+
+  A many-seed run's file has a leading seed axis; by default only replica 0's
+  predictions are returned (the one-seed layout); `replica=None` returns the file as is.
+  """
   with np.load(os.path.join(workdir, FILES['predictions'])) as f:
-    return {k: f[k] for k in f.files}
+    preds = {k: f[k] for k in f.files}
+  if 'seeds' in preds and replica is not None:
+    preds = {'probabilities': preds['probabilities'][replica],
+             'predicted': preds['predicted'][replica], 'labels': preds['labels']}
+  return preds
 
 
 def misclassified(probabilities, labels):
