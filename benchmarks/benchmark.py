@@ -3,8 +3,9 @@ r"""Benchmarks digits_jax: the lab's variants against Keras, a batch-size cost c
   python benchmarks/benchmark.py --configs=default,v6 --dataset=mnist --keras --repeats=3
   python benchmarks/benchmark.py --sections=curve,scaling
   python benchmarks/benchmark.py --configs=v6 --data_dir=/path/to/mnist --keras --keras_epochs=2
+  python benchmarks/benchmark.py --sections=seeds --seed_configs=default,v6 --num_seeds=1,2,4,8
 
-Sections (--sections, default all three):
+Sections (--sections, default all four):
   train    each config trained end to end by `python -m digits_jax.main` in a child process
            (timings from its results.json, peak RSS from os.wait4), once per --cpu_kernel
            choice, and with --keras by the lab's own Keras program (benchmarks/keras_lab.py),
@@ -17,6 +18,9 @@ Sections (--sections, default all three):
   scaling  the same at one batch size on 1, 2 and 4 devices: on CPU the devices are forced
            with XLA_FLAGS=--xla_force_host_platform_device_count=N, so the sharded code
            path (mesh, replicated state, batch sharded on 'data') is what is measured.
+  seeds    each of --seed_configs trained end to end with config.num_seeds = each of
+           --num_seeds (N replicas in one program), once per --cpu_kernel choice: train
+           seconds, seconds per replica, and the time against N separate one-seed runs.
 
 The parent process never imports JAX: every measurement runs in a fresh child process.
 Exits 0 when every run succeeded, 1 otherwise.
@@ -41,7 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 ALL_CONFIGS = ['default'] + [f'v{i}' for i in range(1, 10)]
-SECTIONS = ('train', 'curve', 'scaling')
+SECTIONS = ('train', 'curve', 'scaling', 'seeds')
 RESULT_PREFIX = 'RESULT '
 
 _CONFIGS = flags.DEFINE_list('configs', ALL_CONFIGS, 'Configs (configs/<name>.py) to train.')
@@ -57,7 +61,11 @@ _REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each config; the table sh
 _KERAS_REPEATS = flags.DEFINE_integer('keras_repeats', 0, 'Keras runs (0 = --repeats).')
 _EPOCHS = flags.DEFINE_integer('epochs', 0, "Epochs for both programs (0 = the config's).")
 _KERAS_EPOCHS = flags.DEFINE_integer('keras_epochs', 0, 'Epochs for Keras only (0 = as JAX).')
-_SECTIONS = flags.DEFINE_list('sections', list(SECTIONS), 'Sections: train, curve, scaling.')
+_SECTIONS = flags.DEFINE_list('sections', list(SECTIONS),
+                              'Sections: train, curve, scaling, seeds.')
+_SEED_CONFIGS = flags.DEFINE_list('seed_configs', ['default', 'v6'], 'Seeds: configs to train.')
+_NUM_SEEDS = flags.DEFINE_list('num_seeds', ['1', '2', '4', '8'],
+                               'Seeds: config.num_seeds values (1 first: the baseline).')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['5', '32', '128', '1024', '8192'],
                                  'Batch sizes of the cost curve.')
 _DEVICE_COUNTS = flags.DEFINE_list('device_counts', ['1', '2', '4'], 'Scaling: device counts.')
@@ -139,12 +147,14 @@ def failed(what, child):
     say(f'    {line}')
 
 
-def run_jax(name, cpu_kernel='auto'):
+def run_jax(name, cpu_kernel='auto', num_seeds=1):
   """One end-to-end digits_jax run in a child process; returns its measurements or None."""
   workdir = tempfile.mkdtemp(prefix=f'digits_jax_bench_{name}_')
   cmd = [sys.executable, '-m', 'digits_jax.main', f'--config=configs/{name}.py:{_DATASET.value}',
          f'--workdir={workdir}', '--config.progress_bar=false', '--config.write_report=false',
          '--config.tensorboard=false', f'--config.cpu_kernel={cpu_kernel}']
+  if num_seeds != 1:
+    cmd.append(f'--config.num_seeds={num_seeds}')
   if _DATA_DIR.value:
     cmd.append(f'--config.data_dir={_DATA_DIR.value}')
   if _EPOCHS.value:
@@ -167,7 +177,9 @@ def run_jax(name, cpu_kernel='auto'):
           'examples_per_second': t['examples_per_second'], 'eval_seconds': t['eval_seconds'],
           'steady_examples_per_second': steady(res['num_train'], epoch_seconds),
           'test_accuracy': res['test_accuracy'], 'peak_mb': child['peak_mb'],
-          'wall_seconds': child['wall_seconds'], 'steps_by': steps_by(t.get('steps_run_by'))}
+          'wall_seconds': child['wall_seconds'], 'steps_by': steps_by(t.get('steps_run_by')),
+          'num_seeds': len(res.get('seeds', [0])),
+          'mean_test_accuracy': res.get('summary', {}).get('test_accuracy', {}).get('mean')}
 
 
 def steps_by(description):
@@ -292,6 +304,48 @@ def train_section():
   say()
   say(table(rows, columns))
   say('(medians over repeats; peak MB: the largest; speed-up = jax ex/s / keras ex/s)')
+  return ok
+
+
+SEEDS_COLUMNS = (
+    ('config', None, 'config', 's', None), ('steps by', None, 'steps_by', 's', None),
+    ('seeds', None, 'num_seeds', 'd', None), ('epochs', None, 'epochs', 'd', None),
+    ('train s', None, 'train_seconds', '.2f', None),
+    ('s per replica', None, 'per_replica', '.2f', None),
+    ('vs one seed', None, 'vs_one', '.2f', None),
+    ('vs N runs', None, 'vs_separate', '.2f', None),
+    ('mean test acc', None, 'mean_test_accuracy', '.4f', None),
+    ('peak MB', None, 'peak_mb', '.0f', None),
+)
+
+
+def seeds_section():
+  """N replicas in one run against one: train seconds, per replica, and against N runs."""
+  counts = [int(n) for n in _NUM_SEEDS.value]
+  say(f'== seeds: {", ".join(_SEED_CONFIGS.value)} on {_DATASET.value} with num_seeds '
+      f'{", ".join(map(str, counts))}, {_REPEATS.value} repeat(s) ==')
+  rows, ok = [], True
+  for name in _SEED_CONFIGS.value:
+    for choice in _CPU_KERNEL.value:
+      base = None
+      for n in counts:
+        runs = repeated(lambda c, k=choice, m=n: run_jax(c, k, m), name, _REPEATS.value,
+                        f'jax, {n} seed(s)')
+        ok = ok and len(runs) == _REPEATS.value
+        if not runs:
+          continue
+        row = {key: summarise(runs, key) for key in (
+            'train_seconds', 'epochs', 'peak_mb', 'mean_test_accuracy', 'num_seeds')}
+        row.update(config=name, steps_by=f'{runs[0]["steps_by"]} ({choice})',
+                   per_replica=row['train_seconds'] / n)
+        base = row['train_seconds'] if n == 1 else base
+        row['vs_one'] = row['train_seconds'] / base if base else None
+        row['vs_separate'] = row['train_seconds'] / (n * base) if base else None
+        rows.append(row)
+  say()
+  say(table(rows, SEEDS_COLUMNS))
+  say('(medians over repeats; vs one seed = train s / train s of num_seeds=1; vs N runs = '
+      'train s / (N x train s of num_seeds=1): below 1, the replicas beat separate runs)')
   return ok
 
 
@@ -486,7 +540,7 @@ def main(argv):
       'time (see the load averages) makes them noisy.')
   ok = True
   for section, fn in (('curve', curve_section), ('scaling', scaling_section),
-                      ('train', train_section)):
+                      ('train', train_section), ('seeds', seeds_section)):
     if section in _SECTIONS.value:
       say()
       start = time.perf_counter()

@@ -3,6 +3,10 @@
 A checkpoint holds the train state (params, optimizer state, step) and a JSON record of
 where training stands (epoch, step within it, the accuracy log so far), which is all a
 resumed run needs: the shuffles are rebuilt from (seed, epoch).
+
+The loop's state is replica-stacked (config.num_seeds replicas on a leading axis). A
+one-replica state is saved without that axis, exactly as before num_seeds existed, so
+old checkpoints resume and load; N replicas are saved stacked.
 """
 
 import json
@@ -30,21 +34,25 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step, state, progress):
-    """Saves asynchronously; `progress` is a JSON-serialisable dict."""
+    """Saves a replica-stacked state asynchronously; `progress` is a JSON-serialisable dict."""
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)), force=True)
+        state=ocp.args.StandardSave(_as_saved(state)), progress=ocp.args.JsonSave(progress)),
+        force=True)
 
   def restore(self, state_like, step=None):
     """Restores (state, progress) of `step` (default latest) into `state_like`'s structure.
 
-    Arrays come back with `state_like`'s shardings, so a run may resume on another
-    number of devices.
+    `state_like` is replica-stacked, as is the state returned. Arrays come back with
+    `state_like`'s shardings, so a run may resume on another number of devices.
     """
     step = self.latest_step() if step is None else step
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _as_saved(state_like))
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
-    return restored['state'], restored['progress']
+    state = restored['state']
+    if ts.num_replicas(state_like) == 1:
+      state = jax.tree.map(lambda x: x[None], state)
+    return state, restored['progress']
 
   def close(self):
     """Waits for pending saves; call before exiting (also after a failure). Idempotent."""
@@ -52,6 +60,11 @@ class Checkpointer:
       self.manager.wait_until_finished()
       self.manager.close()
       self.manager = None
+
+
+def _as_saved(state):
+  """The stacked state as saved: one replica without its replica axis, many stacked."""
+  return ts.replica(state, 0) if ts.num_replicas(state) == 1 else state
 
 
 def has_checkpoint(workdir):
@@ -67,11 +80,13 @@ def load_trained(workdir, step=None):
   Needs no TensorFlow: reads workdir/config.json and the latest checkpoint.
 
   Returns:
-    (config, state, progress).
+    (config, state, progress): `state` is replica-stacked, one replica per seed of
+    `train_state.seeds_of(config)` (one for a single-seed run); take replica k with
+    `train_state.replica(state, k)`.
   """
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  state = ts.create_train_state(config, jax.random.key(config.seed))
+  state = ts.create_train_states(config, ts.seeds_of(config))
   checkpointer = Checkpointer(workdir)
   try:
     if checkpointer.latest_step() is None:

@@ -5,6 +5,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 
 
 def say(*args, **kwargs):
@@ -54,6 +55,32 @@ def epoch_line(record, num_epochs):
          f' - val_loss: {record["val_loss"]:.4f} - val_accuracy: {record["val_accuracy"]:.4f}')
   return (f'Epoch {record["epoch"]}/{num_epochs} - loss: {record["loss"]:.4f} - accuracy: '
           f'{record["accuracy"]:.4f}{val} - {fmt_seconds(record["seconds"])}')
+
+
+def seeds_epoch_line(records, num_epochs):
+  """An epoch of a many-seed run: `Epoch 3/14 - 4 seeds - loss: 0.1234 +- 0.0012 - ...`
+  (mean +- sample std over the seeds)."""
+  def stat(key):
+    values = np.array([r[key] for r in records], np.float64)
+    return f'{key}: {values.mean():.4f} +- {values.std(ddof=1):.4f}'
+  keys = ['loss', 'accuracy'] + ([] if math.isnan(records[0]['val_loss']) else
+                                 ['val_loss', 'val_accuracy'])
+  return (f'Epoch {records[0]["epoch"]}/{num_epochs} - {len(records)} seeds - '
+          + ' - '.join(stat(k) for k in keys) + f' - {fmt_seconds(records[0]["seconds"])}')
+
+
+def seed_lines(res):
+  """The end of a many-seed run: one line per seed, then mean +- std and the 95% interval."""
+  per = res['per_seed']
+  lines = [f'Seed {seed}: test accuracy {acc:.4f} - loss {loss:.4f} - best epoch {best}'
+           for seed, acc, loss, best in zip(res['seeds'], per['test_accuracy'],
+                                            per['test_loss'], per['best_epoch'])]
+  for key in ('test_accuracy', 'test_loss'):
+    s = res['summary'][key]
+    lines.append(f'{key.replace("_", " ").capitalize()} over {s["n"]} seeds: '
+                 f'{s["mean"]:.4f} +- {s["std"]:.4f} (mean +- std; 95% interval of the mean '
+                 f'[{s["ci95"][0]:.4f}, {s["ci95"][1]:.4f}])')
+  return lines
 
 
 def recognition_lines(record):

@@ -12,6 +12,9 @@ import tempfile
 import numpy as np
 
 HISTORY_FIELDS = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seconds')
+# results.json's per_seed lists: one value per seed, in the order of its 'seeds'.
+PER_SEED_FIELDS = ('test_accuracy', 'test_loss', 'misclassified_count', 'best_epoch',
+                   'final_val_accuracy')
 FILES = {
     'config': 'config.json',
     'summary': 'model_summary.txt',

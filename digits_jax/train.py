@@ -3,6 +3,10 @@
 Reads no flags. Validates everything before any compute, resumes from the workdir's
 latest checkpoint, trains in scanned blocks of `config.steps_per_call` steps, evaluates
 without dropping examples, then writes every result file (process 0 only).
+
+With config.num_seeds = N the state is N replicas stacked on a leading axis (seeds
+config.seed ... config.seed + N - 1, each with its own shuffles) and every block, every
+evaluation trains or evaluates all of them in one call; one seed is the case N = 1.
 """
 
 import dataclasses
@@ -25,6 +29,7 @@ from digits_jax import models
 from digits_jax import parallel
 from digits_jax import preemption
 from digits_jax import results as results_lib
+from digits_jax import stats
 from digits_jax import train_state as ts
 from digits_jax import validation
 
@@ -33,7 +38,9 @@ from digits_jax import validation
 # gives exactly the longer run.)
 TRAINING_FIELDS = ('dataset', 'validation_split', 'hidden_units', 'num_hidden_layers',
                    'kernel_init', 'optimizer', 'learning_rate', 'b1', 'b2', 'eps',
-                   'batch_size', 'seed', 'compute_dtype')
+                   'batch_size', 'seed', 'compute_dtype', 'num_seeds')
+# Values that fields added later had implicitly in a config.json written before them.
+IMPLICIT = {'num_seeds': 1}
 
 
 class WorkdirMismatchError(ValueError):
@@ -50,14 +57,38 @@ USER_ERRORS = (validation.ConfigError, idx.DataError, WorkdirMismatchError,
                NonFiniteLossError)
 
 
+def _zero_sums():
+  return {'loss': 0., 'correct': 0., 'count': 0.}
+
+
 @dataclasses.dataclass
 class Progress:
-  """Where training stands; saved in every checkpoint beside the state."""
+  """Where training stands; saved in every checkpoint beside the state.
+
+  `sums` holds each replica's running metric sums; `history` one record per epoch (per
+  seed per epoch, each with its 'seed', in a many-seed run). In a checkpoint, a one-seed
+  run's sums are saved as a single dict (as before num_seeds existed).
+  """
   epoch: int = 0  # Epochs finished.
   step_in_epoch: int = 0  # Steps done in the unfinished epoch `epoch` (0 at epoch ends).
-  sums: dict = dataclasses.field(default_factory=lambda: {'loss': 0., 'correct': 0., 'count': 0.})
+  sums: list = dataclasses.field(default_factory=lambda: [_zero_sums()])
   seconds: float = 0.0  # Training seconds spent in the unfinished epoch so far.
   history: list = dataclasses.field(default_factory=list)
+
+  @classmethod
+  def fresh(cls, num_replicas):
+    return cls(sums=[_zero_sums() for _ in range(num_replicas)])
+
+  @classmethod
+  def from_saved(cls, saved):
+    sums = saved['sums']
+    return cls(**{**saved, 'sums': [sums] if isinstance(sums, dict) else sums})
+
+  def to_saved(self):
+    saved = dataclasses.asdict(self)
+    if len(self.sums) == 1:
+      saved['sums'] = saved['sums'][0]
+    return saved
 
 
 def prepare_workdir(config, workdir, fresh):
@@ -74,8 +105,9 @@ def prepare_workdir(config, workdir, fresh):
     return aside
   old = results_lib.read_json(path) if os.path.exists(path) else {}
   new = config.to_dict()
-  diff = [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in TRAINING_FIELDS
-          if not same_value(old.get(k), new.get(k))]
+  value = lambda c, k: c.get(k, IMPLICIT.get(k))
+  diff = [f'{k}: {value(old, k)!r} -> {value(new, k)!r}' for k in TRAINING_FIELDS
+          if not same_value(value(old, k), value(new, k))]
   if diff:
     raise WorkdirMismatchError(
         f'workdir {workdir!r} holds a run of a different config ({"; ".join(diff)}). '
@@ -101,13 +133,15 @@ def write_run_files(config, workdir):
 
 
 def restore_or_init(config, mesh, checkpointer):
-  """A replicated train state and progress: from the latest checkpoint, else fresh."""
-  state = parallel.replicate(ts.create_train_state(config, jax.random.key(config.seed)), mesh)
+  """The stacked train state (placed on the mesh) and progress: from the latest
+  checkpoint, else fresh."""
+  seeds = ts.seeds_of(config)
+  state = parallel.place_replicas(ts.create_train_states(config, seeds), mesh)
   step = checkpointer.latest_step()
   if step is None:
-    return state, Progress()
+    return state, Progress.fresh(len(seeds))
   state, saved = checkpointer.restore(state, step)
-  progress = Progress(**saved)
+  progress = Progress.from_saved(saved)
   console.say(f'Resumed from the checkpoint at step {step} (epoch {progress.epoch} done'
               + (f', {progress.step_in_epoch} steps into the next' if progress.step_in_epoch
                  else '') + ').')
@@ -126,19 +160,22 @@ def device_eval_batches(mesh, images, labels, batch_size):
 
 
 def evaluate(state, batches, with_probabilities=False):
-  """Loss and accuracy over every example of `batches` (and the probabilities, if asked)."""
+  """Each replica's loss and accuracy over every example of `batches` (a list of dicts),
+  and the probabilities [replicas, examples, 10] if asked."""
   sums, probs = [], []
   for batch in batches:
     if with_probabilities:
-      m, p = ts.eval_and_predict(state, batch)
-      probs.append(parallel.to_host(p)[np.asarray(parallel.to_host(batch['mask']))])
+      m, p = ts.eval_and_predict_stacked(state, batch)
+      probs.append(parallel.to_host(p)[:, np.asarray(parallel.to_host(batch['mask']))])
     else:
-      m = ts.eval_step(state, batch)
+      m = ts.eval_step_stacked(state, batch)
     sums.append(m)
-  total = jax.tree.map(lambda *x: float(np.sum(np.asarray(x, np.float64))),
+  total = jax.tree.map(lambda *x: np.sum(np.asarray(x, np.float64), axis=0),
                        *jax.device_get(sums))
-  out = {'loss': total['loss'] / total['count'], 'accuracy': total['correct'] / total['count']}
-  return (out, np.concatenate(probs)) if with_probabilities else out
+  out = [{'loss': float(total['loss'][k] / total['count'][k]),
+          'accuracy': float(total['correct'][k] / total['count'][k])}
+         for k in range(len(total['count']))]
+  return (out, np.concatenate(probs, axis=1)) if with_probabilities else out
 
 
 class BlockRunner:
@@ -146,7 +183,6 @@ class BlockRunner:
 
   def __init__(self, config, mesh, data, padded_batch):
     self.config, self.mesh, self.data, self.padded_batch = config, mesh, data, padded_batch
-    self.columns = parallel.local_columns(mesh, padded_batch)
     self.compiled, self.compile_seconds = {}, 0.0
     start = time.perf_counter()
     self.why_not_fused = cpu_kernel.unusable_because(config, mesh)  # Builds it once.
@@ -170,41 +206,45 @@ class BlockRunner:
     return f'XLA scan (fused CPU kernel not used: {self.why_not_fused})'
 
   def feed(self, index, mask, block_list):
-    """Yields the device arguments of each block, in order."""
-    to_global = lambda tree: parallel.to_global(self.mesh, tree, self.padded_batch, 1)
+    """Yields the device arguments of each block, in order; `index` and `mask` are every
+    replica's epoch plan, [replicas, steps, padded batch]."""
+    to_global = lambda tree: parallel.replicas_to_global(self.mesh, tree, batch_axis=2)
     if self.config.data_on_device:
       for begin, end in block_list:
-        local = {'index': index[begin:end, self.columns], 'mask': mask[begin:end, self.columns]}
-        block = to_global(local)
+        block = to_global({'index': index[:, begin:end], 'mask': mask[:, begin:end]})
         yield (self.images, self.labels, block['index'], block['mask'])
-    else:
-      for host_block in input_pipeline.tf_block_feeder(
-          self.data.train_images, self.data.train_labels, index, mask, block_list,
-          self.columns):
-        yield (to_global(host_block),)
+    else:  # One feeder per replica (its own shuffle); their blocks stacked.
+      feeders = [input_pipeline.tf_block_feeder(
+          self.data.train_images, self.data.train_labels, index[k], mask[k], block_list,
+          slice(None)) for k in range(len(index))]
+      for host_blocks in zip(*feeders):
+        yield (to_global(jax.tree.map(lambda *x: np.stack(x), *host_blocks)),)
 
   def run(self, state, args):
-    """Dispatches one block asynchronously; returns (state, metric sums on device)."""
+    """Dispatches one block asynchronously; returns (state, per-replica metric sums on
+    device)."""
     key = str(jax.tree.map(lambda x: x.shape, args))  # One executable per block shape.
     if key not in self.compiled:
       start = time.perf_counter()
       if self.fused:
-        lowered = cpu_kernel.train_steps_indexed.lower(state, *args, self.hparams)
+        lowered = cpu_kernel.train_steps_indexed_stacked.lower(state, *args, self.hparams)
       elif self.config.data_on_device:
-        lowered = ts.train_steps_indexed.lower(state, *args)
+        lowered = ts.train_steps_indexed_stacked.lower(state, *args)
       else:
-        lowered = ts.train_steps.lower(state, *args)
+        lowered = ts.train_steps_stacked.lower(state, *args)
       self.compiled[key] = lowered.compile()
       self.compile_seconds += time.perf_counter() - start
     return self.compiled[key](state, *args)
 
 
 def _add(sums, block_sums):
-  """Accumulates a block's metric sums on the host in float64 (same order on every run)."""
+  """Accumulates each replica's block metric sums on the host in float64 (same order on
+  every run)."""
   block_sums = jax.device_get(block_sums)
-  for k in sums:
-    sums[k] += float(block_sums[k])
-  if not math.isfinite(sums['loss']):
+  for r, replica_sums in enumerate(sums):
+    for k in replica_sums:
+      replica_sums[k] += float(block_sums[k][r])
+  if not all(math.isfinite(s['loss']) for s in sums):
     raise NonFiniteLossError(
         'the training loss became non-finite (NaN or inf); training stopped and the last '
         'good checkpoint was kept. Lower config.learning_rate or check the input data.')
@@ -213,8 +253,9 @@ def _add(sums, block_sums):
 def train_epoch(state, progress, runner, stop, config, num_train):
   """Trains the rest of epoch `progress.epoch`; returns (state, unfinished: stopped early)."""
   steps = input_pipeline.steps_per_epoch(num_train, config.batch_size)
-  index, mask = input_pipeline.epoch_plan(num_train, config.batch_size, runner.padded_batch,
-                                          config.seed, progress.epoch)
+  plans = [input_pipeline.epoch_plan(num_train, config.batch_size, runner.padded_batch, seed,
+                                     progress.epoch) for seed in ts.seeds_of(config)]
+  index, mask = np.stack([p[0] for p in plans]), np.stack([p[1] for p in plans])
   block_list = input_pipeline.blocks(progress.step_in_epoch, steps, config.steps_per_call)
   bar = console.ProgressBar(steps, config.batch_size, config.progress_bar)
   start, first = time.perf_counter(), progress.step_in_epoch
@@ -239,16 +280,21 @@ def train_epoch(state, progress, runner, stop, config, num_train):
 def finish_epoch(state, progress, val_batches, config, workdir):
   """Validates, logs and records the finished epoch; resets the running sums."""
   start = time.perf_counter()
-  val = evaluate(state, val_batches) if val_batches else {'loss': math.nan, 'accuracy': math.nan}
-  s = progress.sums
-  record = {'epoch': progress.epoch + 1, 'loss': s['loss'] / s['count'],
-            'accuracy': s['correct'] / s['count'], 'val_loss': val['loss'],
-            'val_accuracy': val['accuracy'],
-            'seconds': progress.seconds + time.perf_counter() - start}
-  progress.history.append(record)
-  console.say(console.epoch_line(record, config.num_epochs))
+  seeds = ts.seeds_of(config)
+  val = (evaluate(state, val_batches) if val_batches else
+         [{'loss': math.nan, 'accuracy': math.nan}] * len(seeds))
+  seconds = progress.seconds + time.perf_counter() - start
+  records = []
+  for seed, s, v in zip(seeds, progress.sums, val):
+    record = {'epoch': progress.epoch + 1, 'loss': s['loss'] / s['count'],
+              'accuracy': s['correct'] / s['count'], 'val_loss': v['loss'],
+              'val_accuracy': v['accuracy'], 'seconds': seconds}
+    records.append(record if len(seeds) == 1 else {'seed': seed, **record})
+  progress.history.extend(records)
+  console.say(console.epoch_line(records[0], config.num_epochs) if len(seeds) == 1 else
+              console.seeds_epoch_line(records, config.num_epochs))
   progress.epoch, progress.step_in_epoch, progress.seconds = progress.epoch + 1, 0, 0.0
-  progress.sums = {'loss': 0., 'correct': 0., 'count': 0.}
+  progress.sums = [_zero_sums() for _ in seeds]
   if parallel.is_main_process():
     results_lib.write_history(workdir, progress.history)
 
@@ -264,14 +310,14 @@ def train_loop(config, workdir, state, progress, runner, checkpointer, data, val
       stopping = unfinished or parallel.any_process(stop.requested)  # Same on all hosts.
       if (stopping or progress.epoch % config.checkpoint_every_epochs == 0
           or progress.epoch == config.num_epochs):
-        checkpointer.save(int(state.step), state, dataclasses.asdict(progress))
+        checkpointer.save(int(state.step[0]), state, progress.to_saved())
       if stopping:
         checkpointer.close()
         where = (f'epoch {progress.epoch + 1}, step {progress.step_in_epoch}' if unfinished
                  else f'end of epoch {progress.epoch}')
         signal_name = stop.requested or "another process's stop signal"
         raise preemption.StopRequested(
-            f'{signal_name} received: saved a checkpoint at step {int(state.step)} '
+            f'{signal_name} received: saved a checkpoint at step {int(state.step[0])} '
             f'({where}) in {workdir}. Rerun the same command to resume.')
   return state
 
@@ -306,11 +352,29 @@ def log_start(config, mesh, data, padded_batch):
                 'gradients and metrics.')
 
 
-def write_results(config, workdir, data, history, test, probs, timings):
-  """Every result file of a finished run (process 0); returns results.json's content."""
-  recs = results_lib.recognized(config.test_indices, probs, data.test_labels, data.class_names)
+def replica_outcome(history, test, probs, labels):
+  """One replica's test results and best and final validation epochs."""
   validated = [h for h in history if math.isfinite(h['val_accuracy'])]  # None if split 0.
   best = max(validated, key=lambda h: h['val_accuracy']) if validated else None
+  return {'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
+          'misclassified_count': int(len(results_lib.misclassified(probs, labels))),
+          'best_epoch': best['epoch'] if best else None,
+          'best_val_accuracy': best['val_accuracy'] if best else None,
+          'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None}
+
+
+def write_results(config, workdir, data, history, tests, probs, timings):
+  """Every result file of a finished run (process 0); returns results.json's content.
+
+  `tests` and `probs` hold every replica's (probs [replicas, examples, 10]); the top-level
+  fields describe replica 0, `per_seed` and `summary` all of them.
+  """
+  seeds = ts.seeds_of(config)
+  outcomes = [replica_outcome([h for h in history if h.get('seed', seed) == seed], test, p,
+                              data.test_labels) for seed, test, p in zip(seeds, tests, probs)]
+  first = outcomes[0]
+  recs = results_lib.recognized(config.test_indices, probs[0], data.test_labels,
+                                data.class_names)
   res = {
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
       'hidden_sizes': list(models.hidden_sizes(config)),
@@ -318,19 +382,25 @@ def write_results(config, workdir, data, history, test, probs, timings):
       'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
       'validation_split': config.validation_split, 'seed': config.seed,
       'num_train': len(data.train_labels), 'num_val': len(data.val_labels),
-      'num_test': len(data.test_labels), 'test_loss': test['loss'],
-      'test_accuracy': test['accuracy'],
-      'misclassified_count': int(len(results_lib.misclassified(probs, data.test_labels))),
-      'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None,
-      'best_val_accuracy': best['val_accuracy'] if best else None,
-      'best_epoch': best['epoch'] if best else None,
+      'num_test': len(data.test_labels), 'test_loss': first['test_loss'],
+      'test_accuracy': first['test_accuracy'],
+      'misclassified_count': first['misclassified_count'],
+      'final_val_accuracy': first['final_val_accuracy'],
+      'best_val_accuracy': first['best_val_accuracy'], 'best_epoch': first['best_epoch'],
+      'seeds': seeds,
+      'per_seed': {k: [o[k] for o in outcomes] for k in results_lib.PER_SEED_FIELDS},
+      'summary': {k: stats.summarize([o[k] for o in outcomes]) for k in ('test_accuracy',
+                                                                         'test_loss')},
       'recognized': recs, 'class_names': list(data.class_names), 'timings': timings,
       'devices': device_description(), 'versions': versions(),
       'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
   }
   if parallel.is_main_process():
-    results_lib.write_predictions(workdir, probs, data.test_labels)
-    results_lib.write_misclassified(workdir, probs, data.test_labels, data.class_names)
+    if len(seeds) == 1:
+      results_lib.write_predictions(workdir, probs[0], data.test_labels)
+    else:
+      results_lib.write_predictions(workdir, probs, data.test_labels, seeds)
+    results_lib.write_misclassified(workdir, probs[0], data.test_labels, data.class_names)
     results_lib.write_json(os.path.join(workdir, results_lib.FILES['results']), res)
   return res
 
@@ -343,6 +413,9 @@ def report_test(config, res):
     console.say(console.recognition_lines(rec))
   console.say(f'Misclassified test images: {res["misclassified_count"]:,} of '
               f'{res["num_test"]:,} (first {config.num_misclassified_show} drawn).')
+  if len(res['seeds']) > 1:
+    for line in console.seed_lines(res):
+      console.say(line)
 
 
 def train_and_evaluate(config, workdir, *, fresh=False):
@@ -354,7 +427,8 @@ def train_and_evaluate(config, workdir, *, fresh=False):
     fresh: move a run already in `workdir` aside and start anew.
 
   Returns:
-    The trained TrainState.
+    The trained TrainState, replica-stacked (a leading axis of config.num_seeds; take
+    replica k with `train_state.replica(state, k)`).
   """
   t0 = time.perf_counter()
   validation.check_config(config, workdir)
@@ -364,7 +438,7 @@ def train_and_evaluate(config, workdir, *, fresh=False):
   aside = prepare_workdir(config, workdir, fresh)
   if aside:
     console.say(f'Moved the previous run aside to {aside}.')
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(config.num_seeds)
   padded_batch = input_pipeline.padded_batch_size(config.batch_size, mesh.devices.size)
   runner = BlockRunner(config, mesh, data, padded_batch)  # Refuses cpu_kernel=on if unusable.
   log_start(config, mesh, data, padded_batch)
@@ -378,22 +452,23 @@ def train_and_evaluate(config, workdir, *, fresh=False):
                                       config.eval_batch_size)
     if val_batches:  # Compile validation now, so that epoch timings exclude compilation.
       start = time.perf_counter()
-      jax.block_until_ready(ts.eval_step(state, val_batches[0]))
+      jax.block_until_ready(ts.eval_step_stacked(state, val_batches[0]))
       runner.compile_seconds += time.perf_counter() - start
     state = train_loop(config, workdir, state, progress, runner, checkpointer, data,
                        val_batches)
   finally:
     checkpointer.close()
   t_eval = time.perf_counter()
-  test, probs = evaluate(state, device_eval_batches(
+  tests, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
-  train_seconds = sum(h['seconds'] for h in progress.history)
+  epochs = [h for h in progress.history if h.get('seed', config.seed) == config.seed]
+  train_seconds = sum(h['seconds'] for h in epochs)
   steps = input_pipeline.steps_per_epoch(len(data.train_labels), config.batch_size)
   timings = {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
-             'examples_per_second': len(data.train_labels) * len(progress.history) / max(
-                 train_seconds, 1e-9), 'steps': steps * config.num_epochs,
+             'examples_per_second': len(data.train_labels) * len(epochs) * config.num_seeds
+                                    / max(train_seconds, 1e-9), 'steps': steps * config.num_epochs,
              'eval_seconds': time.perf_counter() - t_eval, 'steps_run_by': runner.describe()}
-  res = write_results(config, workdir, data, progress.history, test, probs, timings)
+  res = write_results(config, workdir, data, progress.history, tests, probs, timings)
   report_test(config, res)
   finish_outputs(config, workdir, data, t0)
   return state

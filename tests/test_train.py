@@ -84,6 +84,8 @@ def test_results_agree_with_saved_predictions(finished_run):
 def test_checkpoint_restores_the_predictions(finished_run, tiny_data):
   workdir, _ = finished_run
   config, state, progress = checkpoint.load_trained(workdir)
+  assert ts.num_replicas(state) == 1
+  state = ts.replica(state, 0)
   assert progress['epoch'] == 2 and int(state.step) == 2 * 15
   images, _ = idx.load_split(tiny_data, 'test')
   probs = np.asarray(ts.predict(state, images))
