@@ -199,11 +199,14 @@ class BlockRunner:
 
   def describe(self):
     """One line on how the steps run, for the console and results.json."""
+    n = self.config.num_seeds
     if self.fused:
-      return f'fused CPU kernel ({dict(self.hparams)["threads"]} thread(s))'
+      replicas = f', its {n} replicas one after another' if n > 1 else ''
+      return f'fused CPU kernel ({dict(self.hparams)["threads"]} thread(s){replicas})'
+    scan = f'XLA scan (vmapped over {n} replicas)' if n > 1 else 'XLA scan'
     if self.config.cpu_kernel == 'off':
-      return 'XLA scan'
-    return f'XLA scan (fused CPU kernel not used: {self.why_not_fused})'
+      return scan
+    return f'{scan} (fused CPU kernel not used: {self.why_not_fused})'
 
   def feed(self, index, mask, block_list):
     """Yields the device arguments of each block, in order; `index` and `mask` are every
