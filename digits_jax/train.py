@@ -7,14 +7,14 @@ without dropping examples, then writes every result file (process 0 only).
 With config.num_seeds = N the state is N replicas stacked on a leading axis (seeds
 config.seed ... config.seed + N - 1, each with its own shuffles) and every block, every
 evaluation trains or evaluates all of them in one call; one seed is the case N = 1.
+
+The loop's helpers live in their own modules: workdir.py (whose run a workdir holds),
+steps.py (how the steps run: kernel or XLA, and the block runner), results.py (the
+result files), console.py (what the user reads).
 """
 
 import dataclasses
-import datetime
 import math
-import os
-import platform
-import shutil
 import time
 
 import jax
@@ -22,30 +22,17 @@ import numpy as np
 
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
-from digits_jax import cpu_kernel
 from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
 from digits_jax import parallel
 from digits_jax import preemption
 from digits_jax import results as results_lib
-from digits_jax import stats
+from digits_jax import steps as steps_lib
 from digits_jax import storage
 from digits_jax import train_state as ts
 from digits_jax import validation
-
-# Fields that change what a checkpoint means: resuming under other values is refused.
-# (num_epochs may grow: the shuffles depend only on seed and epoch, so extending a run
-# gives exactly the longer run.)
-TRAINING_FIELDS = ('dataset', 'validation_split', 'hidden_units', 'num_hidden_layers',
-                   'kernel_init', 'optimizer', 'learning_rate', 'b1', 'b2', 'eps',
-                   'batch_size', 'seed', 'compute_dtype', 'num_seeds')
-# Values that fields added later had implicitly in a config.json written before them.
-IMPLICIT = {'num_seeds': 1}
-
-
-class WorkdirMismatchError(ValueError):
-  """The workdir holds a run of another config."""
+from digits_jax import workdir as workdir_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -54,7 +41,7 @@ class NonFiniteLossError(FloatingPointError):
 
 # Failures caused by the inputs, reported as one clear line (no traceback) by the entry
 # points; a sweep records them and goes on with its other runs.
-USER_ERRORS = (validation.ConfigError, idx.DataError, WorkdirMismatchError,
+USER_ERRORS = (validation.ConfigError, idx.DataError, workdir_lib.WorkdirMismatchError,
                NonFiniteLossError, ckpt_lib.CheckpointError, results_lib.DamagedFileError,
                storage.StorageError)
 
@@ -87,51 +74,37 @@ class Progress:
     return cls(**{**saved, 'sums': [sums] if isinstance(sums, dict) else sums})
 
   def to_saved(self):
+    """The JSON record a checkpoint holds (a one-seed run's sums as one dict)."""
     saved = dataclasses.asdict(self)
     if len(self.sums) == 1:
       saved['sums'] = saved['sums'][0]
     return saved
 
+  def add_block(self, block_sums):
+    """Adds each replica's block metric sums on the host in float64 (same order on every
+    run)."""
+    block_sums = jax.device_get(block_sums)
+    for r, sums in enumerate(self.sums):
+      for k in sums:
+        sums[k] += float(block_sums[k][r])
+    if not all(math.isfinite(sums['loss']) for sums in self.sums):
+      raise NonFiniteLossError(
+          'the training loss became non-finite (NaN or inf); training stopped and the last '
+          'good checkpoint was kept. Lower config.learning_rate or check the input data.')
 
-def prepare_workdir(config, workdir, fresh):
-  """Refuses a workdir holding another config's run; with `fresh`, moves the old run aside."""
-  path = os.path.join(workdir, results_lib.FILES['config'])
-  if not os.path.exists(path) and not ckpt_lib.has_checkpoint(workdir):
-    return None
-  if fresh:
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    aside = f'{os.path.abspath(workdir).rstrip(os.sep)}.old-{stamp}'
-    if parallel.is_main_process():
-      shutil.move(workdir, aside)
-    parallel.barrier('moved_aside')  # No process may read the old run once it moved.
-    return aside
-  old = results_lib.read_json(path) if os.path.exists(path) else {}
-  new = config.to_dict()
-  value = lambda c, k: c.get(k, IMPLICIT.get(k))
-  diff = [f'{k}: {value(old, k)!r} -> {value(new, k)!r}' for k in TRAINING_FIELDS
-          if not same_value(value(old, k), value(new, k))]
-  if diff:
-    raise WorkdirMismatchError(
-        f'workdir {workdir!r} holds a run of a different config ({"; ".join(diff)}). '
-        'Use another --workdir, or pass --fresh to move the old run aside and start anew.')
-  return None
-
-
-def same_value(a, b):
-  """Equal config values, as saved in config.json (JSON turns tuples into lists)."""
-  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
-  return norm(a) == norm(b)
-
-
-def write_run_files(config, workdir):
-  """config.json and model_summary.txt, before training starts."""
-  if not parallel.is_main_process():
-    return
-  os.makedirs(workdir, exist_ok=True)
-  results_lib.write_text(os.path.join(workdir, results_lib.FILES['config']),
-                         config.to_json_best_effort(indent=2) + '\n')
-  results_lib.write_text(os.path.join(workdir, results_lib.FILES['summary']),
-                         models.summary(models.hidden_sizes(config), config.name) + '\n')
+  def close_epoch(self, vals, *, seeds, extra_seconds):
+    """Records the finished epoch (each replica's validation metrics `vals`), resets the
+    running sums and returns its history records (one per seed)."""
+    records = []
+    for seed, s, val in zip(seeds, self.sums, vals):
+      record = {'epoch': self.epoch + 1, 'loss': s['loss'] / s['count'],
+                'accuracy': s['correct'] / s['count'], 'val_loss': val['loss'],
+                'val_accuracy': val['accuracy'], 'seconds': self.seconds + extra_seconds}
+      records.append(record if len(seeds) == 1 else {'seed': seed, **record})
+    self.history.extend(records)
+    self.epoch, self.step_in_epoch, self.seconds = self.epoch + 1, 0, 0.0
+    self.sums = [_zero_sums() for _ in seeds]
+    return records
 
 
 def restore_or_init(config, mesh, checkpointer):
@@ -146,9 +119,7 @@ def restore_or_init(config, mesh, checkpointer):
   if step is None:
     return state, Progress.fresh(len(seeds))
   state, progress = restored, Progress.from_saved(saved)
-  console.say(f'Resumed from the checkpoint at step {step} (epoch {progress.epoch} done'
-              + (f', {progress.step_in_epoch} steps into the next' if progress.step_in_epoch
-                 else '') + ').')
+  console.say(console.resumed_line(step, progress))
   return state, progress
 
 
@@ -182,82 +153,7 @@ def evaluate(state, batches, with_probabilities=False):
   return (out, np.concatenate(probs, axis=1)) if with_probabilities else out
 
 
-class BlockRunner:
-  """Feeds and dispatches blocks of training steps, compiling once per block length."""
-
-  def __init__(self, config, mesh, data, padded_batch):
-    self.config, self.mesh, self.data, self.padded_batch = config, mesh, data, padded_batch
-    self.compiled, self.compile_seconds = {}, 0.0
-    start = time.perf_counter()
-    self.why_not_fused = cpu_kernel.unusable_because(config, mesh)  # Builds it once.
-    self.compile_seconds += time.perf_counter() - start
-    if config.cpu_kernel == 'on' and self.why_not_fused:
-      raise validation.ConfigError(
-          f'config.cpu_kernel=on, but the fused CPU kernel cannot run here: '
-          f'{self.why_not_fused}. Use --config.cpu_kernel=auto to fall back to XLA.')
-    self.fused = self.why_not_fused is None
-    self.hparams = cpu_kernel.hyperparams(config) if self.fused else None
-    if config.data_on_device:  # The whole uint8 split on every device (47 MB for MNIST).
-      self.images = parallel.replicate(data.train_images, mesh)
-      self.labels = parallel.replicate(data.train_labels, mesh)
-
-  def describe(self):
-    """One line on how the steps run, for the console and results.json."""
-    n = self.config.num_seeds
-    if self.fused:
-      replicas = f', its {n} replicas one after another' if n > 1 else ''
-      return f'fused CPU kernel ({dict(self.hparams)["threads"]} thread(s){replicas})'
-    scan = f'XLA scan (vmapped over {n} replicas)' if n > 1 else 'XLA scan'
-    if self.config.cpu_kernel == 'off':
-      return scan
-    return f'{scan} (fused CPU kernel not used: {self.why_not_fused})'
-
-  def feed(self, index, mask, block_list):
-    """Yields the device arguments of each block, in order; `index` and `mask` are every
-    replica's epoch plan, [replicas, steps, padded batch]."""
-    to_global = lambda tree: parallel.replicas_to_global(self.mesh, tree, batch_axis=2)
-    if self.config.data_on_device:
-      for begin, end in block_list:
-        block = to_global({'index': index[:, begin:end], 'mask': mask[:, begin:end]})
-        yield (self.images, self.labels, block['index'], block['mask'])
-    else:  # One feeder per replica (its own shuffle); their blocks stacked.
-      feeders = [input_pipeline.tf_block_feeder(
-          self.data.train_images, self.data.train_labels, index[k], mask[k], block_list,
-          slice(None)) for k in range(len(index))]
-      for host_blocks in zip(*feeders):
-        yield (to_global(jax.tree.map(lambda *x: np.stack(x), *host_blocks)),)
-
-  def run(self, state, args):
-    """Dispatches one block asynchronously; returns (state, per-replica metric sums on
-    device)."""
-    key = str(jax.tree.map(lambda x: x.shape, args))  # One executable per block shape.
-    if key not in self.compiled:
-      start = time.perf_counter()
-      if self.fused:
-        lowered = cpu_kernel.train_steps_indexed_stacked.lower(state, *args, self.hparams)
-      elif self.config.data_on_device:
-        lowered = ts.train_steps_indexed_stacked.lower(state, *args)
-      else:
-        lowered = ts.train_steps_stacked.lower(state, *args)
-      self.compiled[key] = lowered.compile()
-      self.compile_seconds += time.perf_counter() - start
-    return self.compiled[key](state, *args)
-
-
-def _add(sums, block_sums):
-  """Accumulates each replica's block metric sums on the host in float64 (same order on
-  every run)."""
-  block_sums = jax.device_get(block_sums)
-  for r, replica_sums in enumerate(sums):
-    for k in replica_sums:
-      replica_sums[k] += float(block_sums[k][r])
-  if not all(math.isfinite(s['loss']) for s in sums):
-    raise NonFiniteLossError(
-        'the training loss became non-finite (NaN or inf); training stopped and the last '
-        'good checkpoint was kept. Lower config.learning_rate or check the input data.')
-
-
-def train_epoch(state, progress, runner, stop, config, num_train):
+def train_epoch(state, progress, *, runner, stop, config, num_train):
   """Trains the rest of epoch `progress.epoch`; returns (state, unfinished: stopped early)."""
   steps = input_pipeline.steps_per_epoch(num_train, config.batch_size)
   plans = [input_pipeline.epoch_plan(num_train, config.batch_size, runner.padded_batch, seed,
@@ -271,49 +167,41 @@ def train_epoch(state, progress, runner, stop, config, num_train):
   for (begin, end), args in zip(block_list, runner.feed(index, mask, block_list)):
     state, block_sums = runner.run(state, args)
     if pending is not None:
-      _add(progress.sums, pending)
+      progress.add_block(pending)
     pending = block_sums
     progress.step_in_epoch = end
     bar.update(end, first)
     if parallel.any_process(stop.requested):
       break
   if pending is not None:
-    _add(progress.sums, pending)
+    progress.add_block(pending)
   bar.close()  # Compilation is reported apart (results.json timings.compile_seconds).
   progress.seconds += time.perf_counter() - start - (runner.compile_seconds - compiled_before)
   return state, progress.step_in_epoch < steps
 
 
-def finish_epoch(state, progress, val_batches, config, workdir):
+def finish_epoch(state, progress, *, val_batches, config, workdir):
   """Validates, logs and records the finished epoch; resets the running sums."""
   start = time.perf_counter()
   seeds = ts.seeds_of(config)
-  val = (evaluate(state, val_batches) if val_batches else
-         [{'loss': math.nan, 'accuracy': math.nan}] * len(seeds))
-  seconds = progress.seconds + time.perf_counter() - start
-  records = []
-  for seed, s, v in zip(seeds, progress.sums, val):
-    record = {'epoch': progress.epoch + 1, 'loss': s['loss'] / s['count'],
-              'accuracy': s['correct'] / s['count'], 'val_loss': v['loss'],
-              'val_accuracy': v['accuracy'], 'seconds': seconds}
-    records.append(record if len(seeds) == 1 else {'seed': seed, **record})
-  progress.history.extend(records)
+  vals = (evaluate(state, val_batches) if val_batches else
+          [{'loss': math.nan, 'accuracy': math.nan}] * len(seeds))
+  records = progress.close_epoch(vals, seeds=seeds, extra_seconds=time.perf_counter() - start)
   console.say(console.epoch_line(records[0], config.num_epochs) if len(seeds) == 1 else
               console.seeds_epoch_line(records, config.num_epochs))
-  progress.epoch, progress.step_in_epoch, progress.seconds = progress.epoch + 1, 0, 0.0
-  progress.sums = [_zero_sums() for _ in seeds]
   if parallel.is_main_process():
     results_lib.write_history(workdir, progress.history)
 
 
-def train_loop(config, workdir, state, progress, runner, checkpointer, data, val_batches):
+def train_loop(config, workdir, *, state, progress, runner, checkpointer, num_train,
+               val_batches):
   """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal."""
   with preemption.GracefulStop() as stop:
     while progress.epoch < config.num_epochs:
-      state, unfinished = train_epoch(state, progress, runner, stop, config,
-                                      len(data.train_labels))
+      state, unfinished = train_epoch(state, progress, runner=runner, stop=stop,
+                                      config=config, num_train=num_train)
       if not unfinished:
-        finish_epoch(state, progress, val_batches, config, workdir)
+        finish_epoch(state, progress, val_batches=val_batches, config=config, workdir=workdir)
       stopping = unfinished or parallel.any_process(stop.requested)  # Same on all hosts.
       if (stopping or progress.epoch % config.checkpoint_every_epochs == 0
           or progress.epoch == config.num_epochs):
@@ -327,102 +215,6 @@ def train_loop(config, workdir, state, progress, runner, checkpointer, data, val
             f'{signal_name} received: saved a checkpoint at step {int(state.step[0])} '
             f'({where}) in {workdir}. Rerun the same command to resume.')
   return state
-
-
-def versions():
-  """Library versions for results.json."""
-  import flax, optax, orbax.checkpoint  # pylint: disable=g-import-not-at-top,multiple-imports
-  return {'python': platform.python_version(), 'jax': jax.__version__,
-          'jaxlib': getattr(jax.lib, '__version__', jax.__version__),
-          'flax': flax.__version__, 'optax': optax.__version__,
-          'orbax-checkpoint': getattr(orbax.checkpoint, '__version__', ''),
-          'numpy': np.__version__}
-
-
-def device_description():
-  devices = jax.devices()
-  return {'platform': devices[0].platform, 'kind': devices[0].device_kind,
-          'count': len(devices), 'processes': jax.process_count()}
-
-
-def log_start(config, mesh, data, padded_batch):
-  """Devices, data source and split sizes: the first lines a user reads."""
-  d = device_description()
-  console.say(f'Devices: {d["count"]} x {d["kind"]} ({d["platform"]}), {d["processes"]} '
-              f'process(es); mesh {dict(mesh.shape)}.')
-  console.say(f'Data: {config.dataset} from {data.source}: {len(data.train_labels):,} '
-              f'training, {len(data.val_labels):,} validation (last '
-              f'{config.validation_split:.0%}), {len(data.test_labels):,} test images.')
-  if padded_batch != config.batch_size:
-    console.say(f'Batch {config.batch_size} padded to {padded_batch} (a multiple of '
-                f'{mesh.devices.size} devices); padded examples are masked out of the loss, '
-                'gradients and metrics.')
-
-
-def replica_outcome(history, test, probs, labels):
-  """One replica's test results and best and final validation epochs."""
-  validated = [h for h in history if math.isfinite(h['val_accuracy'])]  # None if split 0.
-  best = max(validated, key=lambda h: h['val_accuracy']) if validated else None
-  return {'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
-          'misclassified_count': int(len(results_lib.misclassified(probs, labels))),
-          'best_epoch': best['epoch'] if best else None,
-          'best_val_accuracy': best['val_accuracy'] if best else None,
-          'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None}
-
-
-def write_results(config, workdir, data, history, tests, probs, timings):
-  """Every result file of a finished run (process 0); returns results.json's content.
-
-  `tests` and `probs` hold every replica's (probs [replicas, examples, 10]); the top-level
-  fields describe replica 0, `per_seed` and `summary` all of them.
-  """
-  seeds = ts.seeds_of(config)
-  outcomes = [replica_outcome([h for h in history if h.get('seed', seed) == seed], test, p,
-                              data.test_labels) for seed, test, p in zip(seeds, tests, probs)]
-  first = outcomes[0]
-  recs = results_lib.recognized(config.test_indices, probs[0], data.test_labels,
-                                data.class_names)
-  res = {
-      'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
-      'hidden_sizes': list(models.hidden_sizes(config)),
-      'num_params': models.count_params(models.hidden_sizes(config)),
-      'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
-      'validation_split': config.validation_split, 'seed': config.seed,
-      'num_train': len(data.train_labels), 'num_val': len(data.val_labels),
-      'num_test': len(data.test_labels), 'test_loss': first['test_loss'],
-      'test_accuracy': first['test_accuracy'],
-      'misclassified_count': first['misclassified_count'],
-      'final_val_accuracy': first['final_val_accuracy'],
-      'best_val_accuracy': first['best_val_accuracy'], 'best_epoch': first['best_epoch'],
-      'seeds': seeds,
-      'per_seed': {k: [o[k] for o in outcomes] for k in results_lib.PER_SEED_FIELDS},
-      'summary': {k: stats.summarize([o[k] for o in outcomes]) for k in ('test_accuracy',
-                                                                         'test_loss')},
-      'recognized': recs, 'class_names': list(data.class_names), 'timings': timings,
-      'devices': device_description(), 'versions': versions(),
-      'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
-  }
-  if parallel.is_main_process():
-    if len(seeds) == 1:
-      results_lib.write_predictions(workdir, probs[0], data.test_labels)
-    else:
-      results_lib.write_predictions(workdir, probs, data.test_labels, seeds)
-    results_lib.write_misclassified(workdir, probs[0], data.test_labels, data.class_names)
-    results_lib.write_json(os.path.join(workdir, results_lib.FILES['results']), res)
-  return res
-
-
-def report_test(config, res):
-  """Lab steps 7-9 on the console."""
-  console.say(f'Test: loss {res["test_loss"]:.4f} - accuracy {res["test_accuracy"]:.4f} '
-              f'({res["num_test"]:,} images)')
-  for rec in res['recognized']:
-    console.say(console.recognition_lines(rec))
-  console.say(f'Misclassified test images: {res["misclassified_count"]:,} of '
-              f'{res["num_test"]:,} (first {config.num_misclassified_show} drawn).')
-  if len(res['seeds']) > 1:
-    for line in console.seed_lines(res):
-      console.say(line)
 
 
 def train_and_evaluate(config, workdir, *, fresh=False):
@@ -452,15 +244,20 @@ def _train_and_evaluate(config, workdir, fresh):
   data = input_pipeline.load(config)
   validation.raise_if(validation.check_against_data(config, len(data.train_labels),
                                                     len(data.test_labels)))
-  aside = prepare_workdir(config, workdir, fresh)
+  aside = workdir_lib.prepare_workdir(config, workdir, fresh=fresh)
   if aside:
     console.say(f'Moved the previous run aside to {aside}.')
   mesh = parallel.make_mesh(config.num_seeds)
   padded_batch = input_pipeline.padded_batch_size(config.batch_size, mesh.devices.size)
-  runner = BlockRunner(config, mesh, data, padded_batch)  # Refuses cpu_kernel=on if unusable.
-  log_start(config, mesh, data, padded_batch)
-  console.say(f'Training steps: {runner.describe()}, up to {config.steps_per_call} per call.')
-  write_run_files(config, workdir)
+  start = time.perf_counter()
+  impl = steps_lib.build(steps_lib.select_steps(config, mesh), config)  # May refuse 'on'.
+  build_seconds = time.perf_counter() - start
+  runner = steps_lib.BlockRunner(impl, config=config, mesh=mesh, data=data,
+                                 padded_batch=padded_batch)
+  runner.compile_seconds += build_seconds
+  console.log_start(config, mesh=mesh, data=data, padded_batch=padded_batch)
+  console.say(f'Training steps: {impl.describe()}, up to {config.steps_per_call} per call.')
+  results_lib.write_run_files(config, workdir)
   console.say(models.summary(models.hidden_sizes(config), config.name))
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
@@ -471,39 +268,26 @@ def _train_and_evaluate(config, workdir, fresh):
       start = time.perf_counter()
       jax.block_until_ready(ts.eval_step_stacked(state, val_batches[0]))
       runner.compile_seconds += time.perf_counter() - start
-    state = train_loop(config, workdir, state, progress, runner, checkpointer, data,
-                       val_batches)
+    state = train_loop(config, workdir, state=state, progress=progress, runner=runner,
+                       checkpointer=checkpointer, num_train=len(data.train_labels),
+                       val_batches=val_batches)
   finally:
     checkpointer.close()
   t_eval = time.perf_counter()
   tests, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
   epochs = [h for h in progress.history if h.get('seed', config.seed) == config.seed]
-  train_seconds = sum(h['seconds'] for h in epochs)
+  train_seconds = sum(h['seconds'] for h in epochs)  # All replicas' (one clock).
   steps = input_pipeline.steps_per_epoch(len(data.train_labels), config.batch_size)
   timings = {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
              'examples_per_second': len(data.train_labels) * len(epochs) * config.num_seeds
-                                    / max(train_seconds, 1e-9), 'steps': steps * config.num_epochs,
-             'eval_seconds': time.perf_counter() - t_eval, 'steps_run_by': runner.describe()}
-  res = write_results(config, workdir, data, progress.history, tests, probs, timings)
-  report_test(config, res)
-  finish_outputs(config, workdir, data, t0)
+                                    / max(train_seconds, 1e-9),
+             'steps': steps * config.num_epochs,
+             'eval_seconds': time.perf_counter() - t_eval, **impl.timings()}
+  res = results_lib.write_results(config, workdir, data=data, history=progress.history,
+                                  tests=tests, probs=probs, timings=timings)
+  console.report_test(config, res)
+  results_lib.write_outputs(config, workdir, data)
+  if parallel.is_main_process():
+    console.list_written(workdir, time.perf_counter() - t0)
   return state
-
-
-def finish_outputs(config, workdir, data, t0):
-  """Figures (drawn from the saved results) and the list of files written."""
-  if not parallel.is_main_process():
-    return
-  from digits_jax import figures  # pylint: disable=g-import-not-at-top
-  figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
-                   data.class_names)
-  if config.tensorboard:
-    from digits_jax import summaries  # pylint: disable=g-import-not-at-top
-    summaries.write_run_summaries(workdir)
-  if config.write_report:
-    from digits_jax import report  # pylint: disable=g-import-not-at-top
-    report.write_run_report(workdir)
-  console.say(f'Wrote to {os.path.abspath(workdir)} in {console.fmt_seconds(time.perf_counter() - t0)}:')
-  for name in sorted(os.listdir(workdir)):
-    console.say(f'  {name}{os.sep if os.path.isdir(os.path.join(workdir, name)) else ""}')
