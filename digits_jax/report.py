@@ -19,7 +19,9 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
+from digits_jax import drawing_pad
 from digits_jax import figures
 from digits_jax import results as results_lib
 
@@ -28,7 +30,7 @@ REPORT = 'report.html'
 RUN_SECTIONS = ('Goal', 'Results', 'Configuration', 'Model summary', 'Training samples',
                 'Accuracy and loss curves', 'Recognized test images',
                 'Misclassified test images', 'Confusion matrix', 'Per-class accuracy',
-                'Conclusions')
+                'Conclusions', drawing_pad.TITLE)
 SWEEP_SECTIONS = ('Goal', 'Comparison table', 'Test accuracy vs parameter count',
                   'Validation accuracy curves', 'Conclusions')
 DATASET_TITLES = {'mnist': 'MNIST', 'fashion_mnist': 'Fashion-MNIST'}
@@ -403,6 +405,7 @@ def write_run_report(workdir):
   sections += _image_sections(run, figs, cm)
   sections.append(section('Conclusions', Raw('<ul class="conc">' + ''.join(
       f'<li>{html.escape(c)}</li>' for c in conclusions(run, cm)) + '</ul>')))
+  sections.append(section(drawing_pad.TITLE, Raw(drawing_pad.html(workdir))))
   versions = ', '.join(f'{k} {v}' for k, v in res.get('versions', {}).items())
   text = page(f'{res["name"]} on {dataset}', f'digits_jax run report - {os.path.abspath(workdir)}',
               sections, f'Written by digits_jax.report from the files in this folder. {versions}')
@@ -583,6 +586,8 @@ def main(argv):
   """Writes the report of --workdir (a run or a sweep folder) and prints its path."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs at INFO when the pad loads weights.
   folder = flags.FLAGS.workdir
   write = write_sweep_report if is_sweep_dir(folder) else write_run_report
   try:
