@@ -32,14 +32,10 @@ CSS = """<style>
 #pad-canvas{width:280px;height:280px;border:1px solid #bbb;border-radius:4px;cursor:crosshair;
  touch-action:none;display:block;margin-bottom:6px}
 #pad-seen{width:112px;height:112px;image-rendering:pixelated;border:1px solid #bbb;display:block}
-#pad-bars .bar{width:180px}#pad-bars tr.best td{font-weight:bold}
+#pad-seen+p{max-width:116px;margin:4px 0}
+#pad-bars .bar{width:180px}#pad-bars td.p{text-align:left}#pad-bars tr.best td{font-weight:bold}
 #pad-bars tr.best .bar span{background:#2a9d8f}#pad-status{font-weight:bold}
 </style>"""
-
-
-def first_replica(state):
-  """The state of the run's first (here: only) replica."""
-  return state
 
 
 def layers(params):
@@ -92,9 +88,9 @@ def html(workdir):
   """The pad for the trained run in `workdir`, or a paragraph saying why there is none."""
   from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top  (orbax)
   try:
-    config, state, _ = checkpoint.load_trained(workdir)
+    config, state = checkpoint.load_network(workdir)
   except Exception as e:  # pylint: disable=broad-except  (any unreadable checkpoint)
     return (f'<p>The drawing pad needs the run\'s trained weights, and they could not be '
             f'read from {html_lib.escape(workdir)}/{checkpoint.CHECKPOINT_DIR}/ '
             f'({html_lib.escape(type(e).__name__)}: {html_lib.escape(str(e)[:300])}).</p>')
-  return pad_html(first_replica(state).params, config.dataset)
+  return pad_html(state.params, config.dataset)

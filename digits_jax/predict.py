@@ -8,7 +8,7 @@ object; --out=DIR also writes one figure per image (original, the 28x28 the netw
 the probabilities). An image that cannot be used (missing, not an image, blank) gets a
 one-line error naming it; the others are still predicted, and the exit status is 1.
 
-  python -m digits_jax.predict --workdir=runs/v6_mnist docs/handwritten_7.jpg --out=/tmp/p
+  python -m digits_jax.predict --workdir=runs/v6_mnist docs/handwritten_4.jpg --out=/tmp/p
 """
 
 import json
@@ -24,17 +24,8 @@ import numpy as np
 
 from digits_jax import preprocess
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run (config.json and checkpoints/).',
-                               required=True)
-_OUT = flags.DEFINE_string('out', '', 'If set, write <image name>_prediction.png here per image.')
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object per image instead of text.')
 TOP = 3
 FIGURE_SUFFIX = '_prediction.png'
-
-
-def first_replica(state):
-  """The state of the run's first (here: only) replica."""
-  return state
 
 
 def load_network(workdir):
@@ -48,10 +39,7 @@ def load_network(workdir):
   from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from digits_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from digits_jax import train_state as ts  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
-    raise FileNotFoundError(f'{workdir} holds no config.json')
-  config, state, _ = checkpoint.load_trained(workdir)
-  state = first_replica(state)
+  config, state = checkpoint.load_network(workdir)
   return (config.dataset, input_pipeline.CLASS_NAMES[config.dataset],
           lambda images: np.asarray(ts.predict(state, images)))
 
@@ -129,21 +117,27 @@ def main(argv):
     raise app.UsageError('Name at least one image file.')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs at INFO.
+  args = flags.FLAGS
   try:
-    records, errors = predict_files(paths, workdir=_WORKDIR.value, out_dir=_OUT.value)
+    records, errors = predict_files(paths, workdir=args.workdir, out_dir=args.out)
   except FileNotFoundError as e:
     sys.exit(f'error: {e}: --workdir must be a trained run (python -m digits_jax.main '
-             f'--workdir={_WORKDIR.value} trains one).')
+             f'--workdir={args.workdir} trains one).')
   by_path = {rec['image']: rec for rec in records}
   for path in paths:
     if path in errors:
       print(f'error: {path}: {errors[path]}', file=sys.stderr, flush=True)
-      if _JSON.value:
+      if args.json:
         print(json.dumps({'image': path, 'error': errors[path]}))
     elif path in by_path:
-      print(json.dumps(by_path[path]) if _JSON.value else line(by_path[path]))
+      print(json.dumps(by_path[path]) if args.json else line(by_path[path]))
   sys.exit(1 if errors else 0)
 
 
 if __name__ == '__main__':
+  # Defined here, not on import: main.py owns --workdir where both are imported.
+  flags.DEFINE_string('workdir', None, 'A trained run (config.json and checkpoints/).',
+                      required=True)
+  flags.DEFINE_string('out', '', 'If set, write <image name>_prediction.png here per image.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object per image instead of text.')
   app.run(main)
