@@ -26,6 +26,7 @@ from PIL import ImageOps
 from PIL import UnidentifiedImageError
 
 SIZE = 28  # Output side.
+MAX_SIDE = 2000  # Larger photos are reduced first (see read_image).
 DIGIT_BOX = 20  # MNIST: the longer side of a digit's box.
 CENTRE = 14.0  # MNIST: mean centre of mass of the test images (row and column index).
 INK_CONTRAST = 40  # Grey levels between paper and ink below which an image is blank.
@@ -42,6 +43,9 @@ class ImageError(ValueError):
 def read_image(path):
   """The image at `path` as uint8 RGBA [H, W, 4], turned upright by its EXIF orientation.
 
+  A photo longer than MAX_SIDE pixels is first reduced by an integer factor (box
+  average): a 28x28 needs no more, and a 48-megapixel photo would need gigabytes.
+
   Raises:
     ImageError: the file is missing or is not an image Pillow can read.
   """
@@ -52,12 +56,17 @@ def read_image(path):
         grey = np.asarray(image, np.float64)
         grey = grey * (255.0 / max(grey.max(), 1.0))
         image = Image.fromarray(np.uint8(np.floor(grey + 0.5)))
-      return np.asarray(image.convert('RGBA'), np.uint8)
+      image = image.convert('RGBA')
+      factor = -(-max(image.size) // MAX_SIDE)
+      return np.asarray(image.reduce(factor) if factor > 1 else image, np.uint8)
   except FileNotFoundError:
     raise ImageError('no such file') from None
   except IsADirectoryError:
     raise ImageError('a folder, not an image file') from None
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+  except PermissionError:
+    raise ImageError('not readable (permission denied)') from None
+  except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+          ValueError) as e:
     raise ImageError(f'not an image Pillow can read ({e})') from None
 
 

@@ -126,3 +126,10 @@ def test_exif_rotation_is_applied(tmp_path):
   exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view.
   image.save(tmp_path / 'r.jpg', exif=exif)
   assert preprocess.read_image(str(tmp_path / 'r.jpg')).shape == (30, 10, 4)
+
+
+def test_a_large_photo_is_reduced_on_reading(tmp_path):
+  Image.fromarray(draw_seven(paper(4100, 3000), size=2000, width=180)).save(tmp_path / 'p.png')
+  image = preprocess.read_image(str(tmp_path / 'p.png'))
+  assert image.shape == (1000, 1367, 4)  # Reduced 3x: 4100 / 3 = 1366.7, rounded up.
+  assert max(box(preprocess.prepare_digit(image))) == 20
