@@ -279,7 +279,8 @@ def load_network(workdir):
   The one place that picks which trained network to use: the run's first replica.
 
   Raises:
-    FileNotFoundError: `workdir` holds no config.json or no checkpoint.
+    FileNotFoundError: `workdir` holds no config.json.
+    CheckpointError: it holds no intact checkpoint.
   """
   if not os.path.isfile(os.path.join(workdir, 'config.json')):
     raise FileNotFoundError(f'{workdir} holds no config.json')

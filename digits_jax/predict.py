@@ -34,7 +34,8 @@ def load_network(workdir):
   predict_fn maps uint8 [B, 28, 28] to probabilities [B, 10].
 
   Raises:
-    FileNotFoundError: `workdir` holds no config.json or no checkpoint.
+    FileNotFoundError: `workdir` holds no config.json.
+    checkpoint.CheckpointError: it holds no intact checkpoint.
   """
   from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from digits_jax import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -117,10 +118,12 @@ def main(argv):
     raise app.UsageError('Name at least one image file.')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs at INFO.
+  from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from digits_jax import results  # pylint: disable=g-import-not-at-top
   args = flags.FLAGS
   try:
     records, errors = predict_files(paths, workdir=args.workdir, out_dir=args.out)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, checkpoint.CheckpointError, results.DamagedFileError) as e:
     sys.exit(f'error: {e}: --workdir must be a trained run (python -m digits_jax.main '
              f'--workdir={args.workdir} trains one).')
   by_path = {rec['image']: rec for rec in records}

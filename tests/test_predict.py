@@ -245,7 +245,11 @@ def test_text_output_and_a_bad_workdir(tiny_run, tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert re.fullmatch(rf'{re.escape(str(good))}: (\d \(\d+\.\d\d%\)  ){{2}}\d \(\d+\.\d\d%\)\n',
                       proc.stdout), proc.stdout
-  proc = run_predict(f'--workdir={tmp_path / "nothing"}', str(good))
-  assert proc.returncode == 1
-  assert proc.stderr.startswith('error: ') and 'Traceback' not in proc.stderr
-  assert 'python -m digits_jax.main' in proc.stderr
+  untrained = tmp_path / 'untrained'
+  shutil.copytree(tiny_run, untrained, ignore=shutil.ignore_patterns('checkpoints'))
+  for workdir in (tmp_path / 'nothing', untrained):
+    proc = run_predict(f'--workdir={workdir}', str(good))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f'error: {workdir} holds no '), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert 'python -m digits_jax.main' in proc.stderr
