@@ -17,6 +17,7 @@ import json
 import numpy as np
 
 from digits_jax import input_pipeline
+from digits_jax import models
 from digits_jax import preprocess
 
 SCRIPT = 'assets/drawing_pad.js'  # Package data.
@@ -40,9 +41,8 @@ CSS = """<style>
 
 def layers(params):
   """The network's dense layers in order: [(kernel [in, out], bias [out])] as float32."""
-  names = sorted(params, key=lambda name: int(name.rsplit('_', 1)[1]))  # dense_0, dense_1...
-  return [(np.asarray(params[n]['kernel'], np.float32), np.asarray(params[n]['bias'], np.float32))
-          for n in names]
+  return [(np.asarray(layer['kernel'], np.float32), np.asarray(layer['bias'], np.float32))
+          for layer in models.dense_layers(params)]
 
 
 def _b64(array):

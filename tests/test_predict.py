@@ -2,7 +2,7 @@
 
 The round trip and the browser checks use the default config trained on the real MNIST
 (10 epochs, about 20 s here; skipped without a local MNIST IDX folder, which CI provides);
-the bad inputs use the tiny dataset of conftest.py. The browser checks need Chromium.
+the bad inputs use the tiny dataset of tests/helpers.py. The browser checks need Chromium.
 """
 
 import base64
@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BROWSER, REPO, chromium, tiny_config
 from digits_jax import drawing_pad
 from digits_jax import idx
 from digits_jax import input_pipeline
@@ -29,6 +28,7 @@ from digits_jax import report
 from digits_jax import train
 from digits_jax import train_state as ts
 from digits_jax.checkpoint import load_trained
+from helpers import BROWSER, REPO, chromium, tiny_config
 
 needs_browser = pytest.mark.skipif(BROWSER is None,
                                    reason='needs Chromium (apt-get install chromium)')
