@@ -350,7 +350,30 @@ def _results_section(run):
            f'{res["num_val"]:,} validation, {res["num_test"]:,} test images. Devices: '
            f'{dev.get("count", "?")} x {dev.get("kind", "?")} ({dev.get("platform", "?")}). '
            f'Finished {res.get("finished_at", "?")}.')
-  return section('Results', Raw(f'<div class="kpi">{kpi}</div>'), where)
+  return section('Results', Raw(f'<div class="kpi">{kpi}</div>'), where, *_seeds_table(res))
+
+
+SEED_COLUMNS = (('test_accuracy', 'test acc.', pct), ('test_loss', 'test loss', '{:.4f}'.format),
+                ('misclassified_count', 'wrong', '{:,}'.format),
+                ('best_epoch', 'best epoch', str),
+                ('final_val_accuracy', 'final val. acc.', pct))
+
+
+def _seeds_table(res):
+  """A many-seed run's per-seed numbers and their mean, std and 95% interval (else [])."""
+  seeds, per_seed = res.get('seeds') or [], res.get('per_seed') or {}
+  if len(seeds) < 2:
+    return []
+  columns = [c for c in SEED_COLUMNS if c[0] in per_seed]
+  rows = [[seed] + [fmt(per_seed[key][k]) for key, _, fmt in columns]
+          for k, seed in enumerate(seeds)]
+  acc = stats.summarize(per_seed['test_accuracy'])
+  ci = acc['ci95']
+  text = (f'The tiles show replica 0 (seed {seeds[0]}). Over the {acc["n"]} seeds the test '
+          f'accuracy is {pct(acc["mean"])} +- {100 * acc["std"]:.2f} pt (sample std), 95% '
+          f'interval [{pct(ci[0])}, {pct(ci[1])}], range {pct(acc["min"])} - '
+          f'{pct(acc["max"])}.')
+  return [table(['seed'] + [title for _, title, _ in columns], rows), text]
 
 
 def _config_section(config):

@@ -127,6 +127,31 @@ def test_missing_or_broken_figures_are_redrawn(run_dir, tmp_path, data_available
     assert report.is_png(os.path.join(workdir, figures.FILES[key])), key
 
 
+def test_many_seed_run_shows_the_per_seed_table(run_dir, tmp_path):
+  """results.json's per_seed (issue 13's fields) becomes a table with the spread under it."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(run_dir, workdir)
+  path = os.path.join(workdir, 'results.json')
+  res = results_lib.read_json(path)
+  res.update(seeds=[3, 4, 5], per_seed={
+      'test_accuracy': [0.96, 0.97, 0.98], 'test_loss': [0.2, 0.1, 0.15],
+      'misclassified_count': [400, 300, 200], 'best_epoch': [3, 2, 3],
+      'final_val_accuracy': [0.95, 0.96, 0.97]})
+  results_lib.write_json(path, res)
+  text = read(report.write_run_report(workdir))
+  results = text[text.index('<h2>Results</h2>'):text.index('<h2>Configuration</h2>')]
+  rows = re.findall(r'<tr>(.*?)</tr>', results)
+  assert re.findall(r'<th[^>]*>(.*?)</th>', rows[0]) == [
+      'seed', 'test acc.', 'test loss', 'wrong', 'best epoch', 'final val. acc.']
+  assert re.findall(r'<td[^>]*>(.*?)</td>', rows[2]) == [
+      '4', '97.00%', '0.1000', '300', '2', '96.00%']
+  # mean 0.97, std 0.01, t(0.975, 2) * 0.01 / sqrt(3) = 2.48 pt.
+  assert ('Over the 3 seeds the test accuracy is 97.00% +- 1.00 pt (sample std), 95% '
+          'interval [94.52%, 99.48%], range 96.00% - 98.00%.') in results
+  assert '<table>' not in read(os.path.join(run_dir, report.REPORT)).split(
+      '<h2>Results</h2>')[1].split('<h2>Configuration</h2>')[0]
+
+
 def test_conclusions_find_overfitting_and_confusions():
   history = [{'epoch': e, 'loss': l, 'accuracy': 0.9, 'val_loss': v, 'val_accuracy': a,
               'seconds': 1.0}
