@@ -32,6 +32,7 @@ from digits_jax import figures
 from digits_jax import input_pipeline
 from digits_jax import results as results_lib
 from digits_jax import significance
+from digits_jax import stats
 
 REPORT = 'report.html'
 # The <h2> headings of a run's report, in order (tests and links rely on these texts).
@@ -306,10 +307,11 @@ def _results_section(run):
   return section('Results', Raw(f'<div class="kpi">{kpi}</div>'), where, *_seeds_table(res))
 
 
-SEED_COLUMNS = (('test_accuracy', 'test acc.', pct), ('test_loss', 'test loss', '{:.4f}'.format),
+SEED_COLUMNS = (('test_accuracy', 'test acc.', analysis.pct),
+                ('test_loss', 'test loss', '{:.4f}'.format),
                 ('misclassified_count', 'wrong', '{:,}'.format),
                 ('best_epoch', 'best epoch', str),
-                ('final_val_accuracy', 'final val. acc.', pct))
+                ('final_val_accuracy', 'final val. acc.', analysis.pct))
 
 
 def _seeds_table(res):
@@ -322,6 +324,7 @@ def _seeds_table(res):
           for k, seed in enumerate(seeds)]
   acc = stats.summarize(per_seed['test_accuracy'])
   ci = acc['ci95']
+  pct = analysis.pct
   text = (f'The tiles show replica 0 (seed {seeds[0]}). Over the {acc["n"]} seeds the test '
           f'accuracy is {pct(acc["mean"])} +- {100 * acc["std"]:.2f} pt (sample std), 95% '
           f'interval [{pct(ci[0])}, {pct(ci[1])}], range {pct(acc["min"])} - '
