@@ -271,3 +271,18 @@ def load_trained(workdir, step=None):
   finally:
     checkpointer.close()
   return config, state, progress
+
+
+def load_network(workdir):
+  """(config, state) of a trained run's network, for inference (predict, the report's pad).
+
+  The one place that picks which trained network to use: the run's first replica.
+
+  Raises:
+    FileNotFoundError: `workdir` holds no config.json.
+    CheckpointError: it holds no intact checkpoint.
+  """
+  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+    raise FileNotFoundError(f'{workdir} holds no config.json')
+  config, state, _ = load_trained(workdir)
+  return config, state

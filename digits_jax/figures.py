@@ -244,6 +244,41 @@ def sweep_val_curves(histories, path, dataset_titles=None):
   _save(fig, path)
 
 
+def prediction(original, prepared, probabilities, class_names, path, title=''):
+  """An image file's prediction: the original, the 28x28 the network saw, the probabilities.
+
+  Args:
+    original: the image as read (uint8 [H, W, 4] RGBA or [H, W] grey).
+    prepared: the uint8 [28, 28] the network saw (light on dark, as the datasets).
+    probabilities: the network's 10 probabilities.
+    class_names: the 10 class names.
+    path: where the PNG goes.
+    title: the figure's title (e.g. the file's name).
+  """
+  probs = np.asarray(probabilities)
+  best = int(probs.argmax())
+  fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), gridspec_kw={'width_ratios': [1, 1, 1.8]})
+  axes[0].imshow(original, cmap='gray' if np.ndim(original) == 2 else None)
+  axes[0].set_title('original', fontsize=9)
+  axes[1].imshow(prepared, cmap='gray', vmin=0, vmax=255)
+  axes[1].set_title('what the network saw (28x28)', fontsize=9)
+  for ax in axes[:2]:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  colors = ['#bbbbbb'] * len(probs)
+  colors[best] = '#2a9d8f'
+  axes[2].bar(range(len(probs)), probs, color=colors)
+  axes[2].set_ylim(0, 1)
+  axes[2].set_xticks(range(len(probs)))
+  long_names = len(class_names[0]) > 2
+  axes[2].set_xticklabels(class_names, rotation=45 if long_names else 0,
+                          ha='right' if long_names else 'center', fontsize=8)
+  axes[2].set_title(f'predicted: {class_names[best]} ({probs[best]:.1%})', fontsize=9)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  _save(fig, path)
+
+
 def _mean_ci(values):
   """(mean, lower error, upper error) in percent: the 95% t-interval, or none for one seed."""
   from digits_jax import stats  # pylint: disable=g-import-not-at-top
