@@ -10,6 +10,10 @@ the checkpoint. Orbax has no whole-checkpoint checksum (TensorStore's crc32c cov
 the index of a shard), and a flipped bit in a data file restores silently otherwise.
 A restore recomputes the checksum; a checkpoint that fails to restore or to verify is
 moved aside to `damaged_checkpoints/` (never deleted) and the next older one is tried.
+
+The loop's state is replica-stacked (config.num_seeds replicas on a leading axis). A
+one-replica state is saved without that axis, exactly as before num_seeds existed, so
+old checkpoints resume and load; N replicas are saved stacked.
 """
 
 import dataclasses
@@ -150,7 +154,8 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step, state, progress):
-    """Saves asynchronously; `progress` is a JSON-serialisable dict."""
+    """Saves a replica-stacked state asynchronously; `progress` is a JSON-serialisable dict."""
+    state = _as_saved(state)
     progress = dict(progress, **{CHECKSUM_KEY: checksum(state, progress)})
     try:  # Raises too if the previous save failed.
       self.manager.save(step, args=ocp.args.Composite(
@@ -163,12 +168,12 @@ class Checkpointer:
   def restore(self, state_like, step=None):
     """Restores (state, progress) of `step` (default latest) into `state_like`'s structure.
 
-    Arrays come back with `state_like`'s shardings, so a run may resume on another
-    number of devices. Raises DamagedCheckpointError if the checkpoint cannot be restored
+    `state_like` is replica-stacked, as is the state returned. Arrays come back with
+    `state_like`'s shardings, so a run may resume on another number of devices. Raises DamagedCheckpointError if the checkpoint cannot be restored
     or does not match its checksum (one saved before checksums were recorded is trusted).
     """
     step = self.latest_step() if step is None else step
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _as_saved(state_like))
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
@@ -180,6 +185,8 @@ class Checkpointer:
     recorded = progress.pop(CHECKSUM_KEY, None)
     if recorded is not None and recorded != checksum(state, progress):
       raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
+    if ts.num_replicas(state_like) == 1:
+      state = jax.tree.map(lambda x: x[None], state)
     return state, progress
 
   def restore_newest_intact(self, state_like):
@@ -244,6 +251,11 @@ class Checkpointer:
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
 
+def _as_saved(state):
+  """The stacked state as saved: one replica without its replica axis, many stacked."""
+  return ts.replica(state, 0) if ts.num_replicas(state) == 1 else state
+
+
 def has_checkpoint(workdir):
   """Whether `workdir` holds at least one finished checkpoint."""
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
@@ -258,11 +270,13 @@ def load_trained(workdir, step=None):
   verified against its checksum; moves nothing.
 
   Returns:
-    (config, state, progress).
+    (config, state, progress): `state` is replica-stacked, one replica per seed of
+    `train_state.seeds_of(config)` (one for a single-seed run); take replica k with
+    `train_state.replica(state, k)`.
   """
   config = ml_collections.ConfigDict(
       results_lib.read_json(os.path.join(workdir, results_lib.FILES['config'])))
-  state = ts.create_train_state(config, jax.random.key(config.seed))
+  state = ts.create_train_states(config, ts.seeds_of(config))
   checkpointer = Checkpointer(workdir, read_only=True)
   try:
     if checkpointer.latest_step() is None:
@@ -285,4 +299,4 @@ def load_network(workdir):
   if not os.path.isfile(os.path.join(workdir, 'config.json')):
     raise FileNotFoundError(f'{workdir} holds no config.json')
   config, state, _ = load_trained(workdir)
-  return config, state
+  return config, ts.replica(state, 0)

@@ -231,10 +231,10 @@ def ensure_figures(run):
   workdir, res, preds = run['workdir'], run['res'], run['preds']
   path = lambda key: os.path.join(workdir, figures.FILES[key])
   if not is_png(path('curves')):
-    figures.curves(run['history'], path('curves'))
+    figures.curves(results_lib.read_history(workdir, all_seeds=True), path('curves'))
   if not is_png(path('confusion')):
     figures.confusion(preds['labels'], preds['predicted'], res['class_names'],
-                      path('confusion'))
+                      path('confusion'), figures.replica_note(res))
   return {key: path(key) for key in figures.FILES if is_png(path(key))}
 
 

@@ -87,7 +87,7 @@ def check_fields(config):
   _one_of(config, 'data_source', input_pipeline.SOURCES, problems)
   for field in ('num_epochs', 'batch_size', 'hidden_units', 'num_hidden_layers',
                 'steps_per_call', 'eval_batch_size', 'checkpoint_every_epochs',
-                'max_checkpoints_to_keep'):
+                'max_checkpoints_to_keep', 'num_seeds'):
     _int_at_least(config, field, 1, problems)
   for field in ('num_show', 'num_misclassified_show', 'seed'):
     _int_at_least(config, field, 0, problems)

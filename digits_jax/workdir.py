@@ -24,6 +24,11 @@ RESUMABLE_FIELDS = frozenset({
     'progress_bar', 'tensorboard', 'write_report'})
 
 
+# Fields added to the config later, with the value a config.json written before them
+# implied: such a run resumes as if it had recorded that value.
+IMPLIED_BEFORE_ADDED = {'num_seeds': 1}
+
+
 class WorkdirMismatchError(ValueError):
   """The workdir holds a run of another config."""
 
@@ -57,7 +62,7 @@ def prepare_workdir(config, workdir, *, fresh):
     parallel.barrier('moved_aside')  # No process may read the old run once it moved.
     return aside
   old = results_lib.read_json(path) if os.path.exists(path) else {}
-  diff = changed_fields(old, config.to_dict())
+  diff = changed_fields({**IMPLIED_BEFORE_ADDED, **old}, config.to_dict())
   if diff:
     raise WorkdirMismatchError(
         f'workdir {workdir!r} holds a run of a different config ({"; ".join(diff)}). '
