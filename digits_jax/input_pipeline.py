@@ -8,6 +8,9 @@ batches. TensorFlow is imported only where it is used (tfds, the tf.data feeder)
 import dataclasses
 import math
 import os
+import socket
+import threading
+import urllib.parse
 
 import numpy as np
 
@@ -19,11 +22,24 @@ CLASS_NAMES = {
     'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
                       'Shirt', 'Sneaker', 'Bag', 'Ankle boot'),
 }
-# IDX folders tried when neither config.data_dir nor the environment names one.
+# MNIST's four canonical IDX files ship inside the package (see its README for the licence).
+SHIPPED_DIRS = {
+    'mnist': os.path.join(os.path.dirname(os.path.abspath(__file__)), 'datasets', 'mnist'),
+}
+# IDX folders tried, in order, when neither config.data_dir nor the environment names one:
+# the system's, then the copy shipped with the package.
 KNOWN_DIRS = {
-    'mnist': ('/usr/share/datasets/mnist',),
+    'mnist': ('/usr/share/datasets/mnist', SHIPPED_DIRS['mnist']),
     'fashion_mnist': ('/usr/share/datasets/fashion-mnist',),
 }
+# The second of the three ways to get each dataset, named when none worked.
+LOCAL_COPY_HINT = {
+    'mnist': ("use config.data_source=auto (the default), which reads the copy shipped in "
+              f"{SHIPPED_DIRS['mnist']} (reinstall digits_jax if it is missing)"),
+    'fashion_mnist': ("install Debian's package (apt-get install dataset-fashion-mnist), "
+                      'found by itself in /usr/share/datasets/fashion-mnist'),
+}
+PROBE_SECONDS = 15  # How long to wait for tfds's download server before giving up.
 
 
 def env_var(dataset):
@@ -47,8 +63,9 @@ class Data:
 def resolve_source(config):
   """Where the data will come from: ('idx', folder) or ('tfds', None).
 
-  config.data_dir, then $DIGITS_JAX_<DATASET>_DIR, then the known local folders; with
-  data_source 'auto' tfds is the fallback, with 'idx' a missing folder is an error.
+  config.data_dir, then $DIGITS_JAX_<DATASET>_DIR, then the known local folders (for
+  MNIST last the copy shipped in the package); with data_source 'auto' tfds is the
+  fallback, with 'idx' a missing folder is an error.
   """
   if config.data_source == 'tfds':
     return 'tfds', None
@@ -81,11 +98,72 @@ def tensorflow():
   return tf
 
 
-def _load_tfds(dataset, split):
+def no_data_error(dataset, reason):
+  """The one-paragraph DataError naming the three ways to get `dataset`."""
+  return idx.DataError(
+      f'cannot get {dataset}: {reason}. Get the data one of three ways: (1) point '
+      f'config.data_dir or ${env_var(dataset)} at a folder holding the four IDX files '
+      '(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, '
+      f't10k-labels-idx1-ubyte.gz); (2) {LOCAL_COPY_HINT[dataset]}; (3) run once with '
+      'network access (config.data_source=tfds or auto), so that tensorflow-datasets '
+      'downloads and prepares it in ~/tensorflow_datasets ($TFDS_DATA_DIR) for later '
+      'offline runs.')
+
+
+def can_connect(url, timeout=PROBE_SECONDS):
+  """Whether a TCP connection to `url`'s host opens within `timeout` seconds.
+
+  Run in a thread so that a hanging DNS lookup is bounded too: without this check
+  tensorflow-datasets retries an unreachable server for minutes before it fails.
+  """
+  parts = urllib.parse.urlsplit(url)
+  port = parts.port or (443 if parts.scheme == 'https' else 80)
+  ok = []
+
+  def probe():
+    try:
+      socket.create_connection((parts.hostname, port), timeout=timeout).close()
+      ok.append(True)
+    except OSError:
+      pass
+
+  thread = threading.Thread(target=probe, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(ok)
+
+
+def _tfds_builder(dataset):
+  """tensorflow-datasets' builder of `dataset`, prepared (downloaded) if need be."""
   tensorflow()
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    builder = tfds.builder(dataset)
+  except ImportError as e:  # E.g. tensorflow/datasets#11212: importlib_resources.
+    raise no_data_error(dataset, f'tensorflow-datasets cannot be imported ({e}); '
+                        'reinstall digits_jax (pip install -e .)') from None
+  if not builder.is_prepared():
+    url = getattr(type(builder), 'URL', '') or ''
+    if url and not can_connect(url):
+      raise no_data_error(
+          dataset, f'no local IDX folder was found and tensorflow-datasets cannot reach '
+          f'{urllib.parse.urlsplit(url).hostname} to download it (no network?)')
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except
+      first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+      raise no_data_error(dataset, 'tensorflow-datasets could not download it '
+                          f'({type(e).__name__}: {first[:200]})') from None
+  return builder
+
+
+def _load_tfds(builder, split):
+  """One split as numpy, read in chunks (batch_size=-1 relies on the split's recorded
+  size, which tfds's mock data lacks)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  images, labels = tfds.as_numpy(
-      tfds.load(dataset, split=split, batch_size=-1, as_supervised=True))
+  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(8192)))
+  images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0, 28, 28, 1))
+  labels = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0,))
   return images.reshape(-1, 28, 28).astype(np.uint8), labels
 
 
@@ -97,7 +175,8 @@ def load(config):
     test = idx.load_split(folder, 'test', config.dataset, config.verify_checksums)
     source = f'IDX files in {os.path.abspath(folder)}'
   else:
-    train, test = _load_tfds(config.dataset, 'train'), _load_tfds(config.dataset, 'test')
+    builder = _tfds_builder(config.dataset)
+    train, test = _load_tfds(builder, 'train'), _load_tfds(builder, 'test')
     source = f'tensorflow-datasets {config.dataset}'
   (train_images, train_labels), (test_images, test_labels) = train, test
   cut = split_at(len(train_images), config.validation_split)
