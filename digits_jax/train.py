@@ -236,8 +236,8 @@ def train_epoch(state, progress, runner, stop, config, num_train):
   return state, progress.step_in_epoch < steps
 
 
-def finish_epoch(state, progress, val_batches, config, workdir):
-  """Validates, logs and records the finished epoch; resets the running sums."""
+def finish_epoch(state, progress, val_batches, config, workdir, summary_writer=None):
+  """Validates, logs and records the finished epoch (TensorBoard too); resets the sums."""
   start = time.perf_counter()
   val = evaluate(state, val_batches) if val_batches else {'loss': math.nan, 'accuracy': math.nan}
   s = progress.sums
@@ -251,16 +251,19 @@ def finish_epoch(state, progress, val_batches, config, workdir):
   progress.sums = {'loss': 0., 'correct': 0., 'count': 0.}
   if parallel.is_main_process():
     results_lib.write_history(workdir, progress.history)
+  if summary_writer:
+    summary_writer.epoch(record)
 
 
-def train_loop(config, workdir, state, progress, runner, checkpointer, data, val_batches):
+def train_loop(config, workdir, state, progress, runner, checkpointer, data, val_batches,
+               summary_writer=None):
   """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal."""
   with preemption.GracefulStop() as stop:
     while progress.epoch < config.num_epochs:
       state, unfinished = train_epoch(state, progress, runner, stop, config,
                                       len(data.train_labels))
       if not unfinished:
-        finish_epoch(state, progress, val_batches, config, workdir)
+        finish_epoch(state, progress, val_batches, config, workdir, summary_writer)
       stopping = unfinished or parallel.any_process(stop.requested)  # Same on all hosts.
       if (stopping or progress.epoch % config.checkpoint_every_epochs == 0
           or progress.epoch == config.num_epochs):
@@ -372,8 +375,10 @@ def train_and_evaluate(config, workdir, *, fresh=False):
   write_run_files(config, workdir)
   console.say(models.summary(models.hidden_sizes(config), config.name))
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
+  summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
     state, progress = restore_or_init(config, mesh, checkpointer)
+    summary_writer = open_summaries(config, workdir, progress.history)
     val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
                                       config.eval_batch_size)
     if val_batches:  # Compile validation now, so that epoch timings exclude compilation.
@@ -381,7 +386,11 @@ def train_and_evaluate(config, workdir, *, fresh=False):
       jax.block_until_ready(ts.eval_step(state, val_batches[0]))
       runner.compile_seconds += time.perf_counter() - start
     state = train_loop(config, workdir, state, progress, runner, checkpointer, data,
-                       val_batches)
+                       val_batches, summary_writer)
+  except BaseException:
+    if summary_writer:
+      summary_writer.close()
+    raise
   finally:
     checkpointer.close()
   t_eval = time.perf_counter()
@@ -395,20 +404,28 @@ def train_and_evaluate(config, workdir, *, fresh=False):
              'eval_seconds': time.perf_counter() - t_eval, 'steps_run_by': runner.describe()}
   res = write_results(config, workdir, data, progress.history, test, probs, timings)
   report_test(config, res)
-  finish_outputs(config, workdir, data, t0)
+  finish_outputs(config, workdir, data, t0, summary_writer, res)
   return state
 
 
-def finish_outputs(config, workdir, data, t0):
-  """Figures (drawn from the saved results) and the list of files written."""
+def open_summaries(config, workdir, history):
+  """TensorBoard's writer of the run (process 0, config.tensorboard), else None."""
+  if not (config.tensorboard and parallel.is_main_process()):
+    return None
+  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
+  return summaries.RunWriter(workdir, history)
+
+
+def finish_outputs(config, workdir, data, t0, summary_writer=None, res=None):
+  """Figures (drawn from the saved results), TensorBoard's test values and images, the
+  report and the list of files written."""
   if not parallel.is_main_process():
     return
   from digits_jax import figures  # pylint: disable=g-import-not-at-top
   figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
                    data.class_names)
-  if config.tensorboard:
-    from digits_jax import summaries  # pylint: disable=g-import-not-at-top
-    summaries.write_run_summaries(workdir)
+  if summary_writer:
+    summary_writer.finish(res, config.num_epochs)
   if config.write_report:
     from digits_jax import report  # pylint: disable=g-import-not-at-top
     report.write_run_report(workdir)
