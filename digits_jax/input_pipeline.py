@@ -89,7 +89,13 @@ def split_at(num_examples, validation_split):
 
 
 def tensorflow():
-  """Imports TensorFlow for tf.data/tfds, hiding GPUs from it so JAX keeps their memory."""
+  """Imports TensorFlow for tf.data/tfds, hiding GPUs from it so JAX keeps their memory.
+
+  Its start-up lines are silenced first: oneDNN's notice (only TF_ENABLE_ONEDNN_OPTS=0
+  stops it in TF 2.21; tf.data's gathers do not use oneDNN) and the CPU-feature notice.
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.set_visible_devices([], 'GPU')

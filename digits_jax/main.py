@@ -34,7 +34,7 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   import jax  # pylint: disable=g-import-not-at-top
-  from digits_jax import parallel, preemption, train  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from digits_jax import console, parallel, preemption, train  # pylint: disable=g-import-not-at-top,g-multiple-import
   parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
@@ -47,7 +47,10 @@ def main(argv):
     sys.exit(f'error: {e}')
   except preemption.StopRequested as e:
     print(f'stopped: {e}', file=sys.stderr, flush=True)
-    sys.exit(preemption.StopRequested.exit_code)
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # Ctrl-C outside the loop: loading, compiling, drawing.
+    print(console.interrupted_line(workdir), file=sys.stderr, flush=True)
+    sys.exit(130)
 
 
 def parse_flags(argv):

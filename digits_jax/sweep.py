@@ -198,7 +198,10 @@ def main(argv):
     sys.exit(f'error: {e}')
   except preemption.StopRequested as e:
     print(f'stopped: {e}', file=sys.stderr, flush=True)
-    sys.exit(preemption.StopRequested.exit_code)
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # Ctrl-C outside a training loop: loading, compiling, drawing.
+    print(console.interrupted_line(f.sweep_dir), file=sys.stderr, flush=True)
+    sys.exit(130)
 
 
 def define_flags():

@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import time
 
 import jax
@@ -275,7 +276,8 @@ def train_loop(config, workdir, state, progress, runner, checkpointer, data, val
         signal_name = stop.requested or "another process's stop signal"
         raise preemption.StopRequested(
             f'{signal_name} received: saved a checkpoint at step {int(state.step)} '
-            f'({where}) in {workdir}. Rerun the same command to resume.')
+            f'({where}) in {workdir}. Rerun the same command to resume.',
+            signum=stop.signum or signal.SIGTERM)
   return state
 
 
