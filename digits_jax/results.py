@@ -22,12 +22,28 @@ FILES = {
 }
 
 
+def current_umask():
+  """The process's umask, read without changing it (os.umask would, for a moment, for
+  every thread: orbax writes checkpoints in its own)."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('Umask:'):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)  # Not Linux: the classic round trip.
+  os.umask(mask)
+  return mask
+
+
 def write_bytes(path, data):
-  """Writes `data` to `path` atomically."""
+  """Writes `data` to `path` atomically, readable as the umask allows (as open() would)."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
   try:
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; set it before the rename.
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
       f.flush()

@@ -91,3 +91,12 @@ def test_a_resumed_run_starts_its_file_from_the_saved_epochs(tmp_path):
   scalars, _ = read_events(str(tmp_path / summaries.LOGDIR))
   assert scalars['train/loss'] == [(1, 1.0), (2, 0.5), (3, 0.25)]
   assert 'validation/loss' not in scalars  # No validation split: no NaN points.
+
+
+def test_every_result_file_is_readable_as_the_umask_allows(tb_run):
+  workdir, _ = tb_run
+  expected = 0o666 & ~results_lib.current_umask()
+  names = [n for n in os.listdir(workdir) if os.path.isfile(os.path.join(workdir, n))]
+  assert 'results.json' in names and 'samples.png' in names
+  for name in names:
+    assert os.stat(os.path.join(workdir, name)).st_mode & 0o777 == expected, name
