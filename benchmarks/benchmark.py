@@ -3,8 +3,9 @@ r"""Benchmarks digits_jax: the lab's variants against Keras, a batch-size cost c
   python benchmarks/benchmark.py --configs=default,v6 --dataset=mnist --keras --repeats=3
   python benchmarks/benchmark.py --sections=curve,scaling
   python benchmarks/benchmark.py --configs=v6 --data_dir=/path/to/mnist --keras --keras_epochs=2
+  python benchmarks/benchmark.py --sections=fidelity --seeds=3
 
-Sections (--sections, default all three):
+Sections (--sections, default train, curve, scaling; fidelity only when asked for):
   train    each config trained end to end by `python -m digits_jax.main` in a child process
            (timings from its results.json, peak RSS from os.wait4), once per --cpu_kernel
            choice, and with --keras by the lab's own Keras program (benchmarks/keras_lab.py),
@@ -17,12 +18,20 @@ Sections (--sections, default all three):
   scaling  the same at one batch size on 1, 2 and 4 devices: on CPU the devices are forced
            with XLA_FLAGS=--xla_force_host_platform_device_count=N, so the sharded code
            path (mesh, replicated state, batch sharded on 'data') is what is measured.
+  fidelity N seeds (--seeds) of the lab's Keras program and of digits_jax for each config
+           (seeds 0..N-1 on both sides), then per config: our mean +- std, Keras's, the
+           difference of the means with its 95% Welch interval and p-value, and a verdict:
+           'equivalent' (the interval within +-(--margin) points), 'better', 'worse' (the
+           interval beyond 0) or 'inconclusive'. --keras_results reuses Keras runs
+           recorded earlier (keras_lab.py's JSON lines) instead of running Keras again.
 
 The parent process never imports JAX: every measurement runs in a fresh child process.
 Exits 0 when every run succeeded, 1 otherwise.
 """
 
 import csv
+import glob
+import importlib
 import importlib.metadata
 import json
 import math
@@ -41,7 +50,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 ALL_CONFIGS = ['default'] + [f'v{i}' for i in range(1, 10)]
-SECTIONS = ('train', 'curve', 'scaling')
+SECTIONS = ('train', 'curve', 'scaling', 'fidelity')
+DEFAULT_SECTIONS = ('train', 'curve', 'scaling')
 RESULT_PREFIX = 'RESULT '
 
 _CONFIGS = flags.DEFINE_list('configs', ALL_CONFIGS, 'Configs (configs/<name>.py) to train.')
@@ -57,7 +67,13 @@ _REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs of each config; the table sh
 _KERAS_REPEATS = flags.DEFINE_integer('keras_repeats', 0, 'Keras runs (0 = --repeats).')
 _EPOCHS = flags.DEFINE_integer('epochs', 0, "Epochs for both programs (0 = the config's).")
 _KERAS_EPOCHS = flags.DEFINE_integer('keras_epochs', 0, 'Epochs for Keras only (0 = as JAX).')
-_SECTIONS = flags.DEFINE_list('sections', list(SECTIONS), 'Sections: train, curve, scaling.')
+_SECTIONS = flags.DEFINE_list('sections', list(DEFAULT_SECTIONS),
+                              'Sections: train, curve, scaling, fidelity.')
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Fidelity: seeds (0..N-1) per config and program.')
+_MARGIN = flags.DEFINE_float('margin', 0.5, 'Fidelity: equivalence margin in accuracy points.')
+_KERAS_RESULTS = flags.DEFINE_list('keras_results', [], 'Fidelity: files (glob patterns) of '
+                                   'keras_lab.py JSON lines to take Keras runs from instead '
+                                   'of running Keras.')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['5', '32', '128', '1024', '8192'],
                                  'Batch sizes of the cost curve.')
 _DEVICE_COUNTS = flags.DEFINE_list('device_counts', ['1', '2', '4'], 'Scaling: device counts.')
@@ -100,8 +116,9 @@ def machine_lines():
   if os.path.exists('/proc/meminfo'):
     with open('/proc/meminfo') as f:
       mem = f'{int(f.readline().split()[1]) / 2**20:.1f} GiB RAM, '
+  keras = _KERAS.value or 'fidelity' in _SECTIONS.value
   libs = ['jax', 'jaxlib', 'flax', 'optax'] + (['keras', 'tensorflow-cpu', 'tensorflow']
-                                               if _KERAS.value else [])
+                                               if keras else [])
   return [f'Machine: {cpu_model() or "unknown CPU"}, nproc {cores}, {mem}'
           f'Python {sys.version.split()[0]}',
           'Versions: ' + ', '.join(f'{p} {version(p)}' for p in libs
@@ -139,8 +156,11 @@ def failed(what, child):
     say(f'    {line}')
 
 
-def run_jax(name, cpu_kernel='auto'):
-  """One end-to-end digits_jax run in a child process; returns its measurements or None."""
+def run_jax(name, cpu_kernel='auto', extra=()):
+  """One end-to-end digits_jax run in a child process; returns its measurements or None.
+
+  extra: more trainer flags, e.g. ('--config.seed=1',).
+  """
   workdir = tempfile.mkdtemp(prefix=f'digits_jax_bench_{name}_')
   cmd = [sys.executable, '-m', 'digits_jax.main', f'--config=configs/{name}.py:{_DATASET.value}',
          f'--workdir={workdir}', '--config.progress_bar=false', '--config.write_report=false',
@@ -149,6 +169,7 @@ def run_jax(name, cpu_kernel='auto'):
     cmd.append(f'--config.data_dir={_DATA_DIR.value}')
   if _EPOCHS.value:
     cmd.append(f'--config.num_epochs={_EPOCHS.value}')
+  cmd.extend(extra)
   try:
     child = run_child(cmd, child_env())
     path = os.path.join(workdir, 'results.json')
@@ -167,6 +188,9 @@ def run_jax(name, cpu_kernel='auto'):
           'examples_per_second': t['examples_per_second'], 'eval_seconds': t['eval_seconds'],
           'steady_examples_per_second': steady(res['num_train'], epoch_seconds),
           'test_accuracy': res['test_accuracy'], 'peak_mb': child['peak_mb'],
+          'seeds': res.get('seeds', [res['seed']]),
+          'seed_test_accuracy': res.get('per_seed', {}).get('test_accuracy',
+                                                             [res['test_accuracy']]),
           'wall_seconds': child['wall_seconds'], 'steps_by': steps_by(t.get('steps_run_by'))}
 
 
@@ -185,21 +209,27 @@ def steady(num_train, epoch_seconds):
   return num_train / statistics.median(later) if later else None
 
 
-def run_keras(name):
-  """One run of benchmarks/keras_lab.py in a child process; returns its measurements or None."""
+def run_keras(name, seeds=None):
+  """benchmarks/keras_lab.py in a child process; returns its measurements or None.
+
+  With `seeds` (a list), one child trains each seed and a list of results comes back
+  (None when any seed failed); without, one run with the config's seed.
+  """
   epochs = _KERAS_EPOCHS.value or _EPOCHS.value
   cmd = [sys.executable, os.path.join('benchmarks', 'keras_lab.py'), f'--config={name}',
          f'--dataset={_DATASET.value}', f'--data_dir={_DATA_DIR.value}', f'--epochs={epochs}']
+  if seeds is not None:
+    cmd.append(f'--seeds={",".join(map(str, seeds))}')
   child = run_child(cmd, child_env(KERAS_BACKEND='tensorflow'))
-  lines = [l for l in child['output'].splitlines() if l.startswith('{')]
-  if child['rc'] or not lines:
+  runs = [json.loads(l) for l in child['output'].splitlines() if l.startswith('{')]
+  if child['rc'] or len(runs) != len(seeds or [None]):
     failed(' '.join(cmd[1:]), child)
     return None
-  res = json.loads(lines[-1])
-  res['peak_mb'] = child['peak_mb']  # Measured the same way as for JAX (os.wait4).
-  res['wall_seconds'] = child['wall_seconds']
-  res['steady_examples_per_second'] = steady(res['num_train'], res['epoch_seconds'])
-  return res
+  for res in runs:
+    res['peak_mb'] = child['peak_mb']  # Measured the same way as for JAX (os.wait4).
+    res['wall_seconds'] = child['wall_seconds']
+    res['steady_examples_per_second'] = steady(res['num_train'], res['epoch_seconds'])
+  return runs if seeds is not None else runs[0]
 
 
 def repeated(fn, name, count, label):
@@ -292,6 +322,109 @@ def train_section():
   say()
   say(table(rows, columns))
   say('(medians over repeats; peak MB: the largest; speed-up = jax ex/s / keras ex/s)')
+  return ok
+
+
+def config_epochs(name):
+  """The epochs configs/<name>.py trains for (the parent imports configs, never JAX)."""
+  module = importlib.import_module(f'configs.{name}')
+  return module.get_config(_DATASET.value).num_epochs
+
+
+def keras_result_files():
+  """The files --keras_results names (glob patterns expanded); a pattern matching none fails."""
+  paths = []
+  for pattern in _KERAS_RESULTS.value:
+    matched = sorted(glob.glob(pattern))
+    if not matched:
+      raise app.UsageError(f'--keras_results: no file matches {pattern!r}; give files of '
+                           'JSON lines written by benchmarks/keras_lab.py.')
+    paths.extend(matched)
+  return paths
+
+
+def recorded_keras(name, seeds, paths):
+  """Keras runs of `name` on this dataset and epochs, by seed, from keras_lab.py's lines."""
+  epochs = _KERAS_EPOCHS.value or _EPOCHS.value or config_epochs(name)
+  found = {}
+  for path in paths:
+    with open(path) as f:
+      for line in f:
+        if not line.startswith('{'):
+          continue
+        res = json.loads(line)
+        if (res.get('config'), res.get('dataset'), res.get('epochs')) == (
+            name, _DATASET.value, epochs) and res.get('seed') in seeds:
+          found[res['seed']] = res
+  return [found[s] for s in seeds if s in found]
+
+
+def jax_seed_runs(name, seeds):
+  """digits_jax's test accuracy for each seed, and the mean train seconds per seed.
+
+  One run with config.num_seeds = len(seeds) where the trainer has that field, else one
+  run per seed (--config.seed=s). Returns (accuracies, seconds) or None on failure.
+  """
+  default = importlib.import_module('configs.default').get_config()
+  if 'num_seeds' in default:
+    res = run_jax(name, extra=[f'--config.seed={seeds[0]}', f'--config.num_seeds={len(seeds)}'])
+    if res is None or res['seeds'] != list(seeds):
+      return None
+    return res['seed_test_accuracy'], res['train_seconds'] / len(seeds)
+  runs = [run_jax(name, extra=[f'--config.seed={s}']) for s in seeds]
+  if any(r is None for r in runs):
+    return None
+  return ([r['test_accuracy'] for r in runs],
+          statistics.mean(r['train_seconds'] for r in runs))
+
+
+def fidelity_row(name, ours, keras, margin):
+  """One row of the fidelity table: both spreads, the difference (points) and a verdict."""
+  from digits_jax import stats  # pylint: disable=g-import-not-at-top  (numpy/scipy only)
+  a, b = stats.summarize(ours), stats.summarize(keras)
+  diff = stats.welch([100 * x for x in ours], [100 * x for x in keras])
+  ci = diff['ci95']
+  spread = lambda s: f'{100 * s["mean"]:.2f}' + (f' +- {100 * s["std"]:.2f}' if s['n'] > 1 else '')
+  return {'config': name, 'n ours': a['n'], 'ours': spread(a),
+          'n keras': b['n'], 'keras': spread(b),
+          'difference (pt)': f'{diff["difference"]:+.2f}' + (
+              f' [{ci[0]:+.2f}, {ci[1]:+.2f}]' if ci else ' (no interval)'),
+          'Welch p': diff['p_value'], 'verdict': stats.verdict(diff, margin)}
+
+
+FIDELITY_COLUMNS = tuple((h, None, h, spec, None) for h, spec in (
+    ('config', 's'), ('n ours', 'd'), ('ours', 's'), ('n keras', 'd'), ('keras', 's'),
+    ('difference (pt)', 's'), ('Welch p', '.3f'), ('verdict', 's'),
+    ('ours train s', '.2f'), ('keras train s', '.2f')))
+
+
+def fidelity_section():
+  """N seeds of Keras and of digits_jax per config; their spreads and the difference."""
+  seeds = list(range(_SEEDS.value))
+  say(f'== fidelity: {", ".join(_CONFIGS.value)} on {_DATASET.value}, seeds '
+      f'{seeds[0]}..{seeds[-1]}, ours vs Keras (margin +-{_MARGIN.value} pt) ==')
+  rows, ok, paths = [], True, keras_result_files()
+  for name in _CONFIGS.value:
+    keras_runs = recorded_keras(name, seeds, paths) if paths else run_keras(name, seeds)
+    ours = jax_seed_runs(name, seeds)
+    if not keras_runs or ours is None:
+      say(f'  {name}: no result ({"Keras" if not keras_runs else "digits_jax"} failed)')
+      ok = False
+      continue
+    accs = [r['test_accuracy'] for r in keras_runs]
+    say(f'  {name}: ours {" ".join(f"{x:.4f}" for x in ours[0])}; Keras (seeds '
+        f'{",".join(str(r["seed"]) for r in keras_runs)}) {" ".join(f"{x:.4f}" for x in accs)}')
+    row = fidelity_row(name, ours[0], accs, _MARGIN.value)
+    row['ours train s'] = ours[1]
+    row['keras train s'] = statistics.mean(r['train_seconds'] for r in keras_runs)
+    rows.append(row)
+  if rows:
+    say()
+    say(table(rows, FIDELITY_COLUMNS))
+    say('(test accuracy in %, mean +- sample std over seeds; difference = ours - Keras with '
+        "its 95% Welch interval; verdict: 'equivalent' when the interval lies within "
+        f"+-{_MARGIN.value} pt, 'better'/'worse' when it excludes 0, else 'inconclusive'; "
+        'train s: mean per seed)')
   return ok
 
 
@@ -486,7 +619,7 @@ def main(argv):
       'time (see the load averages) makes them noisy.')
   ok = True
   for section, fn in (('curve', curve_section), ('scaling', scaling_section),
-                      ('train', train_section)):
+                      ('train', train_section), ('fidelity', fidelity_section)):
     if section in _SECTIONS.value:
       say()
       start = time.perf_counter()

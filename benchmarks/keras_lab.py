@@ -1,9 +1,14 @@
 r"""The lab's own Keras 3 program (TensorFlow backend), timed: the baseline digits_jax beats.
 
   python benchmarks/keras_lab.py --config=v6 --dataset=mnist --data_dir=/path/to/mnist
+  python benchmarks/keras_lab.py --config=v6 --seeds=0,1,2
 
 Builds exactly the network, data and training of the lab for one of our configs
-(configs/<name>.py, so the same variant is compared), then prints ONE JSON line:
+(configs/<name>.py, so the same variant is compared), then prints ONE JSON line per seed
+(--seeds, default the config's seed; each seed trains a fresh model in this process after
+`keras.utils.set_random_seed(seed)`):
+
+  seed              the seed of this run.
 
   import_seconds    importing TensorFlow and Keras.
   startup_seconds   build + compile + a 1-step warm-up fit of a throwaway model on a
@@ -39,7 +44,17 @@ def parse_args(argv=None):
   parser.add_argument('--dataset', default='mnist', choices=input_pipeline.DATASETS)
   parser.add_argument('--data_dir', default='', help="IDX folder ('' = the config's lookup).")
   parser.add_argument('--epochs', type=int, default=0, help="Override (0 = the config's).")
+  parser.add_argument('--seeds', type=seed_list, default=None,
+                      help="Comma-separated seeds, one run each (default: the config's seed).")
   return parser.parse_args(argv)
+
+
+def seed_list(text):
+  """'0,1,2' -> [0, 1, 2]; argparse turns the ValueError into one clear usage line."""
+  seeds = [int(s) for s in text.split(',') if s.strip()]
+  if not seeds or any(s < 0 for s in seeds):
+    raise ValueError(text)
+  return seeds
 
 
 def load_config(name, dataset, data_dir='', epochs=0):
@@ -129,7 +144,8 @@ def run(config):
   test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0)
   num_train = input_pipeline.split_at(len(x_train), config.validation_split)
   return {
-      'config': config.name, 'dataset': config.dataset, 'epochs': config.num_epochs,
+      'config': config.name, 'dataset': config.dataset, 'seed': config.seed,
+      'epochs': config.num_epochs,
       'batch_size': config.batch_size, 'num_train': num_train,
       'steps': input_pipeline.steps_per_epoch(num_train, config.batch_size) * config.num_epochs,
       'import_seconds': import_seconds, 'startup_seconds': startup_seconds,
@@ -146,7 +162,9 @@ def run(config):
 def main(argv=None):
   args = parse_args(argv)
   config = load_config(args.config, args.dataset, args.data_dir, args.epochs)
-  print(json.dumps(run(config)), flush=True)
+  for seed in args.seeds or [config.seed]:
+    config.seed = seed
+    print(json.dumps(run(config)), flush=True)
 
 
 if __name__ == '__main__':

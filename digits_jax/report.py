@@ -22,6 +22,8 @@ from absl import flags
 
 from digits_jax import figures
 from digits_jax import results as results_lib
+from digits_jax import significance
+from digits_jax import stats
 
 REPORT = 'report.html'
 # The <h2> headings of a run's report, in order (tests and links rely on these texts).
@@ -29,21 +31,30 @@ RUN_SECTIONS = ('Goal', 'Results', 'Configuration', 'Model summary', 'Training s
                 'Accuracy and loss curves', 'Recognized test images',
                 'Misclassified test images', 'Confusion matrix', 'Per-class accuracy',
                 'Conclusions')
-SWEEP_SECTIONS = ('Goal', 'Comparison table', 'Test accuracy vs parameter count',
-                  'Validation accuracy curves', 'Conclusions')
+SWEEP_SECTIONS = ('Goal', 'Comparison table', 'Mean test accuracy over seeds', 'Significance',
+                  'Test accuracy vs parameter count', 'Validation accuracy curves',
+                  'Conclusions')
+VARY_SECTION = 'Effect of the varied fields'  # After 'Significance', in a --vary sweep.
 DATASET_TITLES = {'mnist': 'MNIST', 'fashion_mnist': 'Fashion-MNIST'}
 SUBJECTS = {'mnist': 'handwritten digits', 'fashion_mnist': 'clothing items'}
+# A cell's test accuracy over its seeds: n, mean, std, the 95% interval, min and max; then
+# replica 0's own numbers (the config's seed: test_accuracy, test_loss, ...) and seconds.
 COMPARISON_FIELDS = ('variant', 'dataset', 'hidden_sizes', 'params', 'epochs', 'batch',
-                     'validation_split', 'best_val_accuracy', 'final_val_accuracy',
-                     'test_accuracy', 'test_loss', 'misclassified', 'train_seconds')
-# Short column titles for the HTML table (the CSV and Markdown keep the field names).
+                     'validation_split', 'n', 'test_accuracy_mean', 'test_accuracy_std',
+                     'test_accuracy_ci95_low', 'test_accuracy_ci95_high', 'test_accuracy_min',
+                     'test_accuracy_max', 'best_val_accuracy', 'final_val_accuracy',
+                     'test_accuracy', 'test_loss', 'misclassified', 'train_seconds',
+                     'train_seconds_per_seed')
+# Short column titles for the HTML table, which shows these fields only (the CSV and
+# Markdown keep every field, with its name).
 COMPARISON_TITLES = {'variant': 'variant', 'hidden_sizes': 'hidden', 'params': 'params',
                      'epochs': 'epochs', 'batch': 'batch', 'validation_split': 'val. split',
-                     'best_val_accuracy': 'best val. acc.',
-                     'final_val_accuracy': 'final val. acc.', 'test_accuracy': 'test acc.',
-                     'test_loss': 'test loss', 'misclassified': 'wrong',
-                     'train_seconds': 'train s'}
+                     'n': 'seeds', 'test_accuracy_mean': 'mean test acc.',
+                     'test_accuracy_std': 'std', 'test_accuracy_ci95': '95% interval',
+                     'test_accuracy_range': 'min - max', 'train_seconds': 'train s'}
 SWEEP_FILES = {'csv': 'comparison.csv', 'md': 'comparison.md',
+               'significance': 'significance.csv', 'info': 'sweep.json',
+               'means': 'sweep_mean_accuracy.png', 'vary': 'sweep_vary.png',
                'params': 'sweep_accuracy_vs_params.png', 'curves': 'sweep_val_accuracy.png'}
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 PNG_END = b'IEND\xaeB`\x82'
@@ -441,26 +452,43 @@ def find_runs(sweep_dir):
 
 
 def comparison_row(res):
-  """One run's row of comparison.csv, every value taken from its results.json."""
+  """One run's row of comparison.csv, every value taken from its results.json.
+
+  The spread over seeds comes from per_seed.test_accuracy (one value before num_seeds).
+  """
+  acc = stats.summarize(significance.seed_values(res))
+  ci = acc['ci95'] or [None, None]
   return {'variant': res['name'], 'dataset': res['dataset'],
           'hidden_sizes': 'x'.join(str(s) for s in res['hidden_sizes']),
           'params': res['num_params'], 'epochs': res['num_epochs'], 'batch': res['batch_size'],
-          'validation_split': res['validation_split'],
+          'validation_split': res['validation_split'], 'n': acc['n'],
+          'test_accuracy_mean': acc['mean'], 'test_accuracy_std': acc['std'],
+          'test_accuracy_ci95_low': ci[0], 'test_accuracy_ci95_high': ci[1],
+          'test_accuracy_min': acc['min'], 'test_accuracy_max': acc['max'],
           'best_val_accuracy': res['best_val_accuracy'],
           'final_val_accuracy': res['final_val_accuracy'],
           'test_accuracy': res['test_accuracy'], 'test_loss': res['test_loss'],
           'misclassified': res['misclassified_count'],
-          'train_seconds': res['timings']['train_seconds']}
+          'train_seconds': res['timings']['train_seconds'],
+          'train_seconds_per_seed': res['timings']['train_seconds'] / acc['n']}
 
 
 def _formatted(row):
   """A comparison row for reading: accuracies in percent, losses and seconds rounded."""
   out = dict(row)
-  for k in ('best_val_accuracy', 'final_val_accuracy', 'test_accuracy'):
-    out[k] = pct(row[k])
+  for k in ('best_val_accuracy', 'final_val_accuracy', 'test_accuracy', 'test_accuracy_mean',
+            'test_accuracy_ci95_low', 'test_accuracy_ci95_high', 'test_accuracy_min',
+            'test_accuracy_max'):
+    out[k] = pct(row[k]) if row[k] is not None else '-'
+  out['test_accuracy_std'] = f'{100 * row["test_accuracy_std"]:.2f} pt'
+  out['test_accuracy_ci95'] = (f'[{pct(row["test_accuracy_ci95_low"])}, '
+                               f'{pct(row["test_accuracy_ci95_high"])}]'
+                               if row['test_accuracy_ci95_low'] is not None else '-')
+  out['test_accuracy_range'] = f'{out["test_accuracy_min"]} - {out["test_accuracy_max"]}'
   out['validation_split'] = f'{100 * row["validation_split"]:g}%'
   out['test_loss'] = f'{row["test_loss"]:.4f}'
-  out['train_seconds'] = f'{row["train_seconds"]:.1f}'
+  for k in ('train_seconds', 'train_seconds_per_seed'):
+    out[k] = f'{row[k]:.1f}'
   out['params'] = f'{row["params"]:,}'
   return out
 
@@ -494,10 +522,9 @@ def _sweep_tables(sweep_dir, runs):
       if os.path.exists(os.path.join(workdir, REPORT)):
         link = f'{os.path.basename(workdir)}/{REPORT}'
         row['variant'] = Raw(f'<a href="{html.escape(link)}">{html.escape(res["name"])}</a>')
-      rows.append([row[k] for k in COMPARISON_FIELDS if k != 'dataset'])
+      rows.append([row[k] for k in COMPARISON_TITLES])
     parts.append(Raw(f'<h3>{html.escape(DATASET_TITLES.get(dataset, dataset))}</h3>'))
-    parts.append(table([COMPARISON_TITLES[k] for k in COMPARISON_FIELDS if k != 'dataset'],
-                       rows, left=(0, 1)))
+    parts.append(table(list(COMPARISON_TITLES.values()), rows, left=(0, 1)))
   return parts
 
 
@@ -511,29 +538,65 @@ def labels(runs):
           for w, res in runs.items()}
 
 
-def sweep_conclusions(rows):
-  """Per dataset: the most accurate run and the smallest one within 0.5 points of it."""
-  out = []
+def write_sweep_info(sweep_dir, *, reference, vary):
+  """sweep.json: what the cells are compared with, and the --vary fields and values."""
+  results_lib.write_json(os.path.join(sweep_dir, SWEEP_FILES['info']),
+                         {'reference': reference, 'vary': vary})
+
+
+def read_sweep_info(sweep_dir):
+  """sweep.json, or a plain sweep's (the lab's variants, compared with 'default')."""
+  path = os.path.join(sweep_dir, SWEEP_FILES['info'])
+  info = results_lib.read_json(path) if os.path.exists(path) else {}
+  return {'reference': info.get('reference', 'default'), 'vary': info.get('vary', {})}
+
+
+def sweep_cells(runs, names):
+  """One cell per run: dataset, plot label, test accuracy per seed and train seconds."""
+  return [{'dataset': res['dataset'], 'variant': names[w],
+           'values': significance.seed_values(res),
+           'train_seconds': res['timings']['train_seconds'], 'workdir': w}
+          for w, res in runs.items()]
+
+
+def write_significance(sweep_dir, cells, reference):
+  """significance.csv: each cell against its dataset's reference cell; returns the rows."""
+  rows = significance.compare(cells, reference)
+  results_lib.write_csv(os.path.join(sweep_dir, SWEEP_FILES['significance']),
+                        significance.FIELDS, rows)
+  return rows
+
+
+def _significance_tables(rows, reference_label):
+  """One table per dataset: difference with its interval, p and Holm-adjusted p."""
+  parts = []
+  p = lambda x: '-' if x is None else ('<0.001' if x < 0.001 else f'{x:.3f}')
   for dataset in sorted({r['dataset'] for r in rows}, key=dataset_key):
-    runs = [r for r in rows if r['dataset'] == dataset]
-    best = max(runs, key=lambda r: r['test_accuracy'])
-    close = [r for r in runs if r['test_accuracy'] >= best['test_accuracy'] - 0.005]
-    small = min(close, key=lambda r: r['params'])
-    worst = min(runs, key=lambda r: r['test_accuracy'])
-    text = (f'{DATASET_TITLES.get(dataset, dataset)}: {len(runs)} run(s); best test accuracy '
-            f'{pct(best["test_accuracy"])} by {best["variant"]} ({best["params"]:,} '
-            'parameters)')
-    text += (f', lowest {pct(worst["test_accuracy"])} by {worst["variant"]}.'
-             if len(runs) > 1 else '.')
-    if small is not best:
-      text += (f' {small["variant"]} comes within 0.5 points ({pct(small["test_accuracy"])}) '
-               f'with {small["params"]:,} parameters.')
-    out.append(text)
-  return out or ['No finished runs in this folder yet.']
+    body = [[r['variant'], r['n'], pct(r['mean']), pct(r['reference_mean']),
+             significance.interval(r), p(r['p_value']), p(r['p_holm']),
+             'yes' if r['significant'] else 'no'] for r in rows if r['dataset'] == dataset]
+    parts.append(Raw(f'<h3>{html.escape(DATASET_TITLES.get(dataset, dataset))}</h3>'))
+    parts.append(table(['variant', 'seeds', 'mean', f'{reference_label}', 'difference [95%]',
+                        'Welch p', 'Holm p', f'p_holm < {significance.ALPHA}'], body,
+                       left=(0,)))
+  return parts
+
+
+def _vary_cells(cells, vary):
+  """The cells of a --vary sweep with their x (first field) and series (the others)."""
+  first, others = list(vary)[0], list(vary)[1:]
+  out = []
+  for cell in cells:
+    config = results_lib.read_json(os.path.join(cell['workdir'], results_lib.FILES['config']))
+    if isinstance(config.get(first), bool) or not isinstance(config.get(first), (int, float)):
+      return []
+    out.append(dict(cell, x=config[first],
+                    series=','.join(f'{f}={config.get(f)}' for f in others)))
+  return out
 
 
 def write_sweep_report(sweep_dir):
-  """Writes comparison.csv, comparison.md and report.html comparing a sweep's runs.
+  """Writes comparison.csv/md, significance.csv and report.html comparing a sweep's runs.
 
   Args:
     sweep_dir: a folder whose subfolders are runs (each with results.json when finished).
@@ -542,35 +605,76 @@ def write_sweep_report(sweep_dir):
     The path of sweep_dir/report.html.
   """
   runs = find_runs(sweep_dir)
+  info = read_sweep_info(sweep_dir)
+  vary, reference = info['vary'], info['reference']
+  reference_label = f'the base ({reference})' if vary else f'the {reference} config'
   rows = write_comparison(sweep_dir)
+  names = labels(runs)
+  cells = sweep_cells(runs, names)
+  sig = write_significance(sweep_dir, cells, reference)
   path = lambda key: os.path.join(sweep_dir, SWEEP_FILES[key])
+  vary_cells = _vary_cells(cells, vary) if vary and cells else []
   if rows:
-    names = labels(runs)
-    figures.sweep_accuracy_vs_params([dict(r, variant=names[w]) for r, w in zip(rows, runs)],
-                                     path('params'), DATASET_TITLES)
+    figures.sweep_means(cells, path('means'), DATASET_TITLES)
+    figures.sweep_accuracy_vs_params(
+        [dict(r, variant=names[w], test_accuracy=r['test_accuracy_mean'])
+         for r, w in zip(rows, runs)], path('params'), DATASET_TITLES)
     figures.sweep_val_curves(
-        [(res['dataset'], names[w], results_lib.read_history(w)) for w, res in runs.items()
+        [(res['dataset'], names[w], _first_seed(results_lib.read_history(w)))
+         for w, res in runs.items()
          if os.path.exists(os.path.join(w, results_lib.FILES['history']))],
         path('curves'), DATASET_TITLES)
+    if vary_cells:
+      figures.vary_effect(vary_cells, list(vary)[0], path('vary'), DATASET_TITLES)
   plot = lambda key, alt: img(path(key), alt) if rows and is_png(path(key)) else 'No runs.'
-  names = sorted({r['dataset'] for r in rows}, key=dataset_key)
-  datasets = ', '.join(DATASET_TITLES.get(d, d) for d in names)
+  datasets = sorted({r['dataset'] for r in rows}, key=dataset_key)
+  titles = ', '.join(DATASET_TITLES.get(d, d) for d in datasets)
+  values = '; '.join(f'{f}: {", ".join(map(str, v))}' for f, v in vary.items())
+  what = (f'the values of {" x ".join(vary)} ({values}) around a base config' if vary
+          else 'the variants of the lab (table 1)')
   sections = [
-      section('Goal', _goal(names[0] if len(names) == 1 else None),
-              'This page compares the variants of the lab (table 1) trained in this sweep.'),
+      section('Goal', _goal(datasets[0] if len(datasets) == 1 else None),
+              f'This page compares {what} trained in this sweep. Each cell (a config on a '
+              'dataset) holds one test accuracy per seed; every number comes with its '
+              'spread, and a difference is called one only where it holds.'),
       section('Comparison table', *_sweep_tables(sweep_dir, runs),
-              f'The exact values are in {SWEEP_FILES["csv"]}.'),
-      section('Test accuracy vs parameter count', plot('params', 'test accuracy vs parameters')),
-      section('Validation accuracy curves', plot('curves', 'validation accuracy per epoch')),
-      section('Conclusions', Raw('<ul class="conc">' + ''.join(
-          f'<li>{html.escape(c)}</li>' for c in sweep_conclusions(rows)) + '</ul>')),
+              'Mean, sample std, 95% t-interval, min and max of the test accuracy over '
+              'the seeds of each cell; train s: the cell\'s training, all seeds together. '
+              f'The exact values, with seed 0\'s own numbers, are in {SWEEP_FILES["csv"]}.'),
+      section('Mean test accuracy over seeds',
+              plot('means', 'mean test accuracy and 95% interval per config')),
+      section('Significance', *_significance_tables(sig, reference_label),
+              f'Each cell against {reference_label} on the same dataset: the difference of '
+              "the mean test accuracies with its 95% Welch interval, Welch's t-test "
+              "p-value (unequal variances), and that p-value Holm-adjusted over the "
+              f'dataset\'s comparisons. Exact values: {SWEEP_FILES["significance"]}.'
+              if sig else 'No reference cell to compare with in this folder.'),
   ]
-  text = page(f'Sweep: {len(rows)} runs ({datasets or "none"})',
+  if vary:
+    sections.append(section(VARY_SECTION, plot('vary', 'test accuracy and train seconds '
+                                               'against the varied value')
+                            if vary_cells else 'The plot needs numeric values.'))
+  sections += [
+      section('Test accuracy vs parameter count', plot('params', 'test accuracy vs parameters')),
+      section('Validation accuracy curves', plot('curves', 'validation accuracy per epoch'),
+              'Seed 0 of each cell.' if any(len(c['values']) > 1 for c in cells) else ''),
+      section('Conclusions', Raw('<ul class="conc">' + ''.join(
+          f'<li>{html.escape(c)}</li>' for c in significance.conclusions(
+              sig, cells, reference_label, DATASET_TITLES)) + '</ul>')),
+  ]
+  text = page(f'Sweep: {len(rows)} cells ({titles or "none"})',
               f'digits_jax sweep report - {os.path.abspath(sweep_dir)}', sections,
               'Written by digits_jax.report from the runs in this folder.')
   out = os.path.join(sweep_dir, REPORT)
   results_lib.write_text(out, text)
   return out
+
+
+def _first_seed(history):
+  """The rows of history.csv of its first seed (a multi-seed run has a seed column)."""
+  if not history or 'seed' not in history[0]:
+    return history
+  return [h for h in history if h['seed'] == history[0]['seed']]
 
 
 def is_sweep_dir(folder):

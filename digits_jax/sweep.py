@@ -1,15 +1,24 @@
-r"""Runs many (config, dataset) pairs, each in its own workdir, then compares them.
+r"""Runs many (config, dataset) cells, each in its own workdir, then compares them.
 
   python -m digits_jax.sweep --configs=default,v1,v2,v3,v4,v5,v6,v7,v8,v9 \
       --datasets=mnist,fashion_mnist --sweep_dir=runs/sweep --override=num_epochs=1
+  python -m digits_jax.sweep --num_seeds=5 --configs=default,v6 --datasets=mnist
+  python -m digits_jax.sweep --base=configs/default.py --vary=hidden_units=32,128,512 \
+      --datasets=mnist --num_seeds=3 --sweep_dir=runs/width
+  python -m digits_jax.sweep --sweep_dir=runs/sweep --report_only
 
-Each run goes to <sweep_dir>/<name>_<dataset> and is trained in this process by
-`train.train_and_evaluate` (configs come from <config_dir>/<name>.py, `get_config(dataset)`).
+Each cell goes to <sweep_dir>/<name>_<dataset> and is trained in this process by
+`train.train_and_evaluate` (configs come from <config_dir>/<name>.py, `get_config(dataset)`);
+with --num_seeds=N each cell is one run of N seeds (config.num_seeds).
+--vary=FIELD=V1,V2,... sweeps one field of the --base config instead of the lab's
+variants (several --vary flags give their grid); a cell is named by its values
+(hidden_units=32) and compared with the cell of the base config's own values.
 A run whose workdir already holds results.json made with the same settings is skipped; an
 interrupted one resumes from its latest checkpoint, so after a crash or preemption rerun the
 same command. A run that fails (bad data folder, a workdir of another config, a diverged
-loss) is reported and the others go on. At the end comparison.csv, comparison.md and
-report.html are (re)written in sweep_dir from every finished run there.
+loss) is reported and the others go on. At the end comparison.csv, comparison.md,
+significance.csv and report.html are (re)written in sweep_dir from every finished run
+there (--nosweep_report leaves that to a later --report_only, as the SLURM array does).
 
 --override=FIELD=VALUE sets a field in every run, converted to the field's type
 (num_epochs=1, learning_rate=3e-4, test_indices=(1,2), progress_bar=false);
@@ -19,8 +28,10 @@ report.html are (re)written in sweep_dir from every finished run there.
 
 import ast
 import importlib.util
+import itertools
 import os
 import sys
+import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before anything imports TensorFlow.
 
@@ -37,6 +48,9 @@ from digits_jax import results as results_lib
 from digits_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The cells a plain `python -m digits_jax.sweep` runs (launch/slurm_sweep.sbatch's too).
+DEFAULT_CONFIGS = 'default,v1,v2,v3,v4,v5,v6,v7,v8,v9'
+DEFAULT_DATASETS = ','.join(input_pipeline.DATASETS)
 # Settings that change a finished run's results: a run saved with other values is redone
 # (an extended num_epochs resumes from the last checkpoint; other lab outputs re-evaluate).
 SAME_RESULT_FIELDS = train.TRAINING_FIELDS + (
@@ -132,6 +146,62 @@ def plan(configs, datasets, sweep_dir, overrides=(), config_dir=None):
   return runs
 
 
+def parse_vary(texts):
+  """['hidden_units=32,64', ...] -> {'hidden_units': ['32', '64'], ...} (value texts)."""
+  vary = {}
+  for text in texts:
+    field, sep, values = text.partition('=')
+    values = [v.strip() for v in values.split(',') if v.strip()]
+    if not sep or not field.strip() or not values:
+      raise SweepError(f'--vary {text!r}: expected FIELD=V1,V2,... e.g. hidden_units=64,128.')
+    if field.strip() in vary:
+      raise SweepError(f'--vary {field.strip()!r} is given twice; list its values once.')
+    vary[field.strip()] = values
+  return vary
+
+
+def cell_label(config, fields):
+  """A --vary cell's name: its fields' values, e.g. 'hidden_units=64,num_hidden_layers=2'."""
+  return ','.join(f'{f}={config[f]}' for f in fields)
+
+
+def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
+  """The cells of a --vary sweep, as (workdir, config), and the reference cell's name.
+
+  Args:
+    base: the base config file, e.g. 'configs/default.py'.
+    datasets: dataset names.
+    sweep_dir: folder of the cells' workdirs.
+    vary: {field: [value texts]} (parse_vary); the cells are their product.
+    overrides: '[dataset:]field=value' strings applied before the varied values.
+
+  Returns:
+    (runs, reference): runs as `plan` gives them, each config named by its cell_label; the
+    reference is the label of the base's own values where the grid holds them, else the
+    first cell's.
+  """
+  config_dir, name = os.path.split(os.path.abspath(base))
+  if not name.endswith('.py'):
+    raise SweepError(f'--base {base!r}: expected a config file, e.g. configs/default.py.')
+  runs, reference = [], None
+  for dataset in datasets:
+    config = apply_overrides(load_config(name[:-3], dataset, config_dir), overrides)
+    for field in vary:
+      if field not in config:
+        raise SweepError(f'--vary {field}: config has no field {field!r}; fields: '
+                         f'{", ".join(sorted(config.keys()))}.')
+    own = cell_label(config, vary)
+    for values in itertools.product(*vary.values()):
+      cell = apply_overrides(config.copy_and_resolve_references(),
+                             [f'{f}={v}' for f, v in zip(vary, values)])
+      cell.name = cell_label(cell, vary)
+      slug = cell.name.replace('=', '-').replace(',', '_')
+      runs.append((os.path.join(sweep_dir, f'{slug}_{dataset}'), cell))
+    labels = [c.name for _, c in runs]
+    reference = own if own in labels else labels[0]
+  return runs, reference
+
+
 def run_one(config, workdir):
   """Trains (or resumes, or skips) one run; returns 'skipped', 'resumed' or 'trained'."""
   if is_finished(config, workdir):
@@ -144,8 +214,9 @@ def run_one(config, workdir):
   return status
 
 
-def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None):
-  """Runs every (config, dataset) pair, then writes the comparison and the sweep report.
+def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, num_seeds=0,
+              base=None, vary=None, sweep_report=True):
+  """Runs every (config, dataset) cell, then writes the comparison and the sweep report.
 
   Args:
     configs: config names, e.g. ('default', 'v1'); files <config_dir>/<name>.py.
@@ -153,6 +224,10 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None):
     sweep_dir: folder of the runs' workdirs and the comparison files.
     overrides: '[dataset:]field=value' strings applied to every matching config.
     config_dir: folder of the config files (default: the checkout's configs/).
+    num_seeds: seeds per cell (config.num_seeds; 0 = the configs' own).
+    base: with `vary`, the config file whose fields are varied (configs are then unused).
+    vary: {field: [value texts]}: cells are the grid of these values (see vary_plan).
+    sweep_report: write the comparison, significance and report at the end.
 
   Returns:
     {workdir: 'skipped' | 'resumed' | 'trained' | 'failed: <reason>'}.
@@ -162,17 +237,35 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None):
       (after the others ran and the report was written).
     preemption.StopRequested: a signal stopped the current run (rerun to resume).
   """
-  status = {}
-  for workdir, config in plan(configs, datasets, sweep_dir, overrides, config_dir):
+  start = time.perf_counter()
+  overrides = list(overrides) + ([f'num_seeds={num_seeds}'] if num_seeds else [])
+  if vary:
+    runs, reference = vary_plan(base or os.path.join(REPO, 'configs', 'default.py'),
+                                datasets, sweep_dir, vary, overrides)
+  else:
+    runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
+  report.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
+  status, spent = {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
+  for workdir, config in runs:
     try:
       status[workdir] = run_one(config, workdir)
     except train.USER_ERRORS as e:
       console.say(f'[sweep] {workdir}: FAILED: {e}')
       status[workdir] = f'failed: {e}'
-  path = report.write_sweep_report(sweep_dir)
+    results = os.path.join(workdir, results_lib.FILES['results'])
+    if status[workdir] in ('trained', 'resumed') and os.path.exists(results):
+      timings = results_lib.read_json(results)['timings']
+      for key in spent:
+        spent[key] += timings[key]
+  path = report.write_sweep_report(sweep_dir) if sweep_report else 'not written (--nosweep_report)'
   console.say(f'[sweep] {len(status)} runs: ' + ', '.join(
       f'{sum(s.startswith(k) for s in status.values())} {k}'
       for k in ('trained', 'resumed', 'skipped', 'failed')) + f'. Report: {path}')
+  wall = time.perf_counter() - start
+  console.say(f'[sweep] wall time {wall:.1f} s for {spent["train_seconds"]:.1f} s of training '
+              f'and {spent["compile_seconds"]:.1f} s of compiling in the runs trained here'
+              + (f' (wall / training: {wall / spent["train_seconds"]:.2f}x).'
+                 if spent['train_seconds'] else '.'))
   failed = {w: s for w, s in status.items() if s.startswith('failed')}
   if failed:
     raise SweepError('runs failed:\n  ' + '\n  '.join(f'{w}: {s}' for w, s in failed.items()))
@@ -192,8 +285,19 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   f = flags.FLAGS
   try:
+    if f.report_only:
+      if not report.find_runs(f.sweep_dir):
+        raise SweepError(f'--report_only: no finished runs under {f.sweep_dir!r}; give '
+                         'the --sweep_dir that the sweep trained into.')
+      console.say(f'[sweep] Report: {report.write_sweep_report(f.sweep_dir)}')
+      return
+    if f.vary and f['configs'].present:
+      raise SweepError('--vary varies the fields of --base; leave out --configs.')
+    if f.num_seeds < 0:
+      raise SweepError(f'--num_seeds={f.num_seeds}: expected 1 or more (0 = the configs\').')
     run_sweep(_list(f.configs), _list(f.datasets), f.sweep_dir, f.override or (),
-              f.config_dir or None)
+              f.config_dir or None, num_seeds=f.num_seeds, base=f.base or None,
+              vary=parse_vary(f.vary), sweep_report=f.sweep_report)
   except SweepError as e:
     sys.exit(f'error: {e}')
   except preemption.StopRequested as e:
@@ -206,14 +310,25 @@ def main(argv):
 
 def define_flags():
   """The command-line flags (defined only when run as a program, not on import)."""
-  flags.DEFINE_string('configs', 'default,v1,v2,v3,v4,v5,v6,v7,v8,v9',
+  flags.DEFINE_string('configs', DEFAULT_CONFIGS,
                       'Comma-separated config names (files <config_dir>/<name>.py).')
-  flags.DEFINE_string('datasets', 'mnist,fashion_mnist', 'Comma-separated datasets.')
+  flags.DEFINE_string('datasets', DEFAULT_DATASETS, 'Comma-separated datasets.')
   flags.DEFINE_string('sweep_dir', 'runs/sweep', 'Folder of the runs and comparison files.')
   flags.DEFINE_multi_string('override', [], '[DATASET:]FIELD=VALUE set in every run '
                             '(repeatable), e.g. --override=num_epochs=1.')
   flags.DEFINE_string('config_dir', '', 'Folder of the config files; default: configs/ '
                       'of this checkout.')
+  flags.DEFINE_integer('num_seeds', 0, 'Seeds per cell, trained as one run '
+                       '(config.num_seeds); 0 = the configs\' own.')
+  flags.DEFINE_string('base', '', 'With --vary: the config file whose fields are varied '
+                      '(default: configs/default.py of this checkout).')
+  flags.DEFINE_multi_string('vary', [], 'FIELD=V1,V2,...: cells are the base config with '
+                            'each value (repeat the flag for a grid), e.g. '
+                            '--vary=hidden_units=64,128,256.')
+  flags.DEFINE_bool('report_only', False, 'Train nothing: (re)write the comparison, '
+                    'significance and report of the runs in --sweep_dir.')
+  flags.DEFINE_bool('sweep_report', True, 'Write the comparison, significance and report '
+                    'at the end (--nosweep_report: leave them to --report_only).')
 
 
 if __name__ == '__main__':

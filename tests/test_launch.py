@@ -20,7 +20,8 @@ LAUNCH = ROOT / 'launch'
 GPU = LAUNCH / 'gpu_single_host.sh'
 TPU = LAUNCH / 'tpu_vm.sh'
 SLURM = LAUNCH / 'slurm_gpu.sbatch'
-SCRIPTS = [GPU, TPU, SLURM]
+SWEEP = LAUNCH / 'slurm_sweep.sbatch'
+SCRIPTS = [GPU, TPU, SLURM, SWEEP]
 STUBS = ['gcloud', 'sbatch', 'srun', 'pip', 'pip3', 'python', 'python3', 'nvidia-smi']
 
 pytestmark = pytest.mark.skipif(shutil.which('bash') is None, reason='needs bash')
@@ -307,3 +308,87 @@ def test_slurm_header():
   opts = {line.split()[1].split('=')[0] for line in lines if line.startswith('#SBATCH')}
   assert {'--nodes', '--ntasks-per-node', '--gres', '--time'} <= opts
   assert '--gpus-per-task' not in opts  # JAX wants every task to see all GPUs
+
+
+# --- SLURM sweep ---
+
+
+def sweep_args(cmd):
+  """The sweep's own flags in a command that runs digits_jax.sweep."""
+  i = cmd.index('digits_jax.sweep')
+  assert cmd[i - 1] == '-m' and re.search(r'python[0-9.]*$', cmd[i - 2]), cmd
+  return cmd[i + 1:]
+
+
+def test_slurm_sweep_dry_run_one_array_task_per_cell(sandbox):
+  cmds = commands(launch(sandbox, SWEEP, '--dry-run', '--configs=default,v6,v7',
+                         '--datasets=mnist,fashion_mnist', '--num_seeds=3', '--',
+                         '--override=num_epochs=2', PARTITION='gpu', GPUS_PER_NODE='2'))
+  array, gather = find(cmds, 'sbatch')
+  assert '--array=0-5' in array and '--gres=gpu:2' in array and '--partition=gpu' in array
+  assert array[array.index(str(SWEEP)) + 1] == '--step=cell'
+  assert '--dependency=afterany:<array-job-id>' in gather
+  assert gather[gather.index(str(SWEEP)) + 1] == '--step=gather'
+  assert not [a for a in gather if a.startswith('--gres')]
+  tasks = [sweep_args(c) for c in find(cmds, 'srun') if '--report_only' not in c]
+  cells = [(a[0], a[1]) for a in tasks]
+  assert cells == [(f'--configs={c}', f'--datasets={d}') for d in ('mnist', 'fashion_mnist')
+                   for c in ('default', 'v6', 'v7')]
+  assert all(a[2:] == ['--num_seeds=3', '--sweep_dir=runs/sweep', '--nosweep_report',
+                       '--override=num_epochs=2'] for a in tasks)
+  last, = find(cmds, 'srun', '--report_only')
+  assert sweep_args(last) == ['--sweep_dir=runs/sweep', '--report_only',
+                              '--override=num_epochs=2']
+  assert cmds[-1] == last
+
+
+@pytest.mark.parametrize('task,cell', [('0', ('default', 'mnist')),
+                                       ('11', ('v1', 'fashion_mnist'))])
+def test_slurm_sweep_array_task_runs_its_cell(sandbox, task, cell):
+  cmds = commands(launch(sandbox, SWEEP, '--step=cell', DRY_RUN='1', SLURM_JOB_ID='7', SLURM_ARRAY_TASK_ID=task,
+                         SWEEP_DIR='/shared/sweep'))
+  assert ['export', 'XLA_PYTHON_CLIENT_PREALLOCATE=false'] in cmds
+  srun, = find(cmds, 'srun')
+  assert sweep_args(srun)[:4] == [f'--configs={cell[0]}', f'--datasets={cell[1]}',
+                                  '--num_seeds=5', '--sweep_dir=/shared/sweep']
+
+
+def test_slurm_sweep_rejects_bad_task_and_seeds(sandbox):
+  result = launch(sandbox, SWEEP, '--step=cell', '--datasets=mnist', DRY_RUN='1',
+                  SLURM_JOB_ID='7', SLURM_ARRAY_TASK_ID='10')
+  assert result.returncode != 0 and "array task '10': no such cell (0..9)" in result.stderr
+  assert not result.stdout
+  result = launch(sandbox, SWEEP, '--dry-run', '--num_seeds=0')
+  assert result.returncode != 0 and '--num_seeds must be a positive integer' in result.stderr
+
+
+def test_slurm_sweep_default_cells_are_the_sweeps(sandbox):
+  """The script's default configs and datasets are those of `python -m digits_jax.sweep`."""
+  from digits_jax import sweep  # pylint: disable=g-import-not-at-top
+  cmds = commands(launch(sandbox, SWEEP, '--dry-run'))
+  array, _ = find(cmds, 'sbatch')
+  assert f'--configs={sweep.DEFAULT_CONFIGS}' in array
+  assert f'--datasets={sweep.DEFAULT_DATASETS}' in array
+
+
+def test_slurm_sweep_real_submit_chains_the_gather_job(tmp_path):
+  """Without --dry-run: the printed sbatch lines run, the second after the first's job id."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  log = tmp_path / 'argv'
+  stub = bin_dir / 'sbatch'
+  stub.write_text(f'#!/bin/sh\nprintf "%s\\0" sbatch "$@" >> "{log}"\n'
+                  'printf "%s\\n" "4242;cluster"\n')
+  stub.chmod(0o755)
+  env = {'PATH': f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', 'HOME': str(tmp_path)}
+  args = ['--configs=default', '--datasets=mnist']
+  dry = commands(subprocess.run(['bash', str(SWEEP), '--dry-run', *args], env=env,
+                                capture_output=True, text=True, timeout=30, check=False))
+  real = subprocess.run(['bash', str(SWEEP), *args], env=env, capture_output=True, text=True,
+                        timeout=30, check=False)
+  assert real.returncode == 0, real.stderr
+  words = log.read_text().split('\0')[:-1]
+  second = words.index('sbatch', 1)
+  assert words[:second] == dry[0]
+  expected = [w.replace('<array-job-id>', '4242') for w in dry[1]]
+  assert words[second:] == expected

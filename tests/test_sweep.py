@@ -3,6 +3,7 @@ resumes from its checkpoint, and the comparison table holds each run's own numbe
 
 import contextlib
 import csv
+import html
 import io
 import os
 import re
@@ -14,8 +15,11 @@ import pytest
 
 from digits_jax import report
 from digits_jax import results as results_lib
+from digits_jax import stats
 from digits_jax import sweep
 from digits_jax import train
+
+import test_report  # pylint: disable=g-bad-import-order  (its Chromium helpers)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ('default', 'v1', 'v2')
@@ -92,6 +96,9 @@ def test_comparison_table_holds_each_runs_results(swept):
                   'test_accuracy', 'test_loss'):
       assert float(row[field]) == res[field], field
     assert float(row['train_seconds']) == res['timings']['train_seconds']
+    # One seed per cell here: its own value, no interval.
+    assert int(row['n']) == 1 and float(row['test_accuracy_mean']) == res['test_accuracy']
+    assert row['test_accuracy_ci95_low'] == row['test_accuracy_ci95_high'] == ''
   md = open(os.path.join(swept['dir'], 'comparison.md')).read()
   assert '\n| default | mnist | 16 | 12,730 | 2 | 32 | 20% |' in md
   assert '\n| v1 | mnist | 16x16 | 13,002 | 2 | 30 | 10% |' in md
@@ -101,8 +108,13 @@ def test_sweep_report(swept):
   text = open(os.path.join(swept['dir'], report.REPORT), encoding='utf-8').read()
   assert tuple(re.findall(r'<h2>(.*?)</h2>', text)) == report.SWEEP_SECTIONS
   srcs = re.findall(r'<img [^>]*src="([^"]*)"', text)
-  assert len(srcs) == 2 and all(s.startswith('data:image/png;base64,') for s in srcs)
+  assert len(srcs) == 3 and all(s.startswith('data:image/png;base64,') for s in srcs)
   assert all(f'>{name}<' in text for name in CONFIGS)
+  assert 'one seed per cell, so no interval and no test' in text
+  with open(os.path.join(swept['dir'], 'significance.csv'), newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['variant'], r['reference'], r['p_value']) for r in rows] == [
+      ('v1', 'default', ''), ('v2', 'default', '')]
 
 
 def test_rerun_skips_finished_runs(swept):
@@ -176,3 +188,128 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, tiny_data)
     quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), tiny_overrides(tiny_data))
   assert calls == list(CONFIGS)
   assert os.path.exists(tmp_path / report.REPORT)  # Written before the error is raised.
+
+
+SEEDS = {'default': [0.90, 0.91, 0.92, 0.905], 'v1': [0.95, 0.96, 0.955, 0.965],
+         'v2': [0.91, 0.90, 0.915, 0.92]}
+
+
+@pytest.fixture(scope='module')
+def multi_seed(swept, tmp_path_factory):
+  """The swept folder with each results.json given four seeds (issue 13's fields)."""
+  sweep_dir = str(tmp_path_factory.mktemp('seeds') / 'sweep')
+  shutil.copytree(swept['dir'], sweep_dir)
+  for name, values in SEEDS.items():
+    path = os.path.join(sweep_dir, f'{name}_mnist', 'results.json')
+    res = results_lib.read_json(path)
+    res.update(test_accuracy=values[0], seeds=[0, 1, 2, 3],
+               per_seed={'test_accuracy': values, 'test_loss': [0.3] * 4})
+    results_lib.write_json(path, res)
+  report.write_sweep_report(sweep_dir)
+  return sweep_dir
+
+
+def test_comparison_table_holds_each_cells_seeds(multi_seed):
+  with open(os.path.join(multi_seed, 'comparison.csv'), newline='') as f:
+    rows = {r['variant']: r for r in csv.DictReader(f)}
+  for name, values in SEEDS.items():
+    res = results_lib.read_json(os.path.join(multi_seed, f'{name}_mnist', 'results.json'))
+    row, s = rows[name], stats.summarize(values)
+    assert int(row['n']) == 4
+    for key in ('mean', 'std', 'min', 'max'):
+      assert float(row[f'test_accuracy_{key}']) == pytest.approx(s[key]), key
+    assert [float(row['test_accuracy_ci95_low']),
+            float(row['test_accuracy_ci95_high'])] == pytest.approx(s['ci95'])
+    assert float(row['test_accuracy']) == values[0]  # Seed 0's own, as in results.json.
+    assert float(row['train_seconds_per_seed']) == pytest.approx(
+        res['timings']['train_seconds'] / 4)
+
+
+def test_significance_and_conclusions_from_the_seeds(multi_seed):
+  with open(os.path.join(multi_seed, 'significance.csv'), newline='') as f:
+    rows = {r['variant']: r for r in csv.DictReader(f)}
+  assert set(rows) == {'v1', 'v2'}
+  for name in rows:
+    w = stats.welch(SEEDS[name], SEEDS['default'])
+    assert float(rows[name]['difference']) == pytest.approx(w['difference'])
+    assert float(rows[name]['p_value']) == pytest.approx(w['p_value'])
+    assert [float(rows[name]['ci95_low']), float(rows[name]['ci95_high'])] == pytest.approx(
+        w['ci95'])
+  holm = stats.holm([float(rows['v1']['p_value']), float(rows['v2']['p_value'])])
+  assert [float(rows['v1']['p_holm']), float(rows['v2']['p_holm'])] == pytest.approx(holm)
+  assert rows['v1']['significant'] == 'True' and rows['v2']['significant'] == 'False'
+  text = html.unescape(open(os.path.join(multi_seed, report.REPORT), encoding='utf-8').read())
+  assert 'v1 is better than the default config on MNIST: +4.87 pt [' in text
+  assert 'p<0.001 (Holm-adjusted)' in text
+  assert 'v2 and the default config on MNIST: no significant difference at n=4' in text
+  assert re.findall(r'<h2>(.*?)</h2>', text) == list(report.SWEEP_SECTIONS)
+
+
+def test_vary_sweep_plots_the_effect(tiny_data, tmp_path):
+  sweep_dir = str(tmp_path / 'width')
+  status, log = quiet(sweep.run_sweep, (), ['mnist'], sweep_dir,
+                      tiny_overrides(tiny_data, num_epochs=1),
+                      vary=sweep.parse_vary(['hidden_units=8,16']))
+  cells = [os.path.join(sweep_dir, f'hidden_units-{h}_mnist') for h in (8, 16)]
+  assert status == {c: 'trained' for c in cells}
+  assert [results_lib.read_json(os.path.join(c, 'results.json'))['hidden_sizes']
+          for c in cells] == [[8], [16]]
+  # The tiny overrides set the base's hidden_units to 16: that cell is the reference.
+  assert results_lib.read_json(os.path.join(sweep_dir, 'sweep.json')) == {
+      'reference': 'hidden_units=16', 'vary': {'hidden_units': ['8', '16']}}
+  with open(os.path.join(sweep_dir, 'significance.csv'), newline='') as f:
+    assert [(r['variant'], r['reference']) for r in csv.DictReader(f)] == [
+        ('hidden_units=8', 'hidden_units=16')]
+  text = open(os.path.join(sweep_dir, report.REPORT), encoding='utf-8').read()
+  sections = list(report.SWEEP_SECTIONS)
+  sections.insert(sections.index('Significance') + 1, report.VARY_SECTION)
+  assert re.findall(r'<h2>(.*?)</h2>', text) == sections
+  assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == 4
+  assert 'the base (hidden_units=16)' in text
+  assert re.search(r'\[sweep\] wall time [\d.]+ s for [\d.]+ s of training and [\d.]+ s of '
+                   r'compiling in the runs trained here \(wall / training: [\d.]+x\)\.', log)
+
+
+@pytest.mark.parametrize('vary,message', [
+    (['hidden_units'], 'expected FIELD=V1,V2'), (['no_field=1,2'], 'no field'),
+    (['hidden_units=1', 'hidden_units=2'], 'given twice'), (['hidden_units=1.5'], 'expected int')])
+def test_bad_vary_fails_before_training(tmp_path, monkeypatch, vary, message):
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda *a: pytest.fail('trained'))
+  with pytest.raises(sweep.SweepError, match=message):
+    sweep.run_sweep((), ['mnist'], str(tmp_path), vary=sweep.parse_vary(vary))
+  assert os.listdir(tmp_path) == []
+
+
+def sweep_cli(*args):
+  return subprocess.run([sys.executable, '-m', 'digits_jax.sweep', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300, check=False,
+                        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+
+
+def test_report_only_and_flag_errors(swept, tmp_path):
+  sweep_dir = str(tmp_path / 'copy')
+  shutil.copytree(swept['dir'], sweep_dir)
+  os.remove(os.path.join(sweep_dir, report.REPORT))
+  proc = sweep_cli(f'--sweep_dir={sweep_dir}', '--report_only')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Epoch' not in proc.stdout and os.path.exists(os.path.join(sweep_dir, report.REPORT))
+  proc = sweep_cli(f'--sweep_dir={tmp_path / "empty"}', '--report_only')
+  assert proc.returncode == 1 and '--report_only: no finished runs under' in proc.stderr
+  proc = sweep_cli('--configs=v1', '--vary=hidden_units=8,16', f'--sweep_dir={tmp_path}')
+  assert proc.returncode == 1 and 'leave out --configs' in proc.stderr
+
+
+@pytest.mark.skipif(test_report.BROWSER is None, reason='needs Chromium (apt-get install chromium)')
+def test_sweep_report_renders_in_a_browser(multi_seed, tmp_path):
+  """Every figure (the mean +- interval one included) loads; the significance table is there."""
+  text = open(os.path.join(multi_seed, report.REPORT), encoding='utf-8').read()
+  checked = tmp_path / 'checked.html'
+  checked.write_text(text.replace('</body>', test_report.CHECK_SCRIPT), encoding='utf-8')
+  proc = test_report._chromium('--dump-dom', '--virtual-time-budget=5000', f'file://{checked}',
+                               user_data_dir=tmp_path / 'profile')
+  body = re.search(r'<body([^>]*)>', proc.stdout)
+  assert body, proc.stderr[-2000:]
+  attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+  assert attrs.get('images-ok') == 'true' and attrs['images'] == '3', attrs
+  assert tuple(attrs['headings'].split('|')) == report.SWEEP_SECTIONS
+  assert '<th>Holm p</th>' in proc.stdout and '<th>95% interval</th>' in proc.stdout
