@@ -202,14 +202,17 @@ def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
   return runs, reference
 
 
-def run_one(config, workdir):
-  """Trains (or resumes, or skips) one run; returns 'skipped', 'resumed' or 'trained'."""
+def run_one(config, workdir, tag='[sweep]'):
+  """Trains (or resumes, or skips) one run; returns 'skipped', 'resumed' or 'trained'.
+
+  Its console lines start with `tag`, e.g. `[3/20] v6 fashion_mnist: training in ...`.
+  """
+  what = f'{tag} {config.name} {config.dataset}'
   if is_finished(config, workdir):
-    console.say(f'[sweep] {workdir}: finished with these settings, skipped.')
+    console.say(f'{what}: finished with these settings in {workdir}, skipped.')
     return 'skipped'
   status = 'resumed' if ckpt_lib.has_checkpoint(workdir) else 'trained'
-  console.say(f'[sweep] {workdir}: {"resuming" if status == "resumed" else "training"} '
-              f'{config.name} on {config.dataset}.')
+  console.say(f'{what}: {"resuming" if status == "resumed" else "training"} in {workdir}.')
   train.train_and_evaluate(config, workdir)
   return status
 
@@ -246,11 +249,12 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
   report.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, spent = {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
-  for workdir, config in runs:
+  for k, (workdir, config) in enumerate(runs, 1):
+    tag = f'[{k}/{len(runs)}]'
     try:
-      status[workdir] = run_one(config, workdir)
+      status[workdir] = run_one(config, workdir, tag)
     except train.USER_ERRORS as e:
-      console.say(f'[sweep] {workdir}: FAILED: {e}')
+      console.say(f'{tag} {config.name} {config.dataset}: FAILED in {workdir}: {e}')
       status[workdir] = f'failed: {e}'
     results = os.path.join(workdir, results_lib.FILES['results'])
     if status[workdir] in ('trained', 'resumed') and os.path.exists(results):
