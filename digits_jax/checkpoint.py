@@ -2,7 +2,8 @@
 
 A checkpoint holds the train state (params, optimizer state, step) and a JSON record of
 where training stands (epoch, step within it, the accuracy log so far), which is all a
-resumed run needs: the shuffles are rebuilt from (seed, epoch).
+resumed run needs: the shuffles are rebuilt from (seed, epoch). With config.restore_best
+it also holds the parameters of the best epoch so far (best_epoch.py).
 """
 
 import json
@@ -29,10 +30,21 @@ class Checkpointer:
   def latest_step(self):
     return self.manager.latest_step()
 
-  def save(self, step, state, progress):
-    """Saves asynchronously; `progress` is a JSON-serialisable dict."""
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)), force=True)
+  def save(self, step, state, progress, best_params=None):
+    """Saves asynchronously; `progress` is a JSON-serialisable dict; `best_params`, if
+    given, the parameters of the best epoch so far."""
+    items = {'state': ocp.args.StandardSave(state), 'progress': ocp.args.JsonSave(progress)}
+    if best_params is not None:
+      items['best_params'] = ocp.args.StandardSave(best_params)
+    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore_best_params(self, params_like, step=None):
+    """The best epoch's parameters saved at `step` (default latest), shaped and sharded like
+    `params_like`."""
+    step = self.latest_step() if step is None else step
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params_like)
+    return self.manager.restore(step, args=ocp.args.Composite(
+        best_params=ocp.args.StandardRestore(abstract)))['best_params']
 
   def restore(self, state_like, step=None):
     """Restores (state, progress) of `step` (default latest) into `state_like`'s structure.
@@ -64,7 +76,9 @@ def has_checkpoint(workdir):
 def load_trained(workdir, step=None):
   """Rebuilds the trained state of a finished (or interrupted) run from its workdir.
 
-  Needs no TensorFlow: reads workdir/config.json and the latest checkpoint.
+  Needs no TensorFlow: reads workdir/config.json and the latest checkpoint. A run with
+  config.restore_best comes back with the parameters it was evaluated with (the best
+  epoch's); its optimizer state and step are the last epoch's.
 
   Returns:
     (config, state, progress).
@@ -77,6 +91,8 @@ def load_trained(workdir, step=None):
     if checkpointer.latest_step() is None:
       raise FileNotFoundError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/.')
     state, progress = checkpointer.restore(state, step)
+    if config.get('restore_best'):
+      state = state.replace(params=checkpointer.restore_best_params(state.params, step))
   finally:
     checkpointer.close()
   return config, state, progress

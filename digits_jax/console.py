@@ -56,6 +56,21 @@ def epoch_line(record, num_epochs):
           f'{record["accuracy"]:.4f}{val} - {fmt_seconds(record["seconds"])}')
 
 
+def early_stop_line(history, patience):
+  """What Keras's EarlyStopping says, with the numbers behind it."""
+  from digits_jax import best_epoch  # pylint: disable=g-import-not-at-top
+  best = best_epoch.best_record(history)
+  return (f'Early stopping after epoch {history[-1]["epoch"]}: validation accuracy has not '
+          f'improved for {patience} epoch(s) since epoch {best["epoch"]} '
+          f'({best["val_accuracy"]:.4f}).')
+
+
+def restored_line(record):
+  """config.restore_best: which epoch's weights the test set sees."""
+  return (f'Restoring the weights of epoch {record["epoch"]}, the best validation accuracy '
+          f'({record["val_accuracy"]:.4f}).')
+
+
 def class_label(number, name):
   """`6` for a digit (its name is the number), `9 (Ankle boot)` for a named class."""
   return str(number) if str(number) == name else f'{number} ({name})'

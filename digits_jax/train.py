@@ -15,8 +15,10 @@ import signal
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from digits_jax import best_epoch
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
 from digits_jax import cpu_kernel
@@ -34,7 +36,8 @@ from digits_jax import validation
 # gives exactly the longer run.)
 TRAINING_FIELDS = ('dataset', 'validation_split', 'hidden_units', 'num_hidden_layers',
                    'kernel_init', 'optimizer', 'learning_rate', 'b1', 'b2', 'eps',
-                   'batch_size', 'seed', 'compute_dtype')
+                   'batch_size', 'seed', 'compute_dtype', 'restore_best',
+                   'early_stopping_patience')
 
 
 class WorkdirMismatchError(ValueError):
@@ -74,6 +77,9 @@ def prepare_workdir(config, workdir, fresh):
     parallel.barrier('moved_aside')  # No process may read the old run once it moved.
     return aside
   old = results_lib.read_json(path) if os.path.exists(path) else {}
+  if old:  # A field newer than the saved run: that run had the default's behaviour.
+    from configs import default  # pylint: disable=g-import-not-at-top
+    old = {**{k: v for k, v in default.get_config().items() if k not in old}, **old}
   new = config.to_dict()
   diff = [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in TRAINING_FIELDS
           if not same_value(old.get(k), new.get(k))]
@@ -256,19 +262,44 @@ def finish_epoch(state, progress, val_batches, config, workdir, summary_writer=N
     summary_writer.epoch(record)
 
 
+def initial_best_params(config, checkpointer, state):
+  """With config.restore_best, the best epoch's parameters so far (from the checkpoint, or
+  a copy of the initial ones until an epoch is validated); else None."""
+  if not config.restore_best:
+    return None
+  if checkpointer.latest_step() is None:
+    return jax.tree.map(jnp.copy, state.params)
+  return checkpointer.restore_best_params(state.params)
+
+
+def early_stop_done(config, progress):
+  """Whether EarlyStopping ended training (also true when resuming such a run)."""
+  return best_epoch.stopped_early(progress.history, config.early_stopping_patience)
+
+
 def train_loop(config, workdir, state, progress, runner, checkpointer, data, val_batches,
-               summary_writer=None):
-  """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal."""
+               summary_writer=None, best=None):
+  """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal.
+
+  `best` ({'params': ...} with config.restore_best, else None) is updated in place with a
+  copy of the parameters of each epoch that improves the validation accuracy.
+  """
   with preemption.GracefulStop() as stop:
-    while progress.epoch < config.num_epochs:
+    while progress.epoch < config.num_epochs and not early_stop_done(config, progress):
       state, unfinished = train_epoch(state, progress, runner, stop, config,
                                       len(data.train_labels))
       if not unfinished:
         finish_epoch(state, progress, val_batches, config, workdir, summary_writer)
+        if best is not None and best_epoch.last_is_best(progress.history):
+          best['params'] = jax.tree.map(jnp.copy, state.params)  # The state is donated.
+        if early_stop_done(config, progress) and progress.epoch < config.num_epochs:
+          console.say(console.early_stop_line(progress.history,
+                                              config.early_stopping_patience))
       stopping = unfinished or parallel.any_process(stop.requested)  # Same on all hosts.
       if (stopping or progress.epoch % config.checkpoint_every_epochs == 0
-          or progress.epoch == config.num_epochs):
-        checkpointer.save(int(state.step), state, dataclasses.asdict(progress))
+          or progress.epoch == config.num_epochs or early_stop_done(config, progress)):
+        checkpointer.save(int(state.step), state, dataclasses.asdict(progress),
+                          best['params'] if best is not None else None)
       if stopping:
         checkpointer.close()
         where = (f'epoch {progress.epoch + 1}, step {progress.step_in_epoch}' if unfinished
@@ -311,8 +342,10 @@ def log_start(config, mesh, data, padded_batch):
                 'gradients and metrics.')
 
 
-def write_results(config, workdir, data, history, test, probs, timings):
-  """Every result file of a finished run (process 0); returns results.json's content."""
+def write_results(config, workdir, data, history, test, probs, timings, epochs_info=None):
+  """Every result file of a finished run (process 0); returns results.json's content.
+
+  `epochs_info`: best_epoch.summary's fields (restore_best, evaluated_epoch, ...)."""
   recs = results_lib.recognized(config.test_indices, probs, data.test_labels, data.class_names)
   validated = [h for h in history if math.isfinite(h['val_accuracy'])]  # None if split 0.
   best = max(validated, key=lambda h: h['val_accuracy']) if validated else None
@@ -329,6 +362,7 @@ def write_results(config, workdir, data, history, test, probs, timings):
       'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None,
       'best_val_accuracy': best['val_accuracy'] if best else None,
       'best_epoch': best['epoch'] if best else None,
+      **(epochs_info or {}),
       'recognized': recs, 'class_names': list(data.class_names), 'timings': timings,
       'devices': device_description(), 'versions': versions(),
       'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
@@ -380,6 +414,8 @@ def train_and_evaluate(config, workdir, *, fresh=False):
   summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
     state, progress = restore_or_init(config, mesh, checkpointer)
+    best = initial_best_params(config, checkpointer, state)
+    best = None if best is None else {'params': best}
     summary_writer = open_summaries(config, workdir, progress.history)
     val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
                                       config.eval_batch_size)
@@ -388,13 +424,19 @@ def train_and_evaluate(config, workdir, *, fresh=False):
       jax.block_until_ready(ts.eval_step(state, val_batches[0]))
       runner.compile_seconds += time.perf_counter() - start
     state = train_loop(config, workdir, state, progress, runner, checkpointer, data,
-                       val_batches, summary_writer)
+                       val_batches, summary_writer, best)
   except BaseException:
     if summary_writer:
       summary_writer.close()
     raise
   finally:
     checkpointer.close()
+  epochs_info = best_epoch.summary(progress.history, restore_best=config.restore_best,
+                                   patience=config.early_stopping_patience,
+                                   num_epochs=config.num_epochs)
+  if best is not None and best_epoch.best_record(progress.history):
+    state = state.replace(params=best['params'])
+    console.say(console.restored_line(best_epoch.best_record(progress.history)))
   t_eval = time.perf_counter()
   test, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
@@ -402,9 +444,10 @@ def train_and_evaluate(config, workdir, *, fresh=False):
   steps = input_pipeline.steps_per_epoch(len(data.train_labels), config.batch_size)
   timings = {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
              'examples_per_second': len(data.train_labels) * len(progress.history) / max(
-                 train_seconds, 1e-9), 'steps': steps * config.num_epochs,
+                 train_seconds, 1e-9), 'steps': steps * len(progress.history),
              'eval_seconds': time.perf_counter() - t_eval, 'steps_run_by': runner.describe()}
-  res = write_results(config, workdir, data, progress.history, test, probs, timings)
+  res = write_results(config, workdir, data, progress.history, test, probs, timings,
+                      epochs_info)
   report_test(config, res)
   finish_outputs(config, workdir, data, t0, summary_writer, res)
   return state
@@ -427,7 +470,7 @@ def finish_outputs(config, workdir, data, t0, summary_writer=None, res=None):
   figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
                    data.class_names)
   if summary_writer:
-    summary_writer.finish(res, config.num_epochs)
+    summary_writer.finish(res, res['epochs_trained'])
   if config.write_report:
     from digits_jax import report  # pylint: disable=g-import-not-at-top
     report.write_run_report(workdir)

@@ -57,8 +57,14 @@ def check_fields(config):
                 'steps_per_call', 'eval_batch_size', 'checkpoint_every_epochs',
                 'max_checkpoints_to_keep'):
     _int_at_least(config, field, 1, problems)
-  for field in ('num_show', 'num_misclassified_show', 'seed'):
+  for field in ('num_show', 'num_misclassified_show', 'seed', 'early_stopping_patience'):
     _int_at_least(config, field, 0, problems)
+  if not isinstance(config.get('restore_best'), bool):
+    problems.append(f'config.restore_best={config.get("restore_best")!r}: must be true or false.')
+  if config.get('validation_split') == 0 and (config.get('restore_best')
+                                              or config.get('early_stopping_patience')):
+    problems.append('config.restore_best and config.early_stopping_patience watch the '
+                    'validation accuracy: they need config.validation_split > 0.')
   _number_in(config, 'validation_split', 0.0, 1.0, problems)
   _number_in(config, 'learning_rate', 0.0, float('inf'), problems, low_open=True)
   _number_in(config, 'b1', 0.0, 1.0, problems)
