@@ -3,67 +3,269 @@
 A checkpoint holds the train state (params, optimizer state, step) and a JSON record of
 where training stands (epoch, step within it, the accuracy log so far), which is all a
 resumed run needs: the shuffles are rebuilt from (seed, epoch). With config.restore_best
-it also holds the parameters of the best epoch so far (best_epoch.py).
+it also holds the parameters of the best epoch so far (best_epoch.py), with their own
+checksum in the progress record.
+
+Each checkpoint also records a SHA-256 checksum of its own contents (every array of the
+state and the progress record), inside the progress record, so it commits atomically with
+the checkpoint. Orbax has no whole-checkpoint checksum (TensorStore's crc32c covers only
+the index of a shard), and a flipped bit in a data file restores silently otherwise.
+A restore recomputes the checksum; a checkpoint that fails to restore or to verify is
+moved aside to `damaged_checkpoints/` (never deleted) and the next older one is tried.
 """
 
+import dataclasses
+import datetime
+import errno
+import hashlib
 import json
+import logging
 import os
+import shutil
+import sys
+import traceback
 
+from absl import logging as absl_logging
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
+from digits_jax import parallel
+from digits_jax import results as results_lib
+from digits_jax import storage
 from digits_jax import train_state as ts
 
 CHECKPOINT_DIR = 'checkpoints'
+DAMAGED_DIR = 'damaged_checkpoints'  # Checkpoints that failed to restore or verify.
+CHECKSUM_KEY = 'checksum'  # Progress-record key holding the checkpoint's checksum.
+BEST_CHECKSUM_KEY = 'best_params_checksum'  # The same for config.restore_best's parameters.
+TMP_MARK = '.orbax-checkpoint-tmp'  # In the name of a save's folder until it commits.
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of the workdir can be restored intact."""
+
+
+class DamagedCheckpointError(CheckpointError):
+  """One checkpoint fails to restore or its contents do not match its checksum."""
+
+  def __init__(self, step, reason):
+    super().__init__(f'checkpoint at step {step} {reason}')
+    self.step, self.reason = step, reason
+
+
+@dataclasses.dataclass(frozen=True)
+class SetAside:
+  """A damaged checkpoint, moved out of the way."""
+  step: int
+  reason: str  # e.g. 'does not match its checksum', 'cannot be restored (...)'.
+  moved_to: str
+
+
+def _host(x):
+  """An array's value on the host; a replicated array is read from its local copy."""
+  if isinstance(x, jax.Array) and x.is_fully_replicated:
+    x = x.addressable_data(0)
+  return np.asarray(x)
+
+
+def checksum(state, progress):
+  """SHA-256 of every array of `state` (with its path, dtype and shape) and of `progress`."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    value = np.ascontiguousarray(_host(leaf))
+    if value.dtype.kind in 'iu':  # The step is an int32 array when saved, an int restored.
+      value = value.astype(np.int64)
+    digest.update(f'{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape};'.encode())
+    digest.update(value.tobytes())
+  record = {k: v for k, v in progress.items() if k != CHECKSUM_KEY}
+  digest.update(json.dumps(record, sort_keys=True, allow_nan=True).encode())
+  return digest.hexdigest()
+
+
+def _first_line(exc):
+  """An exception as one short line (TensorStore messages run to dozens of lines)."""
+  text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip()
+  text = text.splitlines()[0] if text else ''
+  text = text.split(' See full TensorStore details')[0]
+  return f'{type(exc).__name__}: {text[:160]}' if text else type(exc).__name__
+
+
+class _QuietStorageFailures(logging.Filter):
+  """Drops orbax's logged tracebacks of a disk-full or permission failure: the failure
+  is raised to the caller too, which explains it once, in one paragraph."""
+
+  def filter(self, record):
+    if f'{os.sep}orbax{os.sep}' not in record.pathname or record.levelno < logging.WARNING:
+      return True
+    if TMP_MARK in record.getMessage():  # About the temporary folder of a failed save.
+      return False
+    exc = record.exc_info[1] if record.exc_info else None
+    return storage.find(exc) is None and storage.find(Exception(record.getMessage())) is None
+
+
+class _QuietOrphanedReads(logging.Filter):
+  """Drops asyncio's 'Task exception was never retrieved' for orbax's other reads of a
+  checkpoint that failed to restore: that failure is already reported, in one line."""
+
+  def filter(self, record):
+    exc = record.exc_info[1] if record.exc_info else None
+    frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+    return not any(f'{os.sep}orbax{os.sep}' in frame.filename for frame in frames)
+
+
+def _quiet_orphaned_callbacks():
+  """After a failed save, TensorStore's other writes of it still finish and call back
+  into orbax's closed event loop; drops those 'Event loop is closed' reports (Python
+  prints them as unraisable exceptions), since the failure itself is raised."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
+_QUIET = _QuietStorageFailures()
+_QUIET_READS = _QuietOrphanedReads()
 
 
 class Checkpointer:
   """Saves and restores (state, progress) under workdir/checkpoints, keyed by global step."""
 
-  def __init__(self, workdir, max_to_keep=2):
-    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  def __init__(self, workdir, max_to_keep=2, *, read_only=False):
+    """`read_only`: for reading a run's checkpoints, even while it saves (never save)."""
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
+    absl_logging.get_absl_logger().addFilter(_QUIET)  # Both idempotent.
+    logging.getLogger('asyncio').addFilter(_QUIET_READS)
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only,
+            # A save cut short leaves nothing behind (a reader must not touch a run's).
+            cleanup_tmp_directories=not read_only))
 
   def latest_step(self):
     return self.manager.latest_step()
 
   def save(self, step, state, progress, best_params=None):
     """Saves asynchronously; `progress` is a JSON-serialisable dict; `best_params`, if
-    given, the parameters of the best epoch so far."""
-    items = {'state': ocp.args.StandardSave(state), 'progress': ocp.args.JsonSave(progress)}
+    given, the parameters of the best epoch so far (config.restore_best)."""
+    items = {}
     if best_params is not None:
+      progress = dict(progress, **{BEST_CHECKSUM_KEY: checksum(best_params, {})})
       items['best_params'] = ocp.args.StandardSave(best_params)
-    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+    progress = dict(progress, **{CHECKSUM_KEY: checksum(state, progress)})
+    try:  # Raises too if the previous save failed.
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress), **items),
+                        force=True)
+    except Exception:
+      self._abandon()
+      raise
 
   def restore_best_params(self, params_like, step=None):
     """The best epoch's parameters saved at `step` (default latest), shaped and sharded like
-    `params_like`."""
+    `params_like`; raises DamagedCheckpointError if they do not match their checksum."""
     step = self.latest_step() if step is None else step
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params_like)
-    return self.manager.restore(step, args=ocp.args.Composite(
-        best_params=ocp.args.StandardRestore(abstract)))['best_params']
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          best_params=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      raise DamagedCheckpointError(step, f'has no best parameters ({_first_line(e)})') from e
+    best, recorded = restored['best_params'], restored['progress'].get(BEST_CHECKSUM_KEY)
+    if recorded is not None and recorded != checksum(best, {}):
+      raise DamagedCheckpointError(step, 'best parameters do not match their checksum')
+    return best
 
   def restore(self, state_like, step=None):
     """Restores (state, progress) of `step` (default latest) into `state_like`'s structure.
 
     Arrays come back with `state_like`'s shardings, so a run may resume on another
-    number of devices.
+    number of devices. Raises DamagedCheckpointError if the checkpoint cannot be restored
+    or does not match its checksum (one saved before checksums were recorded is trusted).
     """
     step = self.latest_step() if step is None else step
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
-    return restored['state'], restored['progress']
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      if (storage.find(e) or (None,))[0] in (errno.EACCES, errno.EPERM):
+        raise  # Unreadable is not damaged: the caller explains it; nothing is moved.
+      raise DamagedCheckpointError(step, f'cannot be restored ({_first_line(e)})') from e
+    state, progress = restored['state'], dict(restored['progress'])
+    recorded = progress.pop(CHECKSUM_KEY, None)
+    if recorded is not None and recorded != checksum(state, progress):
+      raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
+    progress.pop(BEST_CHECKSUM_KEY, None)  # Checked by restore_best_params.
+    return state, progress
+
+  def restore_newest_intact(self, state_like):
+    """Restores the newest checkpoint that is intact, moving damaged ones aside.
+
+    Returns:
+      (step, state, progress, set_aside): step is None (and state, progress too) when
+      the workdir holds no checkpoint; set_aside lists the damaged ones moved aside.
+
+    Raises:
+      CheckpointError: there were checkpoints, and every one was damaged.
+    """
+    set_aside = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state, progress = self.restore(state_like, step)
+        return step, state, progress, set_aside
+      except DamagedCheckpointError as e:
+        set_aside.append(SetAside(step, e.reason, self._move_aside(step)))
+    if set_aside:
+      raise CheckpointError(
+          f'no checkpoint in {self.directory} is intact ('
+          + '; '.join(f'step {s.step} {s.reason}' for s in set_aside)
+          + f'); they were moved to {os.path.join(self.workdir, DAMAGED_DIR)}. '
+          'Rerun the same command to train anew in this workdir.')
+    return None, None, None, set_aside
+
+  def _move_aside(self, step):
+    """Moves step's folder to damaged_checkpoints/<step>-<time> (process 0); returns it."""
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')
+    target = os.path.join(self.workdir, DAMAGED_DIR, f'{step}-{stamp}')
+    if parallel.is_main_process():
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    parallel.barrier(f'moved_aside_{step}')
+    self.manager.reload()
+    return target
 
   def close(self):
-    """Waits for pending saves; call before exiting (also after a failure). Idempotent."""
+    """Waits for pending saves; call before exiting (also after a failure). Idempotent.
+
+    Re-raises a failure of a save still in flight, after closing the manager.
+    """
     if self.manager is not None:
-      self.manager.wait_until_finished()
+      try:
+        self.manager.wait_until_finished()
+      except Exception:
+        self._abandon()
+        raise
       self.manager.close()
       self.manager = None
+
+  def _abandon(self):
+    """After a failed save: closes the manager and removes the save's temporary folder."""
+    _quiet_orphaned_callbacks()
+    manager, self.manager = self.manager, None
+    try:
+      manager.close()
+    finally:
+      for name in os.listdir(self.directory) if parallel.is_main_process() else ():
+        if TMP_MARK in name:  # Leave nothing half-written.
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
 
 def has_checkpoint(workdir):
@@ -76,20 +278,21 @@ def has_checkpoint(workdir):
 def load_trained(workdir, step=None):
   """Rebuilds the trained state of a finished (or interrupted) run from its workdir.
 
-  Needs no TensorFlow: reads workdir/config.json and the latest checkpoint. A run with
-  config.restore_best comes back with the parameters it was evaluated with (the best
-  epoch's); its optimizer state and step are the last epoch's.
+  Needs no TensorFlow: reads workdir/config.json and the latest checkpoint (or `step`),
+  verified against its checksum; moves nothing. A run with config.restore_best comes back
+  with the parameters it was evaluated with (the best epoch's); its optimizer state and
+  step are the last epoch's.
 
   Returns:
     (config, state, progress).
   """
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(
+      results_lib.read_json(os.path.join(workdir, results_lib.FILES['config'])))
   state = ts.create_train_state(config, jax.random.key(config.seed))
-  checkpointer = Checkpointer(workdir)
+  checkpointer = Checkpointer(workdir, read_only=True)
   try:
     if checkpointer.latest_step() is None:
-      raise FileNotFoundError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/.')
+      raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/.')
     state, progress = checkpointer.restore(state, step)
     if config.get('restore_best'):
       state = state.replace(params=checkpointer.restore_best_params(state.params, step))

@@ -63,9 +63,20 @@ def write_json(path, obj):
   write_text(path, json.dumps(obj, indent=2, allow_nan=False) + '\n')  # Strict JSON.
 
 
+class DamagedFileError(ValueError):
+  """A file the run reads back is not what was written (e.g. truncated JSON)."""
+
+
 def read_json(path):
+  """A JSON file's content; raises DamagedFileError naming the file if it does not parse."""
   with open(path) as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DamagedFileError(
+        f'{path} is damaged or truncated ({e.msg} at line {e.lineno}, column {e.colno}; '
+        f'{len(text):,} characters).') from None
 
 
 def write_csv(path, fields, rows):

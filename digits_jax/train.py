@@ -28,6 +28,7 @@ from digits_jax import models
 from digits_jax import parallel
 from digits_jax import preemption
 from digits_jax import results as results_lib
+from digits_jax import storage
 from digits_jax import train_state as ts
 from digits_jax import validation
 
@@ -51,7 +52,8 @@ class NonFiniteLossError(FloatingPointError):
 # Failures caused by the inputs, reported as one clear line (no traceback) by the entry
 # points; a sweep records them and goes on with its other runs.
 USER_ERRORS = (validation.ConfigError, idx.DataError, WorkdirMismatchError,
-               NonFiniteLossError)
+               NonFiniteLossError, ckpt_lib.CheckpointError, results_lib.DamagedFileError,
+               storage.StorageError)
 
 
 @dataclasses.dataclass
@@ -108,13 +110,15 @@ def write_run_files(config, workdir):
 
 
 def restore_or_init(config, mesh, checkpointer):
-  """A replicated train state and progress: from the latest checkpoint, else fresh."""
+  """A replicated train state and progress: from the newest intact checkpoint, else fresh."""
   state = parallel.replicate(ts.create_train_state(config, jax.random.key(config.seed)), mesh)
-  step = checkpointer.latest_step()
+  step, restored, saved, set_aside = checkpointer.restore_newest_intact(state)
+  for damaged in set_aside:
+    console.say(f'The checkpoint at step {damaged.step} {damaged.reason}; moved it aside to '
+                f'{damaged.moved_to}.')
   if step is None:
     return state, Progress()
-  state, saved = checkpointer.restore(state, step)
-  progress = Progress(**saved)
+  state, progress = restored, Progress(**saved)
   console.say(f'Resumed from the checkpoint at step {step} (epoch {progress.epoch} done'
               + (f', {progress.step_in_epoch} steps into the next' if progress.step_in_epoch
                  else '') + ').')
@@ -394,7 +398,17 @@ def train_and_evaluate(config, workdir, *, fresh=False):
 
   Returns:
     The trained TrainState.
+
+  Raises:
+    One of USER_ERRORS for bad inputs, a full disk or a damaged workdir (one clear
+    message each); preemption.StopRequested after a signal (a checkpoint was saved).
   """
+  with storage.explained(workdir):
+    return _train_and_evaluate(config, workdir, fresh)
+
+
+def _train_and_evaluate(config, workdir, fresh):
+  """train_and_evaluate, whose disk-full and permission failures the caller explains."""
   t0 = time.perf_counter()
   validation.check_config(config, workdir)
   data = input_pipeline.load(config)

@@ -5,15 +5,25 @@ value and what is allowed.
 """
 
 import os
+import shutil
 
 import ml_collections
+import numpy as np
 
 from digits_jax import idx
 from digits_jax import input_pipeline
+from digits_jax import models
+from digits_jax import storage
 
 DTYPES = ('float32', 'bfloat16')
 SOURCES = ('auto', 'idx', 'tfds')
 CPU_KERNEL = ('auto', 'on', 'off')
+FLOAT32 = np.finfo(np.float32)
+# Bytes per parameter while training: the float32 parameter, its gradient and Adam's two
+# moments.
+TRAINING_BYTES_PER_PARAM = 4 * 4
+FRESH_SUFFIX_CHARS = len('.old-20261126-183000')  # What --fresh appends to the workdir name.
+RESULTS_BYTES = 2 << 20  # Result files and figures of a run (about 1 MB for MNIST).
 
 
 class ConfigError(ValueError):
@@ -44,6 +54,17 @@ def _number_in(config, field, low, high, problems, low_open=False, high_open=Tru
     problems.append(f'config.{field}={value!r}: must be a number in {rng}.')
 
 
+def _float32_positive(config, field, problems):
+  """Appends a problem unless the value is a positive number that float32 holds (the
+  optimizer computes in float32: 1e-50 rounds to 0 there, 1e39 to inf)."""
+  value = config.get(field)
+  if not _is_number(value) or value <= 0:
+    problems.append(f'config.{field}={value!r}: must be a number in (0.0, inf).')
+  elif not float(FLOAT32.tiny) <= value <= float(FLOAT32.max):
+    problems.append(f'config.{field}={value!r}: float32, in which training computes, cannot '
+                    f'hold it; use a number in [{FLOAT32.tiny:.2g}, {FLOAT32.max:.2g}].')
+
+
 def check_fields(config):
   """Returns the list of problems with the config's own values (no file access)."""
   problems = []
@@ -66,10 +87,10 @@ def check_fields(config):
     problems.append('config.restore_best and config.early_stopping_patience watch the '
                     'validation accuracy: they need config.validation_split > 0.')
   _number_in(config, 'validation_split', 0.0, 1.0, problems)
-  _number_in(config, 'learning_rate', 0.0, float('inf'), problems, low_open=True)
+  _float32_positive(config, 'learning_rate', problems)
   _number_in(config, 'b1', 0.0, 1.0, problems)
   _number_in(config, 'b2', 0.0, 1.0, problems)
-  _number_in(config, 'eps', 0.0, float('inf'), problems, low_open=True)
+  _float32_positive(config, 'eps', problems)
   if config.get('compute_dtype') not in DTYPES:
     problems.append(f'config.compute_dtype={config.get("compute_dtype")!r}: use one of '
                     f'{", ".join(DTYPES)}.')
@@ -113,8 +134,9 @@ def check_data_dir(config):
   return []
 
 
-def check_workdir(workdir):
-  """Problems with writing to `workdir` (created if absent)."""
+def check_workdir(workdir, config=None):
+  """Problems with writing to `workdir` (created if absent): remote, under a file, a name
+  too long, not writable (nor its checkpoints/), too little space for one checkpoint."""
   if '://' in workdir:
     return [f'workdir {workdir!r}: remote URLs are not supported; mount the bucket (e.g. '
             'with gcsfuse) on every host and pass the mounted path.']
@@ -124,14 +146,88 @@ def check_workdir(workdir):
     probe = os.path.dirname(probe)
   if not os.path.isdir(probe):
     return [f'workdir {workdir!r}: {probe} is a file, not a folder; choose another --workdir.']
-  if not os.access(probe, os.W_OK | os.X_OK):
-    return [f'workdir {workdir!r}: {probe} is not writable; choose another --workdir.']
-  return []
+  problems = _name_lengths(workdir, path, probe)
+  from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top  (imports orbax)
+  for folder in (probe, os.path.join(path, checkpoint.CHECKPOINT_DIR)):
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+      problems.append(f'workdir {workdir!r}: {folder} is not writable; make it writable '
+                      '(chmod u+w) or choose another --workdir.')
+  if config is not None and not problems:
+    need = checkpoint_bytes(config) + RESULTS_BYTES
+    free = shutil.disk_usage(probe).free
+    if free < need:
+      problems.append(f'workdir {workdir!r}: {probe} has {storage.human_size(free)} free, but '
+                      f'one checkpoint and the result files need about '
+                      f'{storage.human_size(need)}; free some space there or choose another '
+                      '--workdir.')
+  return problems
+
+
+def _name_lengths(workdir, path, probe):
+  """Problems with folder names of the workdir longer than the file system allows."""
+  try:
+    name_max = os.pathconf(probe, 'PC_NAME_MAX')
+  except (OSError, ValueError):
+    name_max = 255
+  parts = [] if path == probe else os.path.relpath(path, probe).split(os.sep)
+  problems = []
+  for i, name in enumerate(parts):
+    limit = name_max - (FRESH_SUFFIX_CHARS if i == len(parts) - 1 else 0)
+    if len(os.fsencode(name)) > limit:
+      problems.append(
+          f'workdir {workdir!r}: the folder name {name[:24]!r}... is {len(os.fsencode(name))} '
+          f'bytes long; this file system allows {name_max} (and --fresh appends '
+          f'{FRESH_SUFFIX_CHARS} to the workdir\'s). Choose a shorter --workdir.')
+  return problems
+
+
+def checkpoint_bytes(config):
+  """About the size of one checkpoint: parameters and Adam's two moments, float32."""
+  return models.count_params(models.hidden_sizes(config)) * 4 * 3
+
+
+def training_bytes(config):
+  """About the memory training takes on each device: parameters, gradients and Adam's
+  moments (float32), and the activations of the larger batch and their gradients."""
+  sizes = models.hidden_sizes(config)
+  batch = max(config.batch_size, config.eval_batch_size)
+  return (models.count_params(sizes) * TRAINING_BYTES_PER_PARAM
+          + batch * (sum(sizes) + models.NUM_CLASSES) * 4 * 2)
+
+
+def device_memory():
+  """(bytes, name) of the memory of one device the run trains on."""
+  import jax  # pylint: disable=g-import-not-at-top
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() or {}
+  if 'bytes_limit' in stats:
+    return stats['bytes_limit'], f'{device.device_kind} memory'
+  try:
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'), 'host memory (RAM)'
+  except (OSError, ValueError):
+    return None, 'unknown'
+
+
+def check_memory(config):
+  """A problem if training the config's network cannot fit in one device's memory."""
+  need = training_bytes(config)
+  have, what = device_memory()
+  if have is None or need <= have:
+    return []
+  params = models.count_params(models.hidden_sizes(config))
+  return [f'config.hidden_units={config.hidden_units}, num_hidden_layers='
+          f'{config.num_hidden_layers}: the {params:,} parameters need about '
+          f'{storage.human_size(need)} to train (parameters, gradients, Adam\'s moments and '
+          f'activations), more than the {storage.human_size(have)} of {what}; lower '
+          'hidden_units or num_hidden_layers.']
 
 
 def check_against_data(config, num_train, num_test):
   """Problems that depend on the loaded split sizes (indices and counts in range)."""
   problems = []
+  if num_test < 1:
+    problems.append('the test set holds no images: nothing could be evaluated; point '
+                    'config.data_dir at a folder whose t10k files hold the test set.')
   bad = [i for i in config.test_indices if i >= num_test]
   if bad:
     problems.append(f'config.test_indices={tuple(config.test_indices)!r}: {bad} outside the '
@@ -153,4 +249,7 @@ def check_config(config, workdir):
   """Raises ConfigError naming every problem with the config, its data folder and workdir."""
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f'config must be an ml_collections.ConfigDict, got {type(config)}.')
-  raise_if(check_fields(config) + check_data_dir(config) + check_workdir(workdir))
+  problems = check_fields(config)
+  sized = None if problems else config  # Sizes and memory need valid fields.
+  problems += check_data_dir(config) + check_workdir(workdir, sized)
+  raise_if(problems + (check_memory(config) if sized else []))

@@ -1,6 +1,7 @@
 """Bad inputs are refused before any training, naming the field, the value and the fix."""
 
 import gzip
+import re
 import os
 import shutil
 
@@ -111,3 +112,57 @@ def test_workdir_of_another_config_is_refused_then_moved_aside(tiny_data, tmp_pa
   aside = [p for p in os.listdir(tmp_path) if p.startswith('run.old-')]
   assert len(aside) == 1
   assert results.read_json(os.path.join(tmp_path, aside[0], 'results.json')) == before
+
+
+FLOAT32_CASES = [
+    ({'eps': 1e-50}, 'config.eps=1e-50: float32, in which training computes, cannot hold it'),
+    ({'learning_rate': 1e-46}, 'config.learning_rate=1e-46: float32'),
+    ({'learning_rate': 1e39}, 'config.learning_rate=1e+39: float32'),
+    ({'hidden_units': 10**7}, 'config.hidden_units=10000000, num_hidden_layers=1: the '
+     '7,950,000,010 parameters need about'),
+]
+
+
+@pytest.mark.parametrize('overrides, message', FLOAT32_CASES,
+                         ids=[str(c[0]) for c in FLOAT32_CASES])
+def test_what_float32_or_the_device_cannot_hold_is_refused_before_anything_is_written(
+    tiny_data, tmp_path, overrides, message):
+  workdir = tmp_path / 'run'
+  with pytest.raises(validation.ConfigError, match=re.escape(message)):
+    train.train_and_evaluate(tiny_config(tiny_data, num_hidden_layers=1, **overrides),
+                             str(workdir))
+  assert not workdir.exists()
+
+
+def test_empty_test_set_is_refused_before_training(tmp_path):
+  folder = write_tiny_dataset(str(tmp_path / 'data'), num_test=0)
+  with pytest.raises(validation.ConfigError, match='the test set holds no images'):
+    train.train_and_evaluate(tiny_config(folder, test_indices=()), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_workdir_name_longer_than_the_file_system_allows(tiny_data, tmp_path):
+  workdir = tmp_path / ('r' * 300)
+  with pytest.raises(validation.ConfigError, match='is 300 bytes long; this file system '
+                     'allows 255.*Choose a shorter --workdir'):
+    train.train_and_evaluate(tiny_config(tiny_data), str(workdir))
+
+
+def test_too_little_free_space_is_refused_up_front(tiny_data, tmp_path, monkeypatch):
+  real = validation.shutil.disk_usage
+  monkeypatch.setattr(validation.shutil, 'disk_usage',
+                      lambda p: real(p)._replace(free=1 << 20))
+  with pytest.raises(validation.ConfigError, match=r'has 1\.0 MB free, but one checkpoint '
+                     r'and the result files need about 2\.1 MB; free some space'):
+    train.train_and_evaluate(tiny_config(tiny_data), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_truncated_workdir_config_names_the_file(tiny_data, tmp_path):
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), str(workdir))
+  path = workdir / 'config.json'
+  path.write_text(path.read_text()[:100])
+  with pytest.raises(results.DamagedFileError, match=f'{re.escape(str(path))} is damaged or '
+                     'truncated'):
+    train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), str(workdir))
