@@ -130,7 +130,9 @@ def test_conclusions_find_overfitting_and_confusions():
               'seconds': 1.0}
              for e, l, v, a in ((1, 0.5, 0.40, 0.90), (2, 0.3, 0.30, 0.95),
                                 (3, 0.2, 0.35, 0.94), (4, 0.25, 0.45, 0.93))]
-  assert [h['epoch'] for h in report.overfitting_epochs(history)] == [3]  # Not 4: loss rose.
+  lowest, first, last = report.overfitting_start(history)
+  assert (lowest['epoch'], first['epoch'], last['epoch']) == (2, 3, 4)
+  assert report.overfitting_start(history[:2]) is None  # Lowest at the last epoch.
   cm = np.diag([50] * 10)
   cm[4, 9], cm[7, 1], cm[3, 5], cm[9, 4] = 7, 5, 5, 1
   names = [str(i) for i in range(10)]
@@ -139,7 +141,9 @@ def test_conclusions_find_overfitting_and_confusions():
   res = {'class_names': names, 'test_accuracy': 0.9}
   text = ' '.join(report.conclusions({'res': res, 'history': history}, cm))
   assert 'Best epoch: epoch 2 of 4' in text
-  assert 'overfitting' in text and 'epoch(s) 3' in text and 'lowest at epoch 2' in text
+  assert ('Overfitting from epoch 3: validation loss was lowest at epoch 2 (0.3000) and '
+          'stayed above it from then on, ending 0.1500 higher (+50%) at epoch 4, while '
+          'training loss fell from 0.3000 to 0.2500.') in text
   assert 'true 4 predicted as 9: 7 times' in text
   assert '-3.00 percentage points' in text
 
