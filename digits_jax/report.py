@@ -12,6 +12,7 @@ has no external resources and opens offline, mailed or archived as a single file
 
 import base64
 import html
+import json
 import math
 import os
 import re
@@ -39,7 +40,10 @@ DATASET_TITLES = {'mnist': 'MNIST', 'fashion_mnist': 'Fashion-MNIST'}
 SUBJECTS = {'mnist': 'handwritten digits', 'fashion_mnist': 'clothing items'}
 # A cell's test accuracy over its seeds: n, mean, std, the 95% interval, min and max; then
 # replica 0's own numbers (the config's seed: test_accuracy, test_loss, ...) and seconds.
-COMPARISON_FIELDS = ('variant', 'dataset', 'hidden_sizes', 'params', 'epochs', 'batch',
+# `run` is the run's folder name; `differs` the config fields that set it apart from the
+# other runs of its variant name (e.g. two `default` runs at other learning rates).
+COMPARISON_FIELDS = ('run', 'variant', 'differs', 'dataset', 'hidden_sizes', 'params',
+                     'epochs', 'batch',
                      'validation_split', 'n', 'test_accuracy_mean', 'test_accuracy_std',
                      'test_accuracy_ci95_low', 'test_accuracy_ci95_high', 'test_accuracy_min',
                      'test_accuracy_max', 'best_val_accuracy', 'final_val_accuracy',
@@ -47,7 +51,8 @@ COMPARISON_FIELDS = ('variant', 'dataset', 'hidden_sizes', 'params', 'epochs', '
                      'train_seconds_per_seed')
 # Short column titles for the HTML table, which shows these fields only (the CSV and
 # Markdown keep every field, with its name).
-COMPARISON_TITLES = {'variant': 'variant', 'hidden_sizes': 'hidden', 'params': 'params',
+COMPARISON_TITLES = {'variant': 'run', 'differs': 'differs', 'hidden_sizes': 'hidden',
+                     'params': 'params',
                      'epochs': 'epochs', 'batch': 'batch', 'validation_split': 'val. split',
                      'n': 'seeds', 'test_accuracy_mean': 'mean test acc.',
                      'test_accuracy_std': 'std', 'test_accuracy_ci95': '95% interval',
@@ -504,13 +509,36 @@ def _formatted(row):
   return out
 
 
+def differing_fields(runs):
+  """{workdir: 'field=value, ...'}: for runs sharing a variant name on a dataset, the config
+  fields whose values differ among them ('' for a run whose name is its own)."""
+  groups = {}
+  for workdir, res in runs.items():
+    groups.setdefault((res['dataset'], res['name']), []).append(workdir)
+  out = {w: '' for w in runs}
+  for workdirs in groups.values():
+    if len(workdirs) < 2:
+      continue
+    configs = {w: results_lib.read_json(os.path.join(w, results_lib.FILES['config']))
+               for w in workdirs}
+    fields = sorted({k for c in configs.values() for k in c})
+    differ = [k for k in fields
+              if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
+    for w, config in configs.items():
+      out[w] = ', '.join(f'{k}={config.get(k)!r}'.replace("'", '') for k in differ)
+  return out
+
+
 def write_comparison(sweep_dir):
   """comparison.csv (exact values) and comparison.md (rounded) of every finished run.
 
   Returns:
     The comparison rows (dicts keyed by COMPARISON_FIELDS), in table order.
   """
-  rows = [comparison_row(res) for res in find_runs(sweep_dir).values()]
+  runs = find_runs(sweep_dir)
+  differs = differing_fields(runs)
+  rows = [dict(comparison_row(res), run=os.path.basename(w), differs=differs[w])
+          for w, res in runs.items()]
   results_lib.write_csv(os.path.join(sweep_dir, SWEEP_FILES['csv']), COMPARISON_FIELDS, rows)
   lines = [f'# Sweep comparison: {os.path.abspath(sweep_dir)}', '',
            '| ' + ' | '.join(COMPARISON_FIELDS) + ' |',
@@ -524,18 +552,22 @@ def write_comparison(sweep_dir):
 def _sweep_tables(sweep_dir, runs):
   """One comparison table per dataset; variant names link to the runs' own reports."""
   parts = []
+  names, differs = labels(runs), differing_fields(runs)
+  titles = {k: t for k, t in COMPARISON_TITLES.items() if k != 'differs' or any(differs.values())}
   for dataset in sorted({r['dataset'] for r in runs.values()}, key=dataset_key):
     rows = []
     for workdir, res in runs.items():
       if res['dataset'] != dataset:
         continue
-      row = _formatted(comparison_row(res))
+      row = dict(_formatted(comparison_row(res)), variant=names[workdir],
+                 differs=differs[workdir])
       if os.path.exists(os.path.join(workdir, REPORT)):
         link = f'{os.path.basename(workdir)}/{REPORT}'
-        row['variant'] = Raw(f'<a href="{html.escape(link)}">{html.escape(res["name"])}</a>')
-      rows.append([row[k] for k in COMPARISON_TITLES])
+        row['variant'] = Raw(f'<a href="{html.escape(link)}">{html.escape(names[workdir])}</a>')
+      rows.append([row[k] for k in titles])
     parts.append(Raw(f'<h3>{html.escape(DATASET_TITLES.get(dataset, dataset))}</h3>'))
-    parts.append(table(list(COMPARISON_TITLES.values()), rows, left=(0, 1)))
+    parts.append(table(list(titles.values()), rows, left=tuple(
+        i for i, k in enumerate(titles) if k in ('variant', 'differs', 'hidden_sizes'))))
   return parts
 
 
@@ -621,6 +653,8 @@ def write_sweep_report(sweep_dir):
   reference_label = f'the base ({reference})' if vary else f'the {reference} config'
   rows = write_comparison(sweep_dir)
   names = labels(runs)
+  if names and reference not in names.values():  # A folder of runs without the reference
+    reference = reference_label = next(iter(names.values()))  # (e.g. two `default` runs).
   cells = sweep_cells(runs, names)
   sig = write_significance(sweep_dir, cells, reference)
   path = lambda key: os.path.join(sweep_dir, SWEEP_FILES[key])
@@ -641,11 +675,14 @@ def write_sweep_report(sweep_dir):
   datasets = sorted({r['dataset'] for r in rows}, key=dataset_key)
   titles = ', '.join(DATASET_TITLES.get(d, d) for d in datasets)
   values = '; '.join(f'{f}: {", ".join(map(str, v))}' for f, v in vary.items())
+  swept = os.path.exists(path('info'))  # Written by the sweep; absent for any folder of runs.
   what = (f'the values of {" x ".join(vary)} ({values}) around a base config' if vary
-          else 'the variants of the lab (table 1)')
+          else 'the variants of the lab (table 1)' if swept
+          else 'the runs in this folder (each named by its folder)')
   sections = [
       section('Goal', _goal(datasets[0] if len(datasets) == 1 else None),
-              f'This page compares {what} trained in this sweep. Each cell (a config on a '
+              f'This page compares {what}{" trained in this sweep" if swept else ""}. '
+              'Each cell (a config on a '
               'dataset) holds one test accuracy per seed; every number comes with its '
               'spread, and a difference is called one only where it holds.'),
       section('Comparison table', *_sweep_tables(sweep_dir, runs),
