@@ -191,15 +191,15 @@ def run_jax(name, cpu_kernel='auto', extra=()):
           'seeds': res.get('seeds', [res['seed']]),
           'seed_test_accuracy': res.get('per_seed', {}).get('test_accuracy',
                                                              [res['test_accuracy']]),
-          'wall_seconds': child['wall_seconds'], 'steps_by': steps_by(t.get('steps_run_by'))}
+          'wall_seconds': child['wall_seconds'], 'steps_by': steps_by(t)}
 
 
-def steps_by(description):
-  """'kernel x2' or 'xla' from results.json's timings.steps_run_by."""
-  if not description:
+def steps_by(timings):
+  """'kernel x2' or 'xla' from results.json's timings.step_impl and kernel_threads."""
+  if not timings.get('step_impl'):
     return None
-  if description.startswith('fused CPU kernel'):
-    return 'kernel x' + description.split('(')[1].split()[0]
+  if timings['step_impl'] == 'kernel':
+    return f'kernel x{timings["kernel_threads"]}'
   return 'xla'
 
 
@@ -563,14 +563,18 @@ def measure_throughput(batch_size, min_seconds, calls, warmup, impl='xla'):
   import jax  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   from digits_jax import cpu_kernel  # pylint: disable=g-import-not-at-top
+  from digits_jax import steps  # pylint: disable=g-import-not-at-top
   from digits_jax import train_state as ts  # pylint: disable=g-import-not-at-top
+  from digits_jax import validation  # pylint: disable=g-import-not-at-top
   mesh, padded, state, host_block, to_device = _setup(batch_size)
   if impl == 'kernel':
     config = default.get_config()
     config.cpu_kernel = 'on'  # Every batch size of the curve, past auto's limit too.
-    if cpu_kernel.unusable_because(config, mesh):
+    try:
+      chosen = steps.build(steps.select_steps(config, mesh), config)
+    except validation.ConfigError:  # Not a CPU, several devices, or no compiler here.
       return None
-    hparams = cpu_kernel.hyperparams(config)
+    hparams = cpu_kernel.hyperparams(config, chosen.threads)
     compile_for = lambda state, k: cpu_kernel.train_steps_indexed.lower(
         state, *to_device(host_block(k)), hparams).compile()
   else:

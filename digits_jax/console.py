@@ -1,10 +1,13 @@
-"""What the user reads: process-0 printing, a Keras-like progress bar and epoch lines."""
+"""What the user reads: process-0 printing, a Keras-like progress bar and the run's lines."""
 
 import math
+import os
 import sys
 import time
 
 import jax
+
+from digits_jax import results as results_lib
 
 
 def say(*args, **kwargs):
@@ -90,3 +93,41 @@ def interrupted_line(workdir):
   """What Ctrl-C outside the training loop prints (loading data, compiling, drawing)."""
   return (f'stopped: interrupted (Ctrl-C) outside the training loop; what was saved in '
           f'{workdir} is kept. Rerun the same command to resume.')
+
+
+def log_start(config, *, mesh, data, padded_batch):
+  """Devices, data source and split sizes: the first lines a user reads."""
+  d = results_lib.device_description()
+  say(f'Devices: {d["count"]} x {d["kind"]} ({d["platform"]}), {d["processes"]} '
+      f'process(es); mesh {dict(mesh.shape)}.')
+  say(f'Data: {config.dataset} from {data.source}: {len(data.train_labels):,} '
+      f'training, {len(data.val_labels):,} validation (last '
+      f'{config.validation_split:.0%}), {len(data.test_labels):,} test images.')
+  if padded_batch != config.batch_size:
+    say(f'Batch {config.batch_size} padded to {padded_batch} (a multiple of '
+        f'{mesh.devices.size} devices); padded examples are masked out of the loss, '
+        'gradients and metrics.')
+
+
+def resumed_line(step, progress):
+  """`Resumed from the checkpoint at step 30 (epoch 2 done).`"""
+  return (f'Resumed from the checkpoint at step {step} (epoch {progress.epoch} done'
+          + (f', {progress.step_in_epoch} steps into the next' if progress.step_in_epoch
+             else '') + ').')
+
+
+def report_test(config, res):
+  """Lab steps 7-9: test loss and accuracy, the chosen test images, the misclassified count."""
+  say(f'Test: loss {res["test_loss"]:.4f} - accuracy {res["test_accuracy"]:.4f} '
+      f'({res["num_test"]:,} images)')
+  for rec in res['recognized']:
+    say(recognition_lines(rec))
+  say(f'Misclassified test images: {res["misclassified_count"]:,} of '
+      f'{res["num_test"]:,} (first {config.num_misclassified_show} drawn).')
+
+
+def list_written(workdir, seconds):
+  """The files of a finished run, and how long the whole run took."""
+  say(f'Wrote to {os.path.abspath(workdir)} in {fmt_seconds(seconds)}:')
+  for name in sorted(os.listdir(workdir)):
+    say(f'  {name}{os.sep if os.path.isdir(os.path.join(workdir, name)) else ""}')

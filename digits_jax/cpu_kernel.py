@@ -8,8 +8,11 @@ exposes `train_steps_indexed`, a drop-in for `train_state.train_steps_indexed`.
 
   from digits_jax import cpu_kernel
   if cpu_kernel.unusable_because(config, mesh) is None:
+    cpu_kernel.load()  # Builds it (once per machine), or raises KernelBuildError.
     state, sums = cpu_kernel.train_steps_indexed(state, images, labels, index, mask,
                                                  cpu_kernel.hyperparams(config))
+
+steps.select_steps chooses between this kernel and the XLA scan for training.
 """
 
 import ctypes
@@ -89,7 +92,10 @@ def load():
 
 
 def unusable_because(config, mesh):
-  """Why the kernel can't run this config here (a string), or None when it can."""
+  """Why the kernel can't run this config here (a string), or None when it can.
+
+  Checks the config and the devices only: building the kernel is `load`'s job.
+  """
   if config.cpu_kernel == 'off':
     return 'config.cpu_kernel is off'
   reasons = []
@@ -106,11 +112,6 @@ def unusable_because(config, mesh):
   if config.cpu_kernel == 'auto' and config.batch_size > AUTO_MAX_BATCH:
     reasons.append(f'auto uses it up to batch {AUTO_MAX_BATCH} (beyond, the XLA scan is as '
                    'fast; see benchmarks/README.md); --config.cpu_kernel=on forces it')
-  if not reasons:
-    try:
-      load()
-    except (KernelBuildError, OSError) as e:
-      reasons.append(f'it failed to build: {e}')
   return '; '.join(reasons) or None
 
 

@@ -456,7 +456,7 @@ def dataset_key(dataset):
 def find_runs(sweep_dir):
   """The finished runs directly under `sweep_dir`: {subfolder: results.json content}.
 
-  Folders a run was moved aside to (`*.old-<time>`, see train.prepare_workdir) are left out.
+  Folders a run was moved aside to (`*.old-<time>`, see workdir.prepare_workdir) are left out.
   """
   runs = {}
   for name in sorted(os.listdir(sweep_dir)) if os.path.isdir(sweep_dir) else []:

@@ -1,15 +1,25 @@
-"""Result files: written atomically (temporary file, then rename) by process 0 only.
+"""Result files: what a run writes, assembled here and written atomically by process 0 only.
 
 A crash never leaves a half-written file: readers see the old version or the new one.
+`write_run_files` writes what is known before training, `write_results` what a finished
+run measured (results.json with its predictions), `write_outputs` the figures and pages
+drawn from those files.
 """
 
 import csv
+import datetime
 import io
 import json
+import math
 import os
+import platform
 import tempfile
 
+import jax
 import numpy as np
+
+from digits_jax import models
+from digits_jax import parallel
 
 HISTORY_FIELDS = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seconds')
 FILES = {
@@ -146,3 +156,82 @@ def recognized(indices, probabilities, labels, class_names):
                 'true_name': class_names[labels[i]], 'predicted_name': class_names[p.argmax()],
                 'probabilities': [round(float(x), 6) for x in p]})
   return out
+
+
+def write_run_files(config, workdir):
+  """config.json and model_summary.txt, before training starts."""
+  if not parallel.is_main_process():
+    return
+  os.makedirs(workdir, exist_ok=True)
+  write_text(os.path.join(workdir, FILES['config']), config.to_json_best_effort(indent=2) + '\n')
+  write_text(os.path.join(workdir, FILES['summary']),
+             models.summary(models.hidden_sizes(config), config.name) + '\n')
+
+
+def versions():
+  """Library versions for results.json."""
+  import flax, optax, orbax.checkpoint  # pylint: disable=g-import-not-at-top,multiple-imports
+  return {'python': platform.python_version(), 'jax': jax.__version__,
+          'jaxlib': getattr(jax.lib, '__version__', jax.__version__),
+          'flax': flax.__version__, 'optax': optax.__version__,
+          'orbax-checkpoint': getattr(orbax.checkpoint, '__version__', ''),
+          'numpy': np.__version__}
+
+
+def device_description():
+  """The devices a run used, for results.json and the console."""
+  devices = jax.devices()
+  return {'platform': devices[0].platform, 'kind': devices[0].device_kind,
+          'count': len(devices), 'processes': jax.process_count()}
+
+
+def write_results(config, workdir, *, data, history, test, probs, timings, epochs_info=None):
+  """Every result file of a finished run (process 0); returns results.json's content.
+
+  `epochs_info`: best_epoch.summary's fields (restore_best, evaluated_epoch, ...)."""
+  recs = recognized(config.test_indices, probs, data.test_labels, data.class_names)
+  validated = [h for h in history if math.isfinite(h['val_accuracy'])]  # None if split 0.
+  best = max(validated, key=lambda h: h['val_accuracy']) if validated else None
+  res = {
+      'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
+      'hidden_sizes': list(models.hidden_sizes(config)),
+      'num_params': models.count_params(models.hidden_sizes(config)),
+      'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
+      'validation_split': config.validation_split, 'seed': config.seed,
+      'num_train': len(data.train_labels), 'num_val': len(data.val_labels),
+      'num_test': len(data.test_labels), 'test_loss': test['loss'],
+      'test_accuracy': test['accuracy'],
+      'misclassified_count': int(len(misclassified(probs, data.test_labels))),
+      'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None,
+      'best_val_accuracy': best['val_accuracy'] if best else None,
+      'best_epoch': best['epoch'] if best else None, **(epochs_info or {}),
+      'recognized': recs, 'class_names': list(data.class_names), 'timings': timings,
+      'devices': device_description(), 'versions': versions(),
+      'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
+  }
+  if parallel.is_main_process():
+    write_predictions(workdir, probs, data.test_labels)
+    write_misclassified(workdir, probs, data.test_labels, data.class_names)
+    write_json(os.path.join(workdir, FILES['results']), res)
+  return res
+
+
+def write_outputs(config, workdir, data, *, summary_writer=None, res=None):
+  """The figures, TensorBoard summaries and report page, drawn from the saved results.
+
+  `summary_writer`: the run's open summaries.RunWriter, which gets the test values and
+  figures (else, with config.tensorboard, the event file is rebuilt from the results)."""
+  if not parallel.is_main_process():
+    return
+  # Imported here: they import this module.
+  from digits_jax import figures  # pylint: disable=g-import-not-at-top
+  figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
+                   data.class_names)
+  if summary_writer:
+    summary_writer.finish(res, res['epochs_trained'])
+  elif config.tensorboard:
+    from digits_jax import summaries  # pylint: disable=g-import-not-at-top
+    summaries.write_run_summaries(workdir)
+  if config.write_report:
+    from digits_jax import report  # pylint: disable=g-import-not-at-top
+    report.write_run_report(workdir)

@@ -46,15 +46,18 @@ from digits_jax import preemption
 from digits_jax import report
 from digits_jax import results as results_lib
 from digits_jax import train
+from digits_jax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The cells a plain `python -m digits_jax.sweep` runs (launch/slurm_sweep.sbatch's too).
 DEFAULT_CONFIGS = 'default,v1,v2,v3,v4,v5,v6,v7,v8,v9'
 DEFAULT_DATASETS = ','.join(input_pipeline.DATASETS)
-# Settings that change a finished run's results: a run saved with other values is redone
-# (an extended num_epochs resumes from the last checkpoint; other lab outputs re-evaluate).
-SAME_RESULT_FIELDS = train.TRAINING_FIELDS + (
-    'num_epochs', 'num_show', 'test_indices', 'num_misclassified_show')
+# Settings that leave a finished run's results as they are: a run saved with other values
+# of any other field is redone (an extended num_epochs resumes from the last checkpoint;
+# other lab outputs re-evaluate).
+RESULT_NEUTRAL_FIELDS = workdir_lib.RESUMABLE_FIELDS - {
+    'num_epochs', 'early_stopping_patience', 'num_show', 'test_indices',
+    'num_misclassified_show'}
 
 
 class SweepError(RuntimeError):
@@ -133,7 +136,7 @@ def is_finished(config, workdir):
   if not (os.path.exists(results) and os.path.exists(saved)):
     return False
   old, new = results_lib.read_json(saved), config.to_dict()
-  return all(train.same_value(old.get(k), new.get(k)) for k in SAME_RESULT_FIELDS)
+  return not workdir_lib.changed_fields(old, new, may_change=RESULT_NEUTRAL_FIELDS)
 
 
 def plan(configs, datasets, sweep_dir, overrides=(), config_dir=None):

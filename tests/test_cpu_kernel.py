@@ -9,6 +9,7 @@ from configs import default
 from digits_jax import cpu_kernel
 from digits_jax import parallel
 from digits_jax import results
+from digits_jax import steps as steps_lib
 from digits_jax import train
 from digits_jax import train_state as ts
 from digits_jax import validation
@@ -100,11 +101,38 @@ def test_used_only_where_it_applies(kw, reason):
   mesh = parallel.make_mesh()
   assert cpu_kernel.unusable_because(_config(), mesh) is None  # One CPU device: used.
   assert reason in cpu_kernel.unusable_because(_config(**kw), mesh)
+  assert steps_lib.select_steps(_config(), mesh) == steps_lib.StepImpl(
+      'kernel', threads=cpu_kernel.default_threads())
+  chosen = steps_lib.select_steps(_config(**kw), mesh)
+  assert chosen.name == ('xla_scan' if kw.get('data_on_device', True) else 'xla_feed')
+  assert chosen.threads is None
+  if kw.get('cpu_kernel') == 'off':  # Asked for, not a fallback.
+    assert chosen.fallback_reason is None
+  else:
+    assert reason in chosen.fallback_reason
 
 
 def test_on_forces_it_beyond_the_auto_batch_limit():
   config = _config(batch_size=64, cpu_kernel='on')
   assert cpu_kernel.unusable_because(config, parallel.make_mesh()) is None
+  assert steps_lib.select_steps(config, parallel.make_mesh()).name == 'kernel'
+
+
+def test_selecting_never_builds(monkeypatch):
+  def fail():
+    raise AssertionError('select_steps built the kernel')
+  monkeypatch.setattr(cpu_kernel, 'load', fail)
+  monkeypatch.setattr(cpu_kernel, 'build', fail)
+  assert steps_lib.select_steps(_config(), parallel.make_mesh()).name == 'kernel'
+
+
+def test_a_failed_build_under_on_is_a_config_error(monkeypatch):
+  def fail():
+    raise cpu_kernel.KernelBuildError('no C++ compiler')
+  monkeypatch.setattr(cpu_kernel, 'load', fail)
+  impl = steps_lib.select_steps(_config(cpu_kernel='on'), parallel.make_mesh())
+  with pytest.raises(validation.ConfigError, match='cpu_kernel=on.*no C.. compiler'):
+    steps_lib.build(impl, _config(cpu_kernel='on'))
 
 
 def test_required_but_unusable_stops_before_training(tiny_data, tmp_path):
@@ -127,8 +155,9 @@ def test_auto_falls_back_to_xla_when_the_build_fails(tiny_data, tmp_path, monkey
     raise cpu_kernel.KernelBuildError('no C++ compiler')
   monkeypatch.setattr(cpu_kernel, 'load', fail)
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), str(tmp_path))
-  steps_by = results.read_json(tmp_path / results.FILES['results'])['timings']['steps_run_by']
-  assert steps_by.startswith('XLA scan') and 'no C++ compiler' in steps_by
+  timings = results.read_json(tmp_path / results.FILES['results'])['timings']
+  assert timings['step_impl'] == 'xla_scan' and timings['kernel_threads'] is None
+  assert 'no C++ compiler' in timings['kernel_fallback']
 
 
 def test_training_with_and_without_the_kernel_agrees(tiny_data, tmp_path):
@@ -138,9 +167,10 @@ def test_training_with_and_without_the_kernel_agrees(tiny_data, tmp_path):
     runs[choice] = train.train_and_evaluate(tiny_config(tiny_data, cpu_kernel=choice),
                                             str(workdir))
     runs[choice + '_history'] = results.read_history(workdir)
-    runs[choice + '_by'] = results.read_json(workdir / results.FILES['results'])['timings'][
-        'steps_run_by']
-  assert runs['on_by'].startswith('fused CPU kernel') and runs['off_by'] == 'XLA scan'
+    runs[choice + '_by'] = results.read_json(workdir / results.FILES['results'])['timings']
+  assert runs['on_by']['step_impl'] == 'kernel' and runs['on_by']['kernel_threads'] >= 1
+  assert runs['off_by']['step_impl'] == 'xla_scan'
+  assert runs['off_by']['kernel_threads'] is None and runs['off_by']['kernel_fallback'] is None
   np.testing.assert_allclose(_flat(runs['on'].params), _flat(runs['off'].params), rtol=1e-3,
                              atol=1e-5)
   for a, b in zip(runs['on_history'], runs['off_history']):

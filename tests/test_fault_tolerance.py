@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO, TINY_FLAGS, config_flags, tiny_config, write_tiny_dataset
 from digits_jax import checkpoint
 from digits_jax import results
+from digits_jax import steps
 from digits_jax import train
 
 # Long enough epochs (2,400 single-step calls) for a signal to land inside epoch 2.
@@ -108,7 +109,7 @@ def test_same_seed_same_run_other_seed_other_run(tiny_data, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monkeypatch):
   workdir = str(tmp_path / 'run')
   config = tiny_config(tiny_data, num_epochs=3)
-  real_run = train.BlockRunner.run
+  real_run = steps.BlockRunner.run
   calls = {'n': 0}
 
   def poisoned(self, state, args):
@@ -118,7 +119,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monke
       sums = dict(sums, loss=sums['loss'] * np.nan)
     return state, sums
 
-  monkeypatch.setattr(train.BlockRunner, 'run', poisoned)
+  monkeypatch.setattr(steps.BlockRunner, 'run', poisoned)
   with pytest.raises(train.NonFiniteLossError, match='non-finite.*last good checkpoint'):
     train.train_and_evaluate(config, workdir)
   assert not os.path.exists(os.path.join(workdir, 'results.json'))

@@ -18,6 +18,7 @@ from digits_jax import results as results_lib
 from digits_jax import stats
 from digits_jax import sweep
 from digits_jax import train
+from digits_jax import workdir as workdir_lib
 
 import test_report  # pylint: disable=g-bad-import-order  (its Chromium helpers)
 
@@ -188,7 +189,7 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, tiny_data)
   def fake_train(config, workdir):
     calls.append(config.name)
     if config.name == 'v1':
-      raise train.WorkdirMismatchError(f'{workdir} holds a run of a different config')
+      raise workdir_lib.WorkdirMismatchError(f'{workdir} holds a run of a different config')
 
   monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
   with pytest.raises(sweep.SweepError, match='v1_mnist: failed: .* different config'):

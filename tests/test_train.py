@@ -12,6 +12,7 @@ import pytest
 from conftest import NUM_TEST, run_main, tiny_config
 from digits_jax import checkpoint
 from digits_jax import idx
+from digits_jax import input_pipeline
 from digits_jax import parallel
 from digits_jax import results
 from digits_jax import train
@@ -127,15 +128,16 @@ def test_only_process_zero_writes_files(tiny_data, tmp_path, monkeypatch):
   workdir = tmp_path / 'w'
   os.makedirs(workdir)
   config = tiny_config(tiny_data, checkpoint_every_epochs=100, num_epochs=1)
-  monkeypatch.setattr(train.ckpt_lib.Checkpointer, 'save', lambda *a, **k: None)
-  train.write_run_files(config, str(workdir))
-  data = train.input_pipeline.load(config)
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', lambda *a, **k: None)
+  results.write_run_files(config, str(workdir))
+  data = input_pipeline.load(config)
   probs = np.full((len(data.test_labels), 10), 0.1, np.float32)
-  train.write_results(config, str(workdir), data, [], {'loss': 1.0, 'accuracy': 0.1}, probs, {})
-  train.finish_outputs(config, str(workdir), data, 0.0)
+  results.write_results(config, str(workdir), data=data, history=[],
+                        test={'loss': 1.0, 'accuracy': 0.1}, probs=probs, timings={})
+  results.write_outputs(config, str(workdir), data)
   progress = train.Progress(sums={'loss': 1.0, 'correct': 1.0, 'count': 2.0})
   monkeypatch.setattr(train, 'evaluate', lambda *a: {'loss': 1.0, 'accuracy': 0.5})
-  train.finish_epoch(None, progress, [1], config, str(workdir))
+  train.finish_epoch(None, progress, val_batches=[1], config=config, workdir=str(workdir))
   assert os.listdir(workdir) == []
 
 

@@ -12,6 +12,7 @@ from digits_jax import idx
 from digits_jax import results
 from digits_jax import train
 from digits_jax import validation
+from digits_jax import workdir as workdir_lib
 
 CASES = [
     ({'batch_size': 0}, 'config.batch_size=0: must be an integer >= 1'),
@@ -103,7 +104,7 @@ def test_workdir_of_another_config_is_refused_then_moved_aside(tiny_data, tmp_pa
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
   before = results.read_json(os.path.join(workdir, 'results.json'))
-  with pytest.raises(train.WorkdirMismatchError, match=r'hidden_units: 16 -> 8.*--fresh'):
+  with pytest.raises(workdir_lib.WorkdirMismatchError, match=r'hidden_units: 16 -> 8.*--fresh'):
     train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1, hidden_units=8), workdir)
   assert results.read_json(os.path.join(workdir, 'results.json')) == before  # Untouched.
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1, hidden_units=8), workdir,

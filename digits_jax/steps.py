@@ -1,0 +1,141 @@
+"""How training steps run: which implementation (`select_steps`), and running its blocks.
+
+Three implementations compute the same steps:
+  'kernel'    the fused C++ CPU kernel (cpu_kernel.train_steps_indexed), dataset on device;
+  'xla_scan'  a lax.scan over the steps (train_state.train_steps_indexed), dataset on device;
+  'xla_feed'  the same scan fed host batches by tf.data (train_state.train_steps).
+
+  impl = steps.build(steps.select_steps(config, mesh), config)  # Compiles the kernel once.
+  runner = steps.BlockRunner(impl, config=config, mesh=mesh, data=data, padded_batch=b)
+  for (begin, end), args in zip(block_list, runner.feed(index, mask, block_list)):
+    state, sums = runner.run(state, args)
+"""
+
+import dataclasses
+import time
+from typing import Optional
+
+import jax
+
+from digits_jax import cpu_kernel
+from digits_jax import input_pipeline
+from digits_jax import parallel
+from digits_jax import train_state as ts
+from digits_jax import validation
+
+IMPLS = ('kernel', 'xla_scan', 'xla_feed')
+
+
+@dataclasses.dataclass(frozen=True)
+class StepImpl:
+  """The chosen implementation of the training steps; recorded in results.json's timings."""
+  name: str  # One of IMPLS.
+  threads: Optional[int] = None  # The kernel's threads per block ('kernel' only).
+  fallback_reason: Optional[str] = None  # Why cpu_kernel=auto did not use the kernel.
+
+  def describe(self):
+    """One line for the console, e.g. 'fused CPU kernel (2 thread(s))'."""
+    if self.name == 'kernel':
+      return f'fused CPU kernel ({self.threads} thread(s))'
+    if self.fallback_reason:
+      return f'XLA scan (fused CPU kernel not used: {self.fallback_reason})'
+    return 'XLA scan'
+
+  def timings(self):
+    """The fields results.json records under `timings`."""
+    return {'step_impl': self.name, 'kernel_threads': self.threads,
+            'kernel_fallback': self.fallback_reason}
+
+
+def _xla(config, reason=None):
+  return StepImpl('xla_scan' if config.data_on_device else 'xla_feed', fallback_reason=reason)
+
+
+def select_steps(config, mesh):
+  """The implementation that `config.cpu_kernel` asks for here; compiles nothing.
+
+  Raises validation.ConfigError when cpu_kernel is 'on' but the kernel cannot run here.
+  """
+  if config.cpu_kernel == 'off':
+    return _xla(config)
+  why_not = cpu_kernel.unusable_because(config, mesh)
+  if why_not is None:
+    return StepImpl('kernel', threads=cpu_kernel.default_threads())
+  if config.cpu_kernel == 'on':
+    raise _required_but_unusable(why_not)
+  return _xla(config, why_not)
+
+
+def _required_but_unusable(why_not):
+  return validation.ConfigError(
+      f'config.cpu_kernel=on, but the fused CPU kernel cannot run here: {why_not}. '
+      'Use --config.cpu_kernel=auto to fall back to XLA.')
+
+
+def build(impl, config):
+  """Builds what `impl` needs (the kernel's library, once per machine and cached).
+
+  Returns `impl`, or under cpu_kernel=auto the XLA fallback when the build fails.
+  """
+  if impl.name != 'kernel':
+    return impl
+  try:
+    cpu_kernel.load()
+  except (cpu_kernel.KernelBuildError, OSError) as e:
+    why_not = f'it failed to build: {e}'
+    if config.cpu_kernel == 'on':
+      raise _required_but_unusable(why_not) from e
+    return _xla(config, why_not)
+  return impl
+
+
+def shape_key(args):
+  """A hashable key of a pytree's structure, shapes and dtypes (one executable each)."""
+  leaves, treedef = jax.tree.flatten(args)
+  return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+
+
+class BlockRunner:
+  """Feeds and dispatches blocks of training steps, compiling once per block shape."""
+
+  def __init__(self, impl, *, config, mesh, data, padded_batch):
+    self.impl, self.config, self.mesh, self.data = impl, config, mesh, data
+    self.padded_batch = padded_batch
+    self.columns = parallel.local_columns(mesh, padded_batch)
+    self.compiled, self.compile_seconds = {}, 0.0
+    self.hparams = (cpu_kernel.hyperparams(config, impl.threads) if impl.name == 'kernel'
+                    else None)
+    if impl.name != 'xla_feed':  # The whole uint8 split on every device (47 MB for MNIST).
+      self.images = parallel.replicate(data.train_images, mesh)
+      self.labels = parallel.replicate(data.train_labels, mesh)
+
+  def feed(self, index, mask, block_list):
+    """Yields the device arguments of each block, in order."""
+    to_global = lambda tree: parallel.to_global(self.mesh, tree, self.padded_batch, 1)
+    if self.impl.name != 'xla_feed':
+      for begin, end in block_list:
+        local = {'index': index[begin:end, self.columns], 'mask': mask[begin:end, self.columns]}
+        block = to_global(local)
+        yield (self.images, self.labels, block['index'], block['mask'])
+    else:
+      for host_block in input_pipeline.tf_block_feeder(
+          self.data.train_images, self.data.train_labels, index, mask, block_list,
+          self.columns):
+        yield (to_global(host_block),)
+
+  def lower(self, state, args):
+    """The block's computation for `impl`, lowered for these argument shapes."""
+    if self.impl.name == 'kernel':
+      return cpu_kernel.train_steps_indexed.lower(state, *args, self.hparams)
+    if self.impl.name == 'xla_scan':
+      return ts.train_steps_indexed.lower(state, *args)
+    return ts.train_steps.lower(state, *args)
+
+  def run(self, state, args):
+    """Dispatches one block asynchronously; returns (state, metric sums on device)."""
+    key = shape_key(args)
+    if key not in self.compiled:
+      start = time.perf_counter()
+      self.compiled[key] = self.lower(state, args).compile()
+      self.compile_seconds += time.perf_counter() - start
+    return self.compiled[key](state, *args)
