@@ -168,17 +168,25 @@ class Checkpointer:
       self._abandon()
       raise
 
+  def _restore(self, step, name, like):
+    """Restores the item `name` (shaped and sharded like `like`) and the progress record of
+    `step`; raises DamagedCheckpointError if that fails (but for a permission error)."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          **{name: ocp.args.StandardRestore(abstract)}, progress=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      if (storage.find(e) or (None,))[0] in (errno.EACCES, errno.EPERM):
+        raise  # Unreadable is not damaged: the caller explains it; nothing is moved.
+      raise DamagedCheckpointError(step, f'cannot be restored ({_first_line(e)})') from e
+    return restored[name], dict(restored['progress'])
+
   def restore_best_params(self, params_like, step=None):
     """The best epoch's parameters saved at `step` (default latest), shaped and sharded like
     `params_like`; raises DamagedCheckpointError if they do not match their checksum."""
     step = self.latest_step() if step is None else step
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params_like)
-    try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          best_params=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-except
-      raise DamagedCheckpointError(step, f'has no best parameters ({_first_line(e)})') from e
-    best, recorded = restored['best_params'], restored['progress'].get(BEST_CHECKSUM_KEY)
+    best, progress = self._restore(step, 'best_params', params_like)
+    recorded = progress.get(BEST_CHECKSUM_KEY)
     if recorded is not None and recorded != checksum(best, {}):
       raise DamagedCheckpointError(step, 'best parameters do not match their checksum')
     return best
@@ -191,15 +199,7 @@ class Checkpointer:
     or does not match its checksum (one saved before checksums were recorded is trusted).
     """
     step = self.latest_step() if step is None else step
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-    try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-except
-      if (storage.find(e) or (None,))[0] in (errno.EACCES, errno.EPERM):
-        raise  # Unreadable is not damaged: the caller explains it; nothing is moved.
-      raise DamagedCheckpointError(step, f'cannot be restored ({_first_line(e)})') from e
-    state, progress = restored['state'], dict(restored['progress'])
+    state, progress = self._restore(step, 'state', state_like)
     recorded = progress.pop(CHECKSUM_KEY, None)
     if recorded is not None and recorded != checksum(state, progress):
       raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
