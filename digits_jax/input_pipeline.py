@@ -5,6 +5,7 @@ seed, so one-device, many-device, many-host, resumed and tf.data-fed runs all se
 batches. TensorFlow is imported only where it is used (tfds, the tf.data feeder).
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -139,21 +140,39 @@ def can_connect(url, timeout=PROBE_SECONDS):
   return bool(ok)
 
 
+@contextlib.contextmanager
+def _absl_errors_only():
+  """Hides tfds's absl warnings about a dataset not prepared yet (this module says it)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
+
+
 def _tfds_builder(dataset):
-  """tensorflow-datasets' builder of `dataset`, prepared (downloaded) if need be."""
-  tensorflow()
+  """tensorflow-datasets' builder of `dataset`, prepared (downloaded) if need be.
+
+  Whether it can be downloaded is asked before TensorFlow is imported, so that a run
+  without data stops within seconds.
+  """
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    builder = tfds.builder(dataset)
+    with _absl_errors_only():
+      builder = tfds.builder(dataset)
+      prepared = builder.is_prepared()
   except ImportError as e:  # E.g. tensorflow/datasets#11212: importlib_resources.
     raise no_data_error(dataset, f'tensorflow-datasets cannot be imported ({e}); '
                         'reinstall digits_jax (pip install -e .)') from None
-  if not builder.is_prepared():
-    url = getattr(type(builder), 'URL', '') or ''
-    if url and not can_connect(url):
-      raise no_data_error(
-          dataset, f'no local IDX folder was found and tensorflow-datasets cannot reach '
-          f'{urllib.parse.urlsplit(url).hostname} to download it (no network?)')
+  url = getattr(type(builder), 'URL', '') or ''
+  if not prepared and url and not can_connect(url):
+    raise no_data_error(
+        dataset, f'no local IDX folder was found and tensorflow-datasets cannot reach '
+        f'{urllib.parse.urlsplit(url).hostname} to download it (no network?)')
+  tensorflow()
+  if not prepared:
     try:
       builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except
