@@ -9,8 +9,6 @@ Every variant file imports this one and overrides only what differs.
 
 import ml_collections
 
-DATASETS = ('mnist', 'fashion_mnist')
-
 
 def get_config(dataset=None):
   """Returns the default config; `dataset` is the optional `:arg` of --config."""

@@ -3,8 +3,9 @@
 XLA:CPU runs a lab-sized step (batch 5 to 42) at a few hundred microseconds, most of
 it outside arithmetic (see kernels/mlp_adam_cpu.cc). This module compiles that C++
 kernel once per machine with the system's C++ compiler (cached under
-$DIGITS_JAX_KERNEL_CACHE, default ~/.cache/digits_jax), registers it with JAX and
-exposes `train_steps_indexed`, a drop-in for `train_state.train_steps_indexed`.
+$DIGITS_JAX_KERNEL_CACHE, default ~/.cache/digits_jax, keyed by the source, compiler,
+flags, the CPU's instruction-set features and jaxlib), registers it with JAX and exposes
+`train_steps_indexed`, a drop-in for `train_state.train_steps_indexed`.
 
   from digits_jax import cpu_kernel
   if cpu_kernel.unusable_because(config, mesh) is None:
@@ -19,6 +20,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -28,11 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from digits_jax import console
+from digits_jax import models
 from digits_jax import train_state as ts
 
 TARGET = 'digits_mlp_adam_block'
 SOURCE = os.path.join(os.path.dirname(__file__), 'kernels', 'mlp_adam_cpu.cc')
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno')
+MODES = {'auto': 'the fused CPU kernel where it applies', 'on': 'require it',
+         'off': 'XLA only'}  # config.cpu_kernel.
 AUTO_MAX_BATCH = 32  # Measured: faster than the XLA scan up to here, not at 35 and 42.
 
 
@@ -49,11 +54,37 @@ def _compiler():
   return os.environ.get('CXX') or shutil.which('c++') or shutil.which('g++') or 'c++'
 
 
+@functools.cache
+def cpu_features(compiler):
+  """What -march=native means to `compiler` on this CPU: its expansion of the flag (the
+  target CPU and every instruction-set extension it enables), else /proc/cpuinfo's flags.
+
+  Part of the cache key, so that a home folder shared by machines of different CPUs (an
+  NFS home, a prebuilt image) never loads a build using instructions this CPU lacks.
+  """
+  try:
+    proc = subprocess.run([compiler, '-march=native', '-Q', '--help=target'],
+                          capture_output=True, text=True, check=False, timeout=60)
+    if proc.returncode == 0 and proc.stdout.strip():
+      return proc.stdout
+  except (OSError, subprocess.TimeoutExpired):
+    pass
+  try:
+    with open('/proc/cpuinfo') as f:
+      flags = sorted({line for line in f if line.startswith(('flags', 'Features'))})
+    if flags:
+      return ''.join(flags)
+  except OSError:
+    pass
+  return platform.machine() + ' ' + platform.processor()
+
+
 def library_path():
-  """Where the compiled kernel for this source, compiler, flags and jaxlib lives."""
+  """Where the compiled kernel for this source, compiler, flags, CPU and jaxlib lives."""
   with open(SOURCE, 'rb') as f:
     key = hashlib.sha256(f.read())
   key.update(' '.join((_compiler(),) + FLAGS).encode())
+  key.update(cpu_features(_compiler()).encode())
   key.update(jax.ffi.include_dir().encode())
   key.update(getattr(jax.lib, '__version__', jax.__version__).encode())
   return os.path.join(cache_dir(), f'mlp_adam_cpu-{key.hexdigest()[:16]}.so')
@@ -131,12 +162,13 @@ def hyperparams(config, threads=None):
 
 def _leaves(params):
   """Dense layers' (kernel, bias) in layer order: the kernel's layout of a param tree."""
-  names = sorted(params, key=lambda n: int(n.rsplit('_', 1)[1]))
-  return [params[n][k] for n in names for k in ('kernel', 'bias')], names
+  return [layer[k] for layer in models.dense_layers(params) for k in ('kernel', 'bias')]
 
 
-def _tree(leaves, names):
-  return {n: {'kernel': leaves[2 * i], 'bias': leaves[2 * i + 1]} for i, n in enumerate(names)}
+def _tree(leaves):
+  """The param tree of `_leaves`' list."""
+  return models.from_dense_layers(
+      [{'kernel': leaves[i], 'bias': leaves[i + 1]} for i in range(0, len(leaves), 2)])
 
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnums=5)
@@ -145,9 +177,7 @@ def train_steps_indexed(state, images, labels, index, mask, hparams):
   load()
   opt = state.opt_state
   assert isinstance(opt, ts.KerasAdamState), type(opt)
-  p, names = _leaves(state.params)
-  mu, _ = _leaves(opt.mu)
-  nu, _ = _leaves(opt.nu)
+  p, mu, nu = _leaves(state.params), _leaves(opt.mu), _leaves(opt.nu)
   flat = p + mu + nu
   first = 5  # images, labels, index, mask, count come before the state arrays.
   call = jax.ffi.ffi_call(
@@ -158,8 +188,6 @@ def train_steps_indexed(state, images, labels, index, mask, hparams):
                     opt.count, *flat, **dict(hparams))
   n = len(p)
   steps = index.shape[0]
-  new_opt = ts.KerasAdamState(opt.count + steps, _tree(new[n:2 * n], names),
-                              _tree(new[2 * n:], names))
-  state = state.replace(step=state.step + steps, params=_tree(new[:n], names),
-                        opt_state=new_opt)
+  new_opt = ts.KerasAdamState(opt.count + steps, _tree(new[n:2 * n]), _tree(new[2 * n:]))
+  state = state.replace(step=state.step + steps, params=_tree(new[:n]), opt_state=new_opt)
   return state, {'loss': sums[0], 'correct': sums[1], 'count': sums[2]}

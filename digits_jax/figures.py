@@ -149,19 +149,17 @@ def confusion(labels, predicted, class_names, path):
 
 
 def draw_image_grids(workdir, config, res, preds, train_images, train_labels, test_images,
-                     class_names, keys=('samples', 'recognized', 'misclassified')):
+                     class_names):
   """Draws the figures that show dataset images (the first N training images, the chosen
   and the misclassified test images) from a run's saved results and predictions."""
   path = lambda key: os.path.join(workdir, FILES[key])
-  if 'samples' in keys:
-    n = min(config.get('num_show', 25), len(train_images))
-    samples(train_images[:n], train_labels[:n], class_names, path('samples'))
-  if 'recognized' in keys and res['recognized']:
+  n = min(config.get('num_show', 25), len(train_images))
+  samples(train_images[:n], train_labels[:n], class_names, path('samples'))
+  if res['recognized']:
     recognized(test_images, res['recognized'], class_names, path('recognized'))
-  if 'misclassified' in keys:
-    wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
-    misclassified(test_images, wrong[:config.get('num_misclassified_show', 5)],
-                  preds['labels'], preds['predicted'], class_names, path('misclassified'))
+  wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
+  misclassified(test_images, wrong[:config.get('num_misclassified_show', 5)],
+                preds['labels'], preds['predicted'], class_names, path('misclassified'))
 
 
 def draw_all(workdir, config, train_images, train_labels, test_images, class_names):
@@ -174,13 +172,6 @@ def draw_all(workdir, config, train_images, train_labels, test_images, class_nam
   curves(results_lib.read_history(workdir), path('curves'))
   confusion(preds['labels'], preds['predicted'], class_names, path('confusion'))
   return [path(k) for k in FILES if os.path.exists(path(k))]
-
-
-def placeholder(text, path):
-  """A small image saying why a figure is missing, so a report never shows a broken one."""
-  fig = plt.figure(figsize=(6, 1.2))
-  fig.text(0.5, 0.5, text, ha='center', va='center', fontsize=9, wrap=True, color='#555555')
-  _save(fig, path)
 
 
 def _by_dataset(items):

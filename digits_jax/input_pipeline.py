@@ -18,6 +18,8 @@ import numpy as np
 from digits_jax import idx
 
 DATASETS = ('mnist', 'fashion_mnist')
+DATASET_TITLES = {'mnist': 'MNIST', 'fashion_mnist': 'Fashion-MNIST'}  # For pages and plots.
+SOURCES = ('auto', 'idx', 'tfds')  # config.data_source: see resolve_source.
 CLASS_NAMES = {
     'mnist': tuple(str(i) for i in range(10)),
     'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',

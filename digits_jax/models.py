@@ -9,6 +9,7 @@ import numpy as np
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28)
 
+COMPUTE_DTYPES = ('float32', 'bfloat16')  # Matmul dtypes; parameters stay float32.
 KERNEL_INITS = {
     'glorot_uniform': nn.initializers.glorot_uniform(),  # Keras Dense default.
     'lecun_normal': nn.initializers.lecun_normal(),  # Flax Dense default.
@@ -27,10 +28,25 @@ class MLP(nn.Module):
     x = x.reshape((x.shape[0], -1)).astype(self.dtype)  # Flatten 28x28 -> 784.
     init = KERNEL_INITS[self.kernel_init]
     for i, units in enumerate(self.hidden_sizes):
-      x = nn.relu(nn.Dense(units, dtype=self.dtype, kernel_init=init, name=f'dense_{i}')(x))
+      x = nn.relu(nn.Dense(units, dtype=self.dtype, kernel_init=init, name=layer_name(i))(x))
     x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init,
-                 name=f'dense_{len(self.hidden_sizes)}')(x)
+                 name=layer_name(len(self.hidden_sizes)))(x)
     return x.astype(jnp.float32)
+
+
+def layer_name(i):
+  """The name of the MLP's i-th Dense layer (0 = the first hidden layer)."""
+  return f'dense_{i}'
+
+
+def dense_layers(params):
+  """The Dense layers' parameters ({'kernel', 'bias'}) of an MLP param tree, input to output."""
+  return [params[layer_name(i)] for i in range(len(params))]
+
+
+def from_dense_layers(layers):
+  """The MLP param tree of `dense_layers`' list (the inverse of `dense_layers`)."""
+  return {layer_name(i): layer for i, layer in enumerate(layers)}
 
 
 def hidden_sizes(config):
@@ -56,7 +72,7 @@ def summary(sizes, name='mlp'):
   rows = [('flatten (Flatten)', f'(None, {widths[0]})', 0)]
   for i, (fan_in, units) in enumerate(zip(widths[:-1], widths[1:])):
     act = 'relu' if i < len(sizes) else 'softmax'
-    rows.append((f'dense_{i} (Dense, {act})', f'(None, {units})', fan_in * units + units))
+    rows.append((f'{layer_name(i)} (Dense, {act})', f'(None, {units})', fan_in * units + units))
   total = sum(r[2] for r in rows)
   line = '=' * 66
   out = [f'Model: "{name}"', line,

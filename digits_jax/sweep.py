@@ -8,8 +8,9 @@ r"""Runs many (config, dataset) cells, each in its own workdir, then compares th
   python -m digits_jax.sweep --sweep_dir=runs/sweep --report_only
 
 Each cell goes to <sweep_dir>/<name>_<dataset> and is trained in this process by
-`train.train_and_evaluate` (configs come from <config_dir>/<name>.py, `get_config(dataset)`);
-with --num_seeds=N each cell is one run of N seeds (config.num_seeds).
+`train.train_and_evaluate`; its config is what `--config=<config_dir>/<name>.py:<dataset>`
+gives the main program (ml_collections' config_flags load it the same way); with
+--num_seeds=N each cell is one run of N seeds (config.num_seeds).
 --vary=FIELD=V1,V2,... sweeps one field of the --base config instead of the lab's
 variants (several --vary flags give their grid); a cell is named by its values
 (hidden_units=32) and compared with the cell of the base config's own values.
@@ -20,14 +21,12 @@ loss) is reported and the others go on. At the end comparison.csv, comparison.md
 significance.csv and report.html are (re)written in sweep_dir from every finished run
 there (--nosweep_report leaves that to a later --report_only, as the SLURM array does).
 
---override=FIELD=VALUE sets a field in every run, converted to the field's type
+--override=FIELD=VALUE sets a field in every run, parsed as --config.FIELD=VALUE is
 (num_epochs=1, learning_rate=3e-4, test_indices=(1,2), progress_bar=false);
 --override=DATASET:FIELD=VALUE sets it in that dataset's runs only, e.g.
 --override=mnist:data_dir=/data/mnist. Repeat the flag for several fields.
 """
 
-import ast
-import importlib.util
 import itertools
 import os
 import sys
@@ -38,8 +37,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before anything imports Te
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 from digits_jax import checkpoint as ckpt_lib
+from digits_jax import comparison
 from digits_jax import console
 from digits_jax import input_pipeline
 from digits_jax import preemption
@@ -64,69 +65,56 @@ class SweepError(RuntimeError):
   """A bad sweep argument, or runs that failed (listed in the message)."""
 
 
-def load_config(name, dataset, config_dir=None):
-  """`get_config(dataset)` of <config_dir>/<name>.py (default: the checkout's configs/)."""
-  config_dir = os.path.abspath(config_dir or os.path.join(REPO, 'configs'))
-  path = os.path.join(config_dir, f'{name}.py')
-  if not os.path.isfile(path):
-    raise SweepError(f'config {name!r}: no file {path}.')
-  parent = os.path.dirname(config_dir)
-  if parent not in sys.path:  # Variants import `configs.default`.
-    sys.path.insert(0, parent)
-  spec = importlib.util.spec_from_file_location(f'digits_jax_sweep_config_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(dataset)
-
-
-def convert(text, current, field):
-  """Parses `text` into the type of the field's current value."""
-  if isinstance(current, bool):
-    lowered = text.strip().lower()
-    if lowered not in ('true', 'false', '1', '0', 'yes', 'no'):
-      raise SweepError(f'--override {field}={text}: expected true or false.')
-    return lowered in ('true', '1', 'yes')
-  if isinstance(current, (int, float)):
-    try:
-      value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-      value = None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        isinstance(current, int) and not isinstance(value, int)):
-      raise SweepError(f'--override {field}={text}: expected {type(current).__name__}.')
-    return type(current)(value)
-  if isinstance(current, (tuple, list)):
-    try:
-      value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError) as e:
-      raise SweepError(f'--override {field}={text}: expected a tuple, e.g. (1, 2).') from e
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-  return text
-
-
 def parse_override(text):
   """'[dataset:]field=value' -> (dataset or None, field, value text)."""
   key, sep, value = text.partition('=')
   if not sep or not key.strip():
     raise SweepError(f'--override {text!r}: expected FIELD=VALUE or DATASET:FIELD=VALUE.')
   dataset, _, field = key.strip().rpartition(':')
+  if dataset and dataset not in input_pipeline.DATASETS:
+    raise SweepError(f'--override {text!r}: unknown dataset {dataset!r}; use one of '
+                     f'{", ".join(input_pipeline.DATASETS)}.')
   return dataset or None, field, value
 
 
-def apply_overrides(config, overrides):
-  """Sets each override that applies to config.dataset; returns the config."""
-  for text in overrides:
-    dataset, field, value = parse_override(text)
-    if dataset is not None and dataset not in input_pipeline.DATASETS:
-      raise SweepError(f'--override {text!r}: unknown dataset {dataset!r}; use one of '
-                       f'{", ".join(input_pipeline.DATASETS)}.')
-    if dataset is not None and dataset != config.dataset:
-      continue
-    if field not in config:
+def _parse_config_flags(argv):
+  """The config that `argv`'s --config and --config.FIELD=VALUE flags give, parsed by
+  ml_collections exactly as `python -m digits_jax.main` parses them."""
+  values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file('config', None, 'Config file.', flag_values=values,
+                                           lock_config=True, sys_argv=argv)
+  values(argv)
+  return holder.value
+
+
+def load_config(name, dataset, overrides=(), config_dir=None):
+  """The config of `--config=<config_dir>/<name>.py:<dataset> --config.FIELD=VALUE ...`.
+
+  Args:
+    name: the config file's name, e.g. 'v1'; default folder: the checkout's configs/.
+    dataset: passed to its get_config, as the `:dataset` of --config.
+    overrides: '[dataset:]field=value' strings; those for other datasets are left out.
+    config_dir: the folder of the config files.
+  """
+  config_dir = os.path.abspath(config_dir or os.path.join(REPO, 'configs'))
+  path = os.path.join(config_dir, f'{name}.py')
+  if not os.path.isfile(path):
+    raise SweepError(f'config {name!r}: no file {path}.')
+  applied = [(text, field, value) for text in overrides
+             for ds, field, value in [parse_override(text)] if ds in (None, dataset)]
+  argv = ['sweep', f'--config={path}:{dataset}']
+  base = _parse_config_flags(argv)
+  for text, field, _ in applied:
+    if field not in base:
       raise SweepError(f'--override {text!r}: config has no field {field!r}; fields: '
-                       f'{", ".join(sorted(config.keys()))}.')
-    setattr(config, field, convert(value, config[field], field))
-  return config
+                       f'{", ".join(sorted(base.keys()))}.')
+  try:
+    return _parse_config_flags(argv + [f'--config.{f}={v}' for _, f, v in applied])
+  except flags.Error as e:  # absl names the flag: --config.FIELD=VALUE.
+    text, field = next(((t, f) for t, f, v in applied if f'--config.{f}=' in str(e)),
+                       (' '.join(overrides), ''))
+    expected = f'expected {type(base[field]).__name__}: ' if field else ''
+    raise SweepError(f'--override {text!r}: {expected}{e}.') from e
 
 
 def is_finished(config, workdir):
@@ -144,7 +132,7 @@ def plan(configs, datasets, sweep_dir, overrides=(), config_dir=None):
   runs = []
   for dataset in datasets:
     for name in configs:
-      config = apply_overrides(load_config(name, dataset, config_dir), overrides)
+      config = load_config(name, dataset, overrides, config_dir)
       runs.append((os.path.join(sweep_dir, f'{name}_{dataset}'), config))
   return runs
 
@@ -188,15 +176,15 @@ def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
     raise SweepError(f'--base {base!r}: expected a config file, e.g. configs/default.py.')
   runs, reference = [], None
   for dataset in datasets:
-    config = apply_overrides(load_config(name[:-3], dataset, config_dir), overrides)
+    config = load_config(name[:-3], dataset, overrides, config_dir)
     for field in vary:
       if field not in config:
         raise SweepError(f'--vary {field}: config has no field {field!r}; fields: '
                          f'{", ".join(sorted(config.keys()))}.')
     own = cell_label(config, vary)
     for values in itertools.product(*vary.values()):
-      cell = apply_overrides(config.copy_and_resolve_references(),
-                             [f'{f}={v}' for f, v in zip(vary, values)])
+      cell = load_config(name[:-3], dataset, [*overrides, *(f'{f}={v}' for f, v in
+                                                              zip(vary, values))], config_dir)
       cell.name = cell_label(cell, vary)
       slug = cell.name.replace('=', '-').replace(',', '_')
       runs.append((os.path.join(sweep_dir, f'{slug}_{dataset}'), cell))
@@ -250,7 +238,7 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
                                 datasets, sweep_dir, vary, overrides)
   else:
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
-  report.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
+  comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, spent = {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
   for k, (workdir, config) in enumerate(runs, 1):
     tag = f'[{k}/{len(runs)}]'
@@ -293,7 +281,7 @@ def main(argv):
   f = flags.FLAGS
   try:
     if f.report_only:
-      if not report.find_runs(f.sweep_dir):
+      if not comparison.find_runs(f.sweep_dir):
         raise SweepError(f'--report_only: no finished runs under {f.sweep_dir!r}; give '
                          'the --sweep_dir that the sweep trained into.')
       console.say(f'[sweep] Report: {report.write_sweep_report(f.sweep_dir)}')

@@ -1,7 +1,9 @@
 """Checks a config (and the data and workdir it names) before any compute is spent.
 
 Every problem is collected, so one run reports them all: each names the field, the bad
-value and what is allowed.
+value and what is allowed. The allowed values come from where they are interpreted
+(datasets and sources from input_pipeline, inits and dtypes from models, optimizers from
+train_state, kernel modes from cpu_kernel).
 """
 
 import os
@@ -10,14 +12,13 @@ import shutil
 import ml_collections
 import numpy as np
 
+from digits_jax import cpu_kernel
 from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
 from digits_jax import storage
+from digits_jax import train_state as ts
 
-DTYPES = ('float32', 'bfloat16')
-SOURCES = ('auto', 'idx', 'tfds')
-CPU_KERNEL = ('auto', 'on', 'off')
 FLOAT32 = np.finfo(np.float32)
 # Bytes per parameter while training: the float32 parameter, its gradient and Adam's two
 # moments.
@@ -65,15 +66,25 @@ def _float32_positive(config, field, problems):
                     f'hold it; use a number in [{FLOAT32.tiny:.2g}, {FLOAT32.max:.2g}].')
 
 
+def _one_of(config, field, allowed, problems, what=''):
+  """Appends a problem unless the value is one of `allowed` (names, or a registry keyed by
+  name; a dict of strings is read as names and their notes)."""
+  value = config.get(field)
+  if isinstance(value, str) and value in allowed:
+    return
+  if isinstance(allowed, dict) and all(isinstance(v, str) for v in allowed.values()):
+    named = [f'{k} ({note})' for k, note in allowed.items()]
+    choices = f'use {", ".join(named[:-1])} or {named[-1]}'
+  else:
+    choices = f'use one of {", ".join(allowed)}'
+  problems.append(f'config.{field}={value!r}: {what}{choices}.')
+
+
 def check_fields(config):
   """Returns the list of problems with the config's own values (no file access)."""
   problems = []
-  if config.get('dataset') not in input_pipeline.DATASETS:
-    problems.append(f'config.dataset={config.get("dataset")!r}: unknown dataset; use one of '
-                    f'{", ".join(input_pipeline.DATASETS)}.')
-  if config.get('data_source') not in SOURCES:
-    problems.append(f'config.data_source={config.get("data_source")!r}: use one of '
-                    f'{", ".join(SOURCES)}.')
+  _one_of(config, 'dataset', input_pipeline.DATASETS, problems, 'unknown dataset; ')
+  _one_of(config, 'data_source', input_pipeline.SOURCES, problems)
   for field in ('num_epochs', 'batch_size', 'hidden_units', 'num_hidden_layers',
                 'steps_per_call', 'eval_batch_size', 'checkpoint_every_epochs',
                 'max_checkpoints_to_keep'):
@@ -91,18 +102,10 @@ def check_fields(config):
   _number_in(config, 'b1', 0.0, 1.0, problems)
   _number_in(config, 'b2', 0.0, 1.0, problems)
   _float32_positive(config, 'eps', problems)
-  if config.get('compute_dtype') not in DTYPES:
-    problems.append(f'config.compute_dtype={config.get("compute_dtype")!r}: use one of '
-                    f'{", ".join(DTYPES)}.')
-  if config.get('optimizer') not in ('keras_adam', 'optax_adam'):
-    problems.append(f'config.optimizer={config.get("optimizer")!r}: use keras_adam (the '
-                    "lab's Keras update rule) or optax_adam.")
-  if config.get('cpu_kernel') not in CPU_KERNEL:
-    problems.append(f'config.cpu_kernel={config.get("cpu_kernel")!r}: use auto (the fused '
-                    'CPU kernel where it applies), on (require it) or off (XLA only).')
-  if config.get('kernel_init') not in ('glorot_uniform', 'lecun_normal'):
-    problems.append(f'config.kernel_init={config.get("kernel_init")!r}: use glorot_uniform '
-                    '(Keras) or lecun_normal (Flax).')
+  _one_of(config, 'compute_dtype', models.COMPUTE_DTYPES, problems)
+  _one_of(config, 'optimizer', ts.OPTIMIZERS, problems)
+  _one_of(config, 'cpu_kernel', cpu_kernel.MODES, problems)
+  _one_of(config, 'kernel_init', models.KERNEL_INITS, problems)
   indices = config.get('test_indices')
   if not isinstance(indices, (tuple, list)) or not all(_is_int(i) for i in indices):
     problems.append(f'config.test_indices={indices!r}: must be a tuple of integers, '

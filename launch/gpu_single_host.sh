@@ -29,29 +29,8 @@
 #   launch/gpu_single_host.sh --dry-run -- --config.batch_size=64
 set -euo pipefail
 
-DRY_RUN="${DRY_RUN:-0}"
-
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
-die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
-
-# Print a command as a shell would read it back, prefixed with "+ ".
-show() {
-  local out="+" arg
-  for arg in "$@"; do
-    if [[ "$arg" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then out+=" $arg"
-    elif [[ "$arg" != *\'* ]]; then out+=" '$arg'"
-    else out+=" $(printf '%q' "$arg")"; fi
-  done
-  printf '%s\n' "$out"
-}
-# Run a command, or only print it in a dry run.
-run() { if [[ "$DRY_RUN" == 1 ]]; then show "$@"; else show "$@" >&2; "$@"; fi; }
-# Set an environment variable for the trainer, or only print it in a dry run.
-setenv() {
-  if [[ "$DRY_RUN" == 1 ]]; then show export "$1=$2"; return; fi
-  show export "$1=$2" >&2
-  export "$1=$2"
-}
+# shellcheck source=launch/_lib.sh
+source "$(dirname "$0")/_lib.sh"  # usage, die, show, run, setenv, default_workdir, ...
 
 setup_only=0
 extra=()
@@ -68,10 +47,7 @@ while (($#)); do
 done
 
 CONFIG="${CONFIG:-configs/v6.py}"
-# The trainer's default workdir, runs/<name>_<dataset> (configs default to MNIST).
-name="${CONFIG##*/}"; name="${name/.py/}"; [[ "$name" == *:* ]] || name+=":mnist"
-name="${name//:/_}"
-WORKDIR="${WORKDIR:-runs/$name}"
+WORKDIR="${WORKDIR:-$(default_workdir "$CONFIG")}"
 VENV="${VENV-.venv}"
 PYTHON="${PYTHON:-python3}"
 CUDA="${CUDA:-12}"
@@ -92,9 +68,5 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
 fi
 if ((setup_only)); then exit 0; fi
 
-if [[ -n "${MEM_FRACTION:-}" ]]; then
-  setenv XLA_PYTHON_CLIENT_MEM_FRACTION "$MEM_FRACTION"
-else
-  setenv XLA_PYTHON_CLIENT_PREALLOCATE false
-fi
+gpu_memory_env
 run "$py" -m digits_jax.main "--config=$CONFIG" "--workdir=$WORKDIR" ${extra[@]+"${extra[@]}"}

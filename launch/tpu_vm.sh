@@ -31,23 +31,9 @@
 #   launch/tpu_vm.sh --dry-run
 set -euo pipefail
 
-DRY_RUN="${DRY_RUN:-0}"
+# shellcheck source=launch/_lib.sh
+source "$(dirname "$0")/_lib.sh"  # usage, die, show, run, default_workdir, ...
 
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
-die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
-
-# Print a command as a shell would read it back, prefixed with "+ ".
-show() {
-  local out="+" arg
-  for arg in "$@"; do
-    if [[ "$arg" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then out+=" $arg"
-    elif [[ "$arg" != *\'* ]]; then out+=" '$arg'"
-    else out+=" $(printf '%q' "$arg")"; fi
-  done
-  printf '%s\n' "$out"
-}
-# Run a command, or only print it in a dry run.
-run() { if [[ "$DRY_RUN" == 1 ]]; then show "$@"; else show "$@" >&2; "$@"; fi; }
 # Quote words for the remote shell that `gcloud ... ssh --command` starts.
 quote() { local s; s="$(printf '%q ' "$@")"; printf '%s' "${s% }"; }
 
@@ -70,10 +56,7 @@ ZONE="${ZONE:-us-west4-a}"
 ACCELERATOR_TYPE="${ACCELERATOR_TYPE:-v5litepod-8}"
 VERSION="${VERSION:-v2-alpha-tpuv5-lite}"
 CONFIG="${CONFIG:-configs/v6.py}"
-# The trainer's default workdir, runs/<name>_<dataset> (configs default to MNIST).
-name="${CONFIG##*/}"; name="${name/.py/}"; [[ "$name" == *:* ]] || name+=":mnist"
-name="${name//:/_}"
-WORKDIR="${WORKDIR:-runs/$name}"
+WORKDIR="${WORKDIR:-$(default_workdir "$CONFIG")}"
 REMOTE_DIR="${REMOTE_DIR:-digits_jax}"
 REMOTE_PYTHON="${REMOTE_PYTHON:-python3}"
 LOCAL_DIR="${LOCAL_DIR:-runs}"

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from helpers import tiny_config
 from digits_jax import best_epoch
 from digits_jax import checkpoint
 from digits_jax import parallel

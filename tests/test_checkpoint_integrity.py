@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import run_main, tiny_config
+from helpers import run_main, tiny_config
 from digits_jax import checkpoint
 from digits_jax import results
 from digits_jax import train

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, tiny_config
+from helpers import REPO, tiny_config
 from digits_jax import train
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from configs import default
 from digits_jax import config_files
 from digits_jax import input_pipeline
@@ -24,7 +24,7 @@ def test_configs_install_with_the_package():
   tomllib = pytest.importorskip('tomllib')  # Python >= 3.11.
   with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
     include = tomllib.load(f)['tool']['setuptools']['packages']['find']['include']
-  assert 'configs' in include
+  assert 'configs*' in include
   assert config_files.config_dir() == os.path.join(REPO, 'configs')
 
 

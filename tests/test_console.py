@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import REPO, TINY_FLAGS, config_flags, write_tiny_dataset
+from helpers import REPO, TINY_FLAGS, config_flags, write_tiny_dataset
 from digits_jax import console
 from digits_jax import cpu_kernel
 

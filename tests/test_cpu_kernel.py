@@ -1,5 +1,7 @@
 """The fused CPU kernel: same math as the XLA scan, deterministic, and used only where it applies."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,7 @@ from digits_jax import steps as steps_lib
 from digits_jax import train
 from digits_jax import train_state as ts
 from digits_jax import validation
-from tests.conftest import tiny_config
+from helpers import tiny_config
 
 
 def _config(**kw):
@@ -148,6 +150,28 @@ def test_a_failed_build_names_the_compiler_command(monkeypatch, tmp_path):
   with pytest.raises(cpu_kernel.KernelBuildError, match='false .*mlp_adam_cpu.cc'):
     cpu_kernel.build()
   assert not list(tmp_path.iterdir())  # No half-written library is left in the cache.
+
+
+def test_a_build_for_other_cpu_features_is_not_loaded(monkeypatch, tmp_path):
+  monkeypatch.setenv('DIGITS_JAX_KERNEL_CACHE', str(tmp_path))
+  monkeypatch.setattr(cpu_kernel, 'cpu_features', lambda compiler: 'avx512f avx2 sse4_2')
+  other = cpu_kernel.library_path()
+  with open(other, 'wb') as f:  # What an AVX-512 machine sharing this home folder built.
+    f.write(b'not for this CPU')
+  assert cpu_kernel.build() == other  # Same features: the cached build is used.
+  monkeypatch.setattr(cpu_kernel, 'cpu_features', lambda compiler: 'avx2 sse4_2')
+  assert cpu_kernel.library_path() != other
+  monkeypatch.setenv('CXX', 'false')  # The build for this CPU is attempted (and fails here).
+  with pytest.raises(cpu_kernel.KernelBuildError, match='false '):
+    cpu_kernel.build()
+  assert os.listdir(tmp_path) == [os.path.basename(other)]
+
+
+def test_the_cache_key_holds_this_cpus_features():
+  features = cpu_kernel.cpu_features(cpu_kernel._compiler())  # pylint: disable=protected-access
+  assert features.strip()
+  if os.path.exists('/proc/cpuinfo') and 'sse2' in open('/proc/cpuinfo').read():  # x86-64.
+    assert 'msse2' in features or 'sse2' in features
 
 
 def test_auto_falls_back_to_xla_when_the_build_fails(tiny_data, tmp_path, monkeypatch):

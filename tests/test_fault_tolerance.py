@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_FLAGS, config_flags, tiny_config, write_tiny_dataset
+from helpers import REPO, TINY_FLAGS, config_flags, tiny_config, write_tiny_dataset
 from digits_jax import checkpoint
 from digits_jax import results
 from digits_jax import steps

@@ -316,6 +316,17 @@ def test_default_workdir_is_the_trainers(sandbox, config, workdir):
     assert f'--workdir={workdir}' in trainer_args(cmd)
 
 
+def test_slurm_job_finds_the_helpers_from_a_copy(sandbox, tmp_path):
+  """sbatch runs a copy of the script elsewhere: the helpers come from $SLURM_SUBMIT_DIR."""
+  spool = tmp_path / 'spool'
+  spool.mkdir()
+  copy = spool / 'slurm_script'
+  shutil.copy(SLURM, copy)
+  cmds = commands(launch(sandbox, copy, '--dry-run', SLURM_JOB_ID='42',
+                         SLURM_SUBMIT_DIR=str(ROOT)))
+  assert cmds[-1][0] == 'srun' and '--workdir=runs/v6_mnist' in cmds[-1]
+
+
 def test_slurm_header():
   lines = SLURM.read_text().splitlines()
   opts = {line.split()[1].split('=')[0] for line in lines if line.startswith('#SBATCH')}

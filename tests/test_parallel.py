@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_FLAGS, config_flags, write_tiny_dataset
+from helpers import REPO, TINY_FLAGS, config_flags, write_tiny_dataset
 from digits_jax import checkpoint
 from digits_jax import results
 
@@ -19,7 +19,7 @@ from digits_jax import results
 TRAIN_SNIPPET = r'''
 import json, sys, jax, numpy as np
 sys.path.insert(0, "tests")
-from conftest import tiny_config
+from helpers import tiny_config
 from digits_jax import train
 data_dir, workdir, batch, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 config = tiny_config(data_dir, batch_size=batch, **json.loads(extra))

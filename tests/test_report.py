@@ -1,12 +1,15 @@
-"""report.html of a run (and its figures redrawn when missing).
+"""report.html of a run (its plots redrawn, its missing image grids noted), and TensorBoard
+summaries.
 
-One tiny run (the `tiny_data` fixture of conftest.py) is trained once for the module; the
+One tiny run (on the `tiny_data` fixture of conftest.py) is trained once for the module; the
 browser tests need Chromium and are skipped without it.
 """
 
 import base64
 import contextlib
+import csv
 import io
+import json
 import math
 import os
 import re
@@ -18,7 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digits_jax import analysis
 from digits_jax import figures
+from digits_jax import input_pipeline
 from digits_jax import report
 from digits_jax import results as results_lib
 from digits_jax import train
@@ -106,23 +111,23 @@ def test_cli_writes_the_run_report(run_dir):
   assert tuple(re.findall(r'<h2>(.*?)</h2>', read(proc.stdout.strip()))) == HEADINGS
 
 
-@pytest.mark.parametrize('data_available', [True, False])
-def test_missing_or_broken_figures_are_redrawn(run_dir, tmp_path, data_available):
+def test_missing_plots_are_redrawn_and_missing_image_grids_noted(run_dir, tmp_path,
+                                                                  monkeypatch):
   workdir = str(tmp_path / 'copy')
   shutil.copytree(run_dir, workdir, ignore=shutil.ignore_patterns('checkpoints'))
   for key in ('samples', 'curves', 'confusion', 'recognized'):
     os.remove(os.path.join(workdir, figures.FILES[key]))
   with open(os.path.join(workdir, figures.FILES['misclassified']), 'r+b') as f:
     f.truncate(200)  # A half-written PNG.
-  if not data_available:
-    config = results_lib.read_json(os.path.join(workdir, 'config.json'))
-    config['data_dir'] = str(tmp_path / 'no_such_folder')
-    results_lib.write_json(os.path.join(workdir, 'config.json'), config)
+  monkeypatch.setattr(input_pipeline, 'load', lambda *a: pytest.fail('loaded the dataset'))
   text = read(report.write_run_report(workdir))
-  assert_valid_png_uris(text)
-  assert len(images_of(text)) == 5
-  for key in ('samples', 'curves', 'confusion', 'recognized', 'misclassified'):
+  assert_valid_png_uris(text)  # No broken image is embedded.
+  assert len(images_of(text)) == 2
+  for key in ('curves', 'confusion'):  # Drawn from the saved history and predictions.
     assert report.is_png(os.path.join(workdir, figures.FILES[key])), key
+  for key in ('samples', 'recognized', 'misclassified'):
+    assert f'{figures.FILES[key]} is missing or incomplete' in text, key
+  assert tuple(re.findall(r'<h2>(.*?)</h2>', text)) == HEADINGS
 
 
 def test_conclusions_find_overfitting_and_confusions():
@@ -130,16 +135,16 @@ def test_conclusions_find_overfitting_and_confusions():
               'seconds': 1.0}
              for e, l, v, a in ((1, 0.5, 0.40, 0.90), (2, 0.3, 0.30, 0.95),
                                 (3, 0.2, 0.35, 0.94), (4, 0.25, 0.45, 0.93))]
-  lowest, first, last = report.overfitting_start(history)
+  lowest, first, last = analysis.overfitting_start(history)
   assert (lowest['epoch'], first['epoch'], last['epoch']) == (2, 3, 4)
-  assert report.overfitting_start(history[:2]) is None  # Lowest at the last epoch.
+  assert analysis.overfitting_start(history[:2]) is None  # Lowest at the last epoch.
   cm = np.diag([50] * 10)
   cm[4, 9], cm[7, 1], cm[3, 5], cm[9, 4] = 7, 5, 5, 1
   names = [str(i) for i in range(10)]
-  assert report.confused_pairs(cm, names) == [(7, '4', '9', 7 / 57), (5, '3', '5', 5 / 55),
+  assert analysis.confused_pairs(cm, names) == [(7, '4', '9', 7 / 57), (5, '3', '5', 5 / 55),
                                               (5, '7', '1', 5 / 55)]
   res = {'class_names': names, 'test_accuracy': 0.9}
-  text = ' '.join(report.conclusions({'res': res, 'history': history}, cm))
+  text = ' '.join(analysis.conclusions({'res': res, 'history': history}, cm))
   assert 'Best epoch: epoch 2 of 4' in text
   assert ('Overfitting from epoch 3: validation loss was lowest at epoch 2 (0.3000) and '
           'stayed above it from then on, ending 0.1500 higher (+50%) at epoch 4, while '
@@ -152,7 +157,8 @@ def test_conclusions_without_validation():
   history = [{'epoch': 1, 'loss': 0.5, 'accuracy': 0.8, 'val_loss': math.nan,
               'val_accuracy': math.nan, 'seconds': 1.0}]
   res = {'class_names': [str(i) for i in range(10)], 'test_accuracy': 0.9}
-  text = ' '.join(report.conclusions({'res': res, 'history': history}, np.eye(10, dtype=int)))
+  text = ' '.join(analysis.conclusions({'res': res, 'history': history},
+                                       np.eye(10, dtype=int)))
   assert 'No validation split' in text and 'No test image was misclassified' in text
 
 
@@ -196,3 +202,38 @@ def test_report_renders_in_a_browser(run_dir, tmp_path):
   assert attrs.get('images-ok') == 'true', attrs
   assert attrs['images'] == '5'
   assert tuple(attrs['headings'].split('|')) == HEADINGS
+
+
+def test_tensorboard_summaries_match_the_history(run_dir):
+  tf = pytest.importorskip('tensorflow')
+  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
+  logdir = summaries.write_run_summaries(run_dir)
+  logdir = summaries.write_run_summaries(run_dir)  # Rewriting must not double the points.
+  files = [os.path.join(logdir, f) for f in os.listdir(logdir) if 'tfevents' in f]
+  assert len(files) == 1
+  scalars, images = {}, {}
+  for record in tf.data.TFRecordDataset(files):
+    event = tf.compat.v1.Event.FromString(record.numpy())
+    for v in event.summary.value:
+      value = tf.make_ndarray(v.tensor)
+      if v.metadata.plugin_data.plugin_name == 'scalars':
+        scalars.setdefault(v.tag, []).append((event.step, float(value)))
+      elif v.metadata.plugin_data.plugin_name == 'images':
+        images[v.tag] = value
+  with open(os.path.join(run_dir, 'history.csv')) as f:
+    history = list(csv.DictReader(f))
+  for column, tag in summaries.SCALARS.items():
+    assert scalars[tag] == [(int(h['epoch']), float(np.float32(h[column]))) for h in history]
+  res = json.loads(read(os.path.join(run_dir, 'results.json')))
+  assert scalars['test/accuracy'] == [(3, float(np.float32(res['test_accuracy'])))]
+  assert set(images) == set(summaries.IMAGES.values())
+  width, height, png = images['images/samples']
+  with open(os.path.join(run_dir, figures.FILES['samples']), 'rb') as f:
+    assert png == f.read()
+  assert Image.open(io.BytesIO(png)).size == (int(width), int(height))
+
+
+def test_tensorboard_summaries_are_skipped_without_tensorflow(run_dir, monkeypatch):
+  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, 'tensorflow', None)  # `import tensorflow` now fails.
+  assert summaries.write_run_summaries(run_dir) is None

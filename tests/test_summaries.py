@@ -12,7 +12,7 @@ from digits_jax import figures
 from digits_jax import results as results_lib
 from digits_jax import summaries
 from digits_jax import train
-from conftest import tiny_config
+from helpers import tiny_config
 
 event_accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
 

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from digits_jax import comparison
 from digits_jax import report
 from digits_jax import results as results_lib
 from digits_jax import stats
@@ -47,8 +48,7 @@ def swept(tiny_data, tmp_path_factory):
   sweep_dir = str(tmp_path_factory.mktemp('sweep'))
   v1_dir = os.path.join(sweep_dir, 'v1_mnist')
   # The interrupted run: one epoch finished and checkpointed, results.json not yet written.
-  config = sweep.apply_overrides(sweep.load_config('v1', 'mnist'),
-                                 tiny_overrides(tiny_data, num_epochs=2))
+  config = sweep.load_config('v1', 'mnist', tiny_overrides(tiny_data, num_epochs=2))
   config.num_epochs = 1
   quiet(train.train_and_evaluate, config, v1_dir)
   os.remove(os.path.join(v1_dir, 'results.json'))
@@ -91,7 +91,7 @@ def test_each_run_is_announced_with_its_place_in_the_sweep(swept):
 def test_comparison_table_holds_each_runs_results(swept):
   with open(os.path.join(swept['dir'], 'comparison.csv'), newline='') as f:
     rows = list(csv.DictReader(f))
-  assert tuple(rows[0]) == report.COMPARISON_FIELDS
+  assert tuple(rows[0]) == comparison.COMPARISON_FIELDS
   assert [r['variant'] for r in rows] == list(CONFIGS)
   for row in rows:
     res = results_lib.read_json(os.path.join(workdir(swept, row['variant']), 'results.json'))
@@ -169,19 +169,17 @@ def test_bad_override_fails_before_any_training(tmp_path, monkeypatch):
 
 
 def test_overrides_take_the_fields_type():
-  config = sweep.load_config('v6', 'fashion_mnist')
-  sweep.apply_overrides(config, ['num_epochs=3', 'learning_rate=1e-2', 'progress_bar=False',
-                                 'test_indices=(1, 2)', 'kernel_init=lecun_normal',
-                                 'validation_split=0', 'mnist:batch_size=7',
-                                 'fashion_mnist:hidden_units=20'])
+  config = sweep.load_config('v6', 'fashion_mnist', [
+      'num_epochs=3', 'learning_rate=1e-2', 'progress_bar=False', 'test_indices=(1, 2)',
+      'kernel_init=lecun_normal', 'validation_split=0', 'mnist:batch_size=7',
+      'fashion_mnist:hidden_units=20'])
   assert config.num_epochs == 3 and isinstance(config.num_epochs, int)
   assert config.learning_rate == 0.01 and config.validation_split == 0.0
   assert isinstance(config.validation_split, float)
   assert config.progress_bar is False and config.test_indices == (1, 2)
   assert config.kernel_init == 'lecun_normal'
   assert config.batch_size == 5 and config.hidden_units == 20  # mnist: override not applied.
-  assert sweep.apply_overrides(sweep.load_config('v1', 'mnist'),
-                               ['test_indices=4']).test_indices == (4,)
+  assert sweep.load_config('v1', 'mnist', ['test_indices=4']).test_indices == (4,)
 
 
 def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, tiny_data):

@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from conftest import NUM_TEST, run_main, tiny_config
+from helpers import NUM_TEST, run_main, tiny_config
 from digits_jax import checkpoint
 from digits_jax import idx
 from digits_jax import input_pipeline

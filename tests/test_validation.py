@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import tiny_config, write_tiny_dataset
+from helpers import tiny_config, write_tiny_dataset
 from digits_jax import idx
 from digits_jax import results
 from digits_jax import train
