@@ -3,9 +3,11 @@ r"""Benchmarks digits_jax: the lab's variants against Keras, a batch-size cost c
   python benchmarks/benchmark.py --configs=default,v6 --dataset=mnist --keras --repeats=3
   python benchmarks/benchmark.py --sections=curve,scaling
   python benchmarks/benchmark.py --configs=v6 --data_dir=/path/to/mnist --keras --keras_epochs=2
+  python benchmarks/benchmark.py --sections=seeds --seed_configs=default,v6 --num_seeds=1,2,4,8
   python benchmarks/benchmark.py --sections=fidelity --seeds=3
 
-Sections (--sections, default train, curve, scaling; fidelity only when asked for):
+Sections (--sections, default train, curve, scaling; fidelity and seeds only when
+asked for):
   train    each config trained end to end by `python -m digits_jax.main` in a child process
            (timings from its results.json, peak RSS from os.wait4), once per --cpu_kernel
            choice, and with --keras by the lab's own Keras program (benchmarks/keras_lab.py),
@@ -18,6 +20,9 @@ Sections (--sections, default train, curve, scaling; fidelity only when asked fo
   scaling  the same at one batch size on 1, 2 and 4 devices: on CPU the devices are forced
            with XLA_FLAGS=--xla_force_host_platform_device_count=N, so the sharded code
            path (mesh, replicated state, batch sharded on 'data') is what is measured.
+  seeds    each of --seed_configs trained end to end with config.num_seeds = each of
+           --num_seeds (N replicas in one program), once per --cpu_kernel choice: train
+           seconds, seconds per replica, and the time against N separate one-seed runs.
   fidelity N seeds (--seeds) of the lab's Keras program and of digits_jax for each config
            (seeds 0..N-1 on both sides), then per config: our mean +- std, Keras's, the
            difference of the means with its 95% Welch interval and p-value, and a verdict:
@@ -50,7 +55,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 ALL_CONFIGS = ['default'] + [f'v{i}' for i in range(1, 10)]
-SECTIONS = ('train', 'curve', 'scaling', 'fidelity')
+SECTIONS = ('train', 'curve', 'scaling', 'fidelity', 'seeds')
 DEFAULT_SECTIONS = ('train', 'curve', 'scaling')
 RESULT_PREFIX = 'RESULT '
 
@@ -68,12 +73,15 @@ _KERAS_REPEATS = flags.DEFINE_integer('keras_repeats', 0, 'Keras runs (0 = --rep
 _EPOCHS = flags.DEFINE_integer('epochs', 0, "Epochs for both programs (0 = the config's).")
 _KERAS_EPOCHS = flags.DEFINE_integer('keras_epochs', 0, 'Epochs for Keras only (0 = as JAX).')
 _SECTIONS = flags.DEFINE_list('sections', list(DEFAULT_SECTIONS),
-                              'Sections: train, curve, scaling, fidelity.')
+                              'Sections: train, curve, scaling, fidelity, seeds.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Fidelity: seeds (0..N-1) per config and program.')
 _MARGIN = flags.DEFINE_float('margin', 0.5, 'Fidelity: equivalence margin in accuracy points.')
 _KERAS_RESULTS = flags.DEFINE_list('keras_results', [], 'Fidelity: files (glob patterns) of '
                                    'keras_lab.py JSON lines to take Keras runs from instead '
                                    'of running Keras.')
+_SEED_CONFIGS = flags.DEFINE_list('seed_configs', ['default', 'v6'], 'Seeds: configs to train.')
+_NUM_SEEDS = flags.DEFINE_list('num_seeds', ['1', '2', '4', '8'],
+                               'Seeds: config.num_seeds values (1 first: the baseline).')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['5', '32', '128', '1024', '8192'],
                                  'Batch sizes of the cost curve.')
 _DEVICE_COUNTS = flags.DEFINE_list('device_counts', ['1', '2', '4'], 'Scaling: device counts.')
@@ -191,7 +199,9 @@ def run_jax(name, cpu_kernel='auto', extra=()):
           'seeds': res.get('seeds', [res['seed']]),
           'seed_test_accuracy': res.get('per_seed', {}).get('test_accuracy',
                                                              [res['test_accuracy']]),
-          'wall_seconds': child['wall_seconds'], 'steps_by': steps_by(t)}
+          'wall_seconds': child['wall_seconds'], 'steps_by': steps_by(t),
+          'num_seeds': len(res.get('seeds', [0])),
+          'mean_test_accuracy': res.get('summary', {}).get('test_accuracy', {}).get('mean')}
 
 
 def steps_by(timings):
@@ -322,6 +332,52 @@ def train_section():
   say()
   say(table(rows, columns))
   say('(medians over repeats; peak MB: the largest; speed-up = jax ex/s / keras ex/s)')
+  return ok
+
+
+SEEDS_COLUMNS = (
+    ('config', None, 'config', 's', None), ('steps by', None, 'steps_by', 's', None),
+    ('seeds', None, 'num_seeds', 'd', None), ('epochs', None, 'epochs', 'd', None),
+    ('train s', None, 'train_seconds', '.2f', None),
+    ('best train s', None, 'best_train_seconds', '.2f', None),
+    ('s per replica', None, 'per_replica', '.2f', None),
+    ('vs one seed', None, 'vs_one', '.2f', None),
+    ('vs N runs', None, 'vs_separate', '.2f', None),
+    ('mean test acc', None, 'mean_test_accuracy', '.4f', None),
+    ('peak MB', None, 'peak_mb', '.0f', None),
+)
+
+
+def seeds_section():
+  """N replicas in one run against one: train seconds, per replica, and against N runs."""
+  counts = [int(n) for n in _NUM_SEEDS.value]
+  say(f'== seeds: {", ".join(_SEED_CONFIGS.value)} on {_DATASET.value} with num_seeds '
+      f'{", ".join(map(str, counts))}, {_REPEATS.value} repeat(s) ==')
+  rows, ok = [], True
+  for name in _SEED_CONFIGS.value:
+    for choice in _CPU_KERNEL.value:
+      base = None
+      for n in counts:
+        extra = [f'--config.num_seeds={n}'] if n != 1 else []
+        runs = repeated(lambda c, k=choice, e=extra: run_jax(c, k, e), name, _REPEATS.value,
+                        f'jax, {n} seed(s)')
+        ok = ok and len(runs) == _REPEATS.value
+        if not runs:
+          continue
+        row = {key: summarise(runs, key) for key in ('train_seconds', 'mean_test_accuracy')}
+        row.update({key: summarise(runs, key, max) for key in ('epochs', 'peak_mb', 'num_seeds')})
+        row.update(config=name, steps_by=f'{runs[0]["steps_by"]} ({choice})',
+                   per_replica=row['train_seconds'] / n,
+                   best_train_seconds=summarise(runs, 'train_seconds', min))
+        base = row['train_seconds'] if n == 1 else base
+        row['vs_one'] = row['train_seconds'] / base if base else None
+        row['vs_separate'] = row['train_seconds'] / (n * base) if base else None
+        rows.append(row)
+  say()
+  say(table(rows, SEEDS_COLUMNS))
+  say('(medians over repeats; best: the fastest repeat, the least disturbed by other work; '
+      'vs one seed = train s / train s of num_seeds=1; vs N runs = train s / (N x train s '
+      'of num_seeds=1): below 1, the replicas beat separate runs)')
   return ok
 
 
@@ -623,7 +679,8 @@ def main(argv):
       'time (see the load averages) makes them noisy.')
   ok = True
   for section, fn in (('curve', curve_section), ('scaling', scaling_section),
-                      ('train', train_section), ('fidelity', fidelity_section)):
+                      ('train', train_section), ('fidelity', fidelity_section),
+                      ('seeds', seeds_section)):
     if section in _SECTIONS.value:
       say()
       start = time.perf_counter()

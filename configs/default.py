@@ -36,9 +36,9 @@ def get_config(dataset=None):
   config.num_epochs = 10  # Passes over the training split.
   config.batch_size = 32  # Global training batch size (the last partial batch is kept).
   config.seed = 0  # Seeds initialisation and the per-epoch shuffles.
-  # Keras habits, both on validation accuracy (they need validation_split > 0):
-  config.restore_best = False  # Test the best validation epoch's weights (Keras ModelCheckpoint).
-  config.early_stopping_patience = 0  # Stop after N epochs with no better val. accuracy; 0 = off.
+  # Replicas trained at once in one program, with seeds seed, seed + 1, ...: replica k is
+  # the run with seed + k; results.json adds per_seed values and their summary.
+  config.num_seeds = 1
   config.compute_dtype = 'float32'  # 'float32' or 'bfloat16' (matmuls; params stay f32).
 
   # Speed (see benchmarks/README.md for the measurements behind the defaults).

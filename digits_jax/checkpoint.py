@@ -2,9 +2,7 @@
 
 A checkpoint holds the train state (params, optimizer state, step) and a JSON record of
 where training stands (epoch, step within it, the accuracy log so far), which is all a
-resumed run needs: the shuffles are rebuilt from (seed, epoch). With config.restore_best
-it also holds the parameters of the best epoch so far (best_epoch.py), with their own
-checksum in the progress record.
+resumed run needs: the shuffles are rebuilt from (seed, epoch).
 
 Each checkpoint also records a SHA-256 checksum of its own contents (every array of the
 state and the progress record), inside the progress record, so it commits atomically with
@@ -12,6 +10,10 @@ the checkpoint. Orbax has no whole-checkpoint checksum (TensorStore's crc32c cov
 the index of a shard), and a flipped bit in a data file restores silently otherwise.
 A restore recomputes the checksum; a checkpoint that fails to restore or to verify is
 moved aside to `damaged_checkpoints/` (never deleted) and the next older one is tried.
+
+The loop's state is replica-stacked (config.num_seeds replicas on a leading axis). A
+one-replica state is saved without that axis, exactly as before num_seeds existed, so
+old checkpoints resume and load; N replicas are saved stacked.
 """
 
 import dataclasses
@@ -39,7 +41,6 @@ from digits_jax import train_state as ts
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged_checkpoints'  # Checkpoints that failed to restore or verify.
 CHECKSUM_KEY = 'checksum'  # Progress-record key holding the checkpoint's checksum.
-BEST_CHECKSUM_KEY = 'best_params_checksum'  # The same for config.restore_best's parameters.
 TMP_MARK = '.orbax-checkpoint-tmp'  # In the name of a save's folder until it commits.
 
 
@@ -152,58 +153,40 @@ class Checkpointer:
   def latest_step(self):
     return self.manager.latest_step()
 
-  def save(self, step, state, progress, best_params=None):
-    """Saves asynchronously; `progress` is a JSON-serialisable dict; `best_params`, if
-    given, the parameters of the best epoch so far (config.restore_best)."""
-    items = {}
-    if best_params is not None:
-      progress = dict(progress, **{BEST_CHECKSUM_KEY: checksum(best_params, {})})
-      items['best_params'] = ocp.args.StandardSave(best_params)
+  def save(self, step, state, progress):
+    """Saves a replica-stacked state asynchronously; `progress` is a JSON-serialisable dict."""
+    state = _as_saved(state)
     progress = dict(progress, **{CHECKSUM_KEY: checksum(state, progress)})
     try:  # Raises too if the previous save failed.
       self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress), **items),
+          state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)),
                         force=True)
     except Exception:
       self._abandon()
       raise
 
-  def _restore(self, step, name, like):
-    """Restores the item `name` (shaped and sharded like `like`) and the progress record of
-    `step`; raises DamagedCheckpointError if that fails (but for a permission error)."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  def restore(self, state_like, step=None):
+    """Restores (state, progress) of `step` (default latest) into `state_like`'s structure.
+
+    `state_like` is replica-stacked, as is the state returned. Arrays come back with
+    `state_like`'s shardings, so a run may resume on another number of devices. Raises DamagedCheckpointError if the checkpoint cannot be restored
+    or does not match its checksum (one saved before checksums were recorded is trusted).
+    """
+    step = self.latest_step() if step is None else step
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _as_saved(state_like))
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(
-          **{name: ocp.args.StandardRestore(abstract)}, progress=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
       if (storage.find(e) or (None,))[0] in (errno.EACCES, errno.EPERM):
         raise  # Unreadable is not damaged: the caller explains it; nothing is moved.
       raise DamagedCheckpointError(step, f'cannot be restored ({_first_line(e)})') from e
-    return restored[name], dict(restored['progress'])
-
-  def restore_best_params(self, params_like, step=None):
-    """The best epoch's parameters saved at `step` (default latest), shaped and sharded like
-    `params_like`; raises DamagedCheckpointError if they do not match their checksum."""
-    step = self.latest_step() if step is None else step
-    best, progress = self._restore(step, 'best_params', params_like)
-    recorded = progress.get(BEST_CHECKSUM_KEY)
-    if recorded is not None and recorded != checksum(best, {}):
-      raise DamagedCheckpointError(step, 'best parameters do not match their checksum')
-    return best
-
-  def restore(self, state_like, step=None):
-    """Restores (state, progress) of `step` (default latest) into `state_like`'s structure.
-
-    Arrays come back with `state_like`'s shardings, so a run may resume on another
-    number of devices. Raises DamagedCheckpointError if the checkpoint cannot be restored
-    or does not match its checksum (one saved before checksums were recorded is trusted).
-    """
-    step = self.latest_step() if step is None else step
-    state, progress = self._restore(step, 'state', state_like)
+    state, progress = restored['state'], dict(restored['progress'])
     recorded = progress.pop(CHECKSUM_KEY, None)
     if recorded is not None and recorded != checksum(state, progress):
       raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
-    progress.pop(BEST_CHECKSUM_KEY, None)  # Checked by restore_best_params.
+    if ts.num_replicas(state_like) == 1:
+      state = jax.tree.map(lambda x: x[None], state)
     return state, progress
 
   def restore_newest_intact(self, state_like):
@@ -268,6 +251,11 @@ class Checkpointer:
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
 
+def _as_saved(state):
+  """The stacked state as saved: one replica without its replica axis, many stacked."""
+  return ts.replica(state, 0) if ts.num_replicas(state) == 1 else state
+
+
 def has_checkpoint(workdir):
   """Whether `workdir` holds at least one finished checkpoint."""
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
@@ -279,23 +267,36 @@ def load_trained(workdir, step=None):
   """Rebuilds the trained state of a finished (or interrupted) run from its workdir.
 
   Needs no TensorFlow: reads workdir/config.json and the latest checkpoint (or `step`),
-  verified against its checksum; moves nothing. A run with config.restore_best comes back
-  with the parameters it was evaluated with (the best epoch's); its optimizer state and
-  step are the last epoch's.
+  verified against its checksum; moves nothing.
 
   Returns:
-    (config, state, progress).
+    (config, state, progress): `state` is replica-stacked, one replica per seed of
+    `train_state.seeds_of(config)` (one for a single-seed run); take replica k with
+    `train_state.replica(state, k)`.
   """
   config = ml_collections.ConfigDict(
       results_lib.read_json(os.path.join(workdir, results_lib.FILES['config'])))
-  state = ts.create_train_state(config, jax.random.key(config.seed))
+  state = ts.create_train_states(config, ts.seeds_of(config))
   checkpointer = Checkpointer(workdir, read_only=True)
   try:
     if checkpointer.latest_step() is None:
       raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/.')
     state, progress = checkpointer.restore(state, step)
-    if config.get('restore_best'):
-      state = state.replace(params=checkpointer.restore_best_params(state.params, step))
   finally:
     checkpointer.close()
   return config, state, progress
+
+
+def load_network(workdir):
+  """(config, state) of a trained run's network, for inference (predict, the report's pad).
+
+  The one place that picks which trained network to use: the run's first replica.
+
+  Raises:
+    FileNotFoundError: `workdir` holds no config.json.
+    CheckpointError: it holds no intact checkpoint.
+  """
+  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+    raise FileNotFoundError(f'{workdir} holds no config.json')
+  config, state, _ = load_trained(workdir)
+  return config, ts.replica(state, 0)

@@ -6,6 +6,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 
 from digits_jax import results as results_lib
 
@@ -59,21 +60,30 @@ def epoch_line(record, num_epochs):
           f'{record["accuracy"]:.4f}{val} - {fmt_seconds(record["seconds"])}')
 
 
-def early_stop_line(history, patience):
-  """What Keras's EarlyStopping says, with the numbers behind it."""
-  from digits_jax import best_epoch  # pylint: disable=g-import-not-at-top
-  best = best_epoch.best_record(history)
-  return (f'Early stopping after epoch {history[-1]["epoch"]}: validation accuracy has not '
-          f'improved for {patience} epoch(s) since epoch {best["epoch"]} '
-          f'({best["val_accuracy"]:.4f}).')
+def seeds_epoch_line(records, num_epochs):
+  """An epoch of a many-seed run: `Epoch 3/14 - 4 seeds - loss: 0.1234 +- 0.0012 - ...`
+  (mean +- sample std over the seeds)."""
+  def stat(key):
+    values = np.array([r[key] for r in records], np.float64)
+    return f'{key}: {values.mean():.4f} +- {values.std(ddof=1):.4f}'
+  keys = ['loss', 'accuracy'] + ([] if math.isnan(records[0]['val_loss']) else
+                                 ['val_loss', 'val_accuracy'])
+  return (f'Epoch {records[0]["epoch"]}/{num_epochs} - {len(records)} seeds - '
+          + ' - '.join(stat(k) for k in keys) + f' - {fmt_seconds(records[0]["seconds"])}')
 
 
-def restored_line(record):
-  """config.restore_best: which epoch's weights the test set sees."""
-  return (f'Restoring the weights of epoch {record["epoch"]}, the best validation accuracy '
-          f'({record["val_accuracy"]:.4f}).')
-
-
+def seed_lines(res):
+  """The end of a many-seed run: one line per seed, then mean +- std and the 95% interval."""
+  per = res['per_seed']
+  lines = [f'Seed {seed}: test accuracy {acc:.4f} - loss {loss:.4f} - best epoch {best}'
+           for seed, acc, loss, best in zip(res['seeds'], per['test_accuracy'],
+                                            per['test_loss'], per['best_epoch'])]
+  for key in ('test_accuracy', 'test_loss'):
+    s = res['summary'][key]
+    lines.append(f'{key.replace("_", " ").capitalize()} over {s["n"]} seeds: '
+                 f'{s["mean"]:.4f} +- {s["std"]:.4f} (mean +- std; 95% interval of the mean '
+                 f'[{s["ci95"][0]:.4f}, {s["ci95"][1]:.4f}])')
+  return lines
 def class_label(number, name):
   """`6` for a digit (its name is the number), `9 (Ankle boot)` for a named class."""
   return str(number) if str(number) == name else f'{number} ({name})'
@@ -117,13 +127,17 @@ def resumed_line(step, progress):
 
 
 def report_test(config, res):
-  """Lab steps 7-9: test loss and accuracy, the chosen test images, the misclassified count."""
+  """Lab steps 7-9: test loss and accuracy, the chosen test images, the misclassified count
+  (of replica 0); then, for many seeds, a line per seed and their mean +- std."""
   say(f'Test: loss {res["test_loss"]:.4f} - accuracy {res["test_accuracy"]:.4f} '
       f'({res["num_test"]:,} images)')
   for rec in res['recognized']:
     say(recognition_lines(rec))
   say(f'Misclassified test images: {res["misclassified_count"]:,} of '
       f'{res["num_test"]:,} (first {config.num_misclassified_show} drawn).')
+  if len(res['seeds']) > 1:
+    for line in seed_lines(res):
+      say(line)
 
 
 def list_written(workdir, seconds):

@@ -174,6 +174,19 @@ def _tree(leaves):
 @functools.partial(jax.jit, donate_argnums=0, static_argnums=5)
 def train_steps_indexed(state, images, labels, index, mask, hparams):
   """`train_state.train_steps_indexed` computed by the fused kernel; same arguments."""
+  return _block(state, images, labels, index, mask, hparams)
+
+
+@functools.partial(jax.jit, donate_argnums=0, static_argnums=5)
+def train_steps_indexed_stacked(state, images, labels, index, mask, hparams):
+  """`train_state.train_steps_indexed_stacked` by the kernel: the replicas one after
+  another in one program (each bit-identical to its unstacked run)."""
+  block = lambda *args: _block(*args, hparams)
+  return ts.over_replicas(block, (0, None, None, 0, 0))(state, images, labels, index, mask)
+
+
+def _block(state, images, labels, index, mask, hparams):
+  """The FFI call on one replica; vmapped, it runs once per replica (sequentially)."""
   load()
   opt = state.opt_state
   assert isinstance(opt, ts.KerasAdamState), type(opt)
@@ -183,7 +196,8 @@ def train_steps_indexed(state, images, labels, index, mask, hparams):
   call = jax.ffi.ffi_call(
       TARGET, (jax.ShapeDtypeStruct((3,), jnp.float32),
                *(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in flat)),
-      input_output_aliases={first + i: 1 + i for i in range(len(flat))})
+      input_output_aliases={first + i: 1 + i for i in range(len(flat))},
+      vmap_method='sequential')
   sums, *new = call(images, labels.astype(jnp.int32), index.astype(jnp.int32), mask,
                     opt.count, *flat, **dict(hparams))
   n = len(p)

@@ -46,28 +46,40 @@ def _grid(images, titles, path, suptitle, title_colors=None):
   _save(fig, path)
 
 
+def replica_note(res):
+  """'' for a one-seed run; else which replica the model-dependent figures show."""
+  seeds = res.get('seeds') or []
+  return f' - replica 0 (seed {seeds[0]}) of {len(seeds)} seeds' if len(seeds) > 1 else ''
+
+
 def samples(images, labels, class_names, path):
   """The first N training images with their labels (lab step 2)."""
   titles = [f'{class_names[l]}' for l in labels]
   _grid(images, titles, path, f'First {len(images)} training images')
 
 
-def misclassified(images, indices, labels, predicted, class_names, path):
-  """The first K misclassified test images: index, true and predicted class (lab step 9)."""
+def misclassified(images, indices, labels, predicted, class_names, path, note=''):
+  """The first K misclassified test images: index, true and predicted class (lab step 9).
+
+  `note` is appended to the title (which replica of a many-seed run is shown).
+  """
   titles = [f'#{i} true: {class_names[labels[i]]}\npred: {class_names[predicted[i]]}'
             for i in indices]
   if not len(indices):
     fig = plt.figure(figsize=(4, 1))
-    fig.text(0.5, 0.5, 'No misclassified test images', ha='center', va='center')
+    fig.text(0.5, 0.5, f'No misclassified test images{note}', ha='center', va='center')
     _save(fig, path)
     return
   _grid(images[indices], titles, path,
-        f'First {len(indices)} misclassified test images', ['crimson'] * len(indices))
+        f'First {len(indices)} misclassified test images{note}', ['crimson'] * len(indices))
 
 
-def recognized(images, records, class_names, path):
+def recognized(images, records, class_names, path, note=''):
   """Each chosen test image beside its 10 output probabilities (lab step 8), as horizontal
-  bars so that every class name reads level, each bar with its value."""
+  bars so that every class name reads level, each bar with its value.
+
+  `note` becomes the figure's title (which replica of a many-seed run is shown).
+  """
   n = len(records)
   fig, axes = plt.subplots(n, 2, figsize=(8, 3.0 * n), squeeze=False,
                            gridspec_kw={'width_ratios': [1, 2.6]})
@@ -95,19 +107,42 @@ def recognized(images, records, class_names, path):
     ax_bar.set_title(f'predicted: {rec["predicted_name"]} ({probs.max():.1%})'
                      f'{"" if ok else "  WRONG"}', fontsize=10,
                      color='black' if ok else '#e63946')
+  if note:
+    fig.suptitle(f'Recognised test images{note}', fontsize=10)
   fig.tight_layout()
   _save(fig, path)
 
 
+def _by_seed(history):
+  """{seed: rows} of a history whose rows carry a 'seed' (one group when they do not)."""
+  groups = {}
+  for h in history:
+    groups.setdefault(h.get('seed'), []).append(h)
+  return groups
+
+
 def curves(history, path):
-  """Training and validation accuracy and loss per epoch."""
-  epochs = [h['epoch'] for h in history]
+  """Training and validation accuracy and loss per epoch.
+
+  A many-seed history (rows with a 'seed') draws the mean over the seeds, with a band
+  from their minimum to their maximum.
+  """
+  groups = _by_seed(history)
+  epochs = sorted({h['epoch'] for h in history})
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
   for ax, key, label in ((axes[0], 'accuracy', 'Accuracy'), (axes[1], 'loss', 'Loss')):
-    ax.plot(epochs, [h[key] for h in history], 'o-', label=f'training {key}')
-    ax.plot(epochs, [h['val_' + key] for h in history], 's--', label=f'validation {key}')
+    for column, style, name in ((key, 'o-', f'training {key}'),
+                                ('val_' + key, 's--', f'validation {key}')):
+      values = np.array([[h[column] for h in rows] for rows in groups.values()], np.float64)
+      if len(groups) == 1:
+        ax.plot(epochs, values[0], style, label=name)
+        continue
+      line, = ax.plot(epochs, values.mean(0), style, markersize=3, label=name)
+      ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2,
+                      linewidth=0)
     ax.set_xlabel('epoch')
-    ax.set_title(label)
+    ax.set_title(label if len(groups) == 1 else
+                 f'{label}: mean of {len(groups)} seeds, band from min to max')
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
@@ -122,9 +157,10 @@ def confusion_matrix(labels, predicted, num_classes=10):
   return cm
 
 
-def confusion(labels, predicted, class_names, path):
+def confusion(labels, predicted, class_names, path, note=''):
   """The test set's confusion matrix: counts in each cell, colour on a log scale (so the
-  few errors show beside the large diagonal), read off the colour bar."""
+  few errors show beside the large diagonal), read off the colour bar; `note` is added to
+  the title."""
   cm = confusion_matrix(labels, predicted, len(class_names))
   fig, ax = plt.subplots(figsize=(9, 7.5))
   norm = matplotlib.colors.SymLogNorm(linthresh=1, vmin=0, vmax=max(int(cm.max()), 1))
@@ -143,7 +179,7 @@ def confusion(labels, predicted, class_names, path):
   ax.set_yticklabels(class_names, fontsize=10)
   ax.set_xlabel('predicted')
   ax.set_ylabel('true')
-  ax.set_title('Confusion matrix (test set)')
+  ax.set_title(f'Confusion matrix (test set){note}')
   fig.tight_layout()
   _save(fig, path)
 
@@ -151,15 +187,18 @@ def confusion(labels, predicted, class_names, path):
 def draw_image_grids(workdir, config, res, preds, train_images, train_labels, test_images,
                      class_names):
   """Draws the figures that show dataset images (the first N training images, the chosen
-  and the misclassified test images) from a run's saved results and predictions."""
+  and the misclassified test images) from a run's saved results and predictions (of
+  replica 0 in a many-seed run, as the titles then say)."""
   path = lambda key: os.path.join(workdir, FILES[key])
   n = min(config.get('num_show', 25), len(train_images))
   samples(train_images[:n], train_labels[:n], class_names, path('samples'))
   if res['recognized']:
-    recognized(test_images, res['recognized'], class_names, path('recognized'))
+    recognized(test_images, res['recognized'], class_names, path('recognized'),
+               replica_note(res))
   wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
   misclassified(test_images, wrong[:config.get('num_misclassified_show', 5)],
-                preds['labels'], preds['predicted'], class_names, path('misclassified'))
+                preds['labels'], preds['predicted'], class_names, path('misclassified'),
+                replica_note(res))
 
 
 def draw_all(workdir, config, train_images, train_labels, test_images, class_names):
@@ -169,8 +208,9 @@ def draw_all(workdir, config, train_images, train_labels, test_images, class_nam
   res = results_lib.read_json(os.path.join(workdir, results_lib.FILES['results']))
   draw_image_grids(workdir, config, res, preds, train_images, train_labels, test_images,
                    class_names)
-  curves(results_lib.read_history(workdir), path('curves'))
-  confusion(preds['labels'], preds['predicted'], class_names, path('confusion'))
+  curves(results_lib.read_history(workdir, all_seeds=True), path('curves'))
+  confusion(preds['labels'], preds['predicted'], class_names, path('confusion'),
+            replica_note(res))
   return [path(k) for k in FILES if os.path.exists(path(k))]
 
 
@@ -265,6 +305,41 @@ def sweep_val_curves(histories, path, dataset_titles=None):
     ax.set_title((dataset_titles or {}).get(dataset, dataset))
     ax.grid(alpha=0.3)
     _legend_outside(ax)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def prediction(original, prepared, probabilities, class_names, path, title=''):
+  """An image file's prediction: the original, the 28x28 the network saw, the probabilities.
+
+  Args:
+    original: the image as read (uint8 [H, W, 4] RGBA or [H, W] grey).
+    prepared: the uint8 [28, 28] the network saw (light on dark, as the datasets).
+    probabilities: the network's 10 probabilities.
+    class_names: the 10 class names.
+    path: where the PNG goes.
+    title: the figure's title (e.g. the file's name).
+  """
+  probs = np.asarray(probabilities)
+  best = int(probs.argmax())
+  fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), gridspec_kw={'width_ratios': [1, 1, 1.8]})
+  axes[0].imshow(original, cmap='gray' if np.ndim(original) == 2 else None)
+  axes[0].set_title('original', fontsize=9)
+  axes[1].imshow(prepared, cmap='gray', vmin=0, vmax=255)
+  axes[1].set_title('what the network saw (28x28)', fontsize=9)
+  for ax in axes[:2]:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  colors = ['#bbbbbb'] * len(probs)
+  colors[best] = '#2a9d8f'
+  axes[2].bar(range(len(probs)), probs, color=colors)
+  axes[2].set_ylim(0, 1)
+  axes[2].set_xticks(range(len(probs)))
+  long_names = len(class_names[0]) > 2
+  axes[2].set_xticklabels(class_names, rotation=45 if long_names else 0,
+                          ha='right' if long_names else 'center', fontsize=8)
+  axes[2].set_title(f'predicted: {class_names[best]} ({probs[best]:.1%})', fontsize=9)
+  fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   _save(fig, path)
 

@@ -1,9 +1,12 @@
-"""Devices and data parallelism: one mesh with a 'data' axis, replicated state, sharded batches.
+"""Devices and parallelism: a mesh with a 'data' axis (and a 'replica' axis for many seeds).
 
 The same code runs on one CPU, eight GPUs or a TPU pod slice: jit propagates the input
-shardings, so XLA inserts the gradient all-reduce. No pmap.
+shardings, so XLA inserts the gradient all-reduce. No pmap. With several seeds trained at
+once (config.num_seeds), the replica axis of the stacked state is sharded over the mesh's
+'replica' axis: each device group trains its own replicas, with no communication.
 """
 
+import math
 import os
 
 import jax
@@ -29,18 +32,54 @@ def initialize_distributed(enabled, coordinator_address='', num_processes=-1, pr
       process_id=None if process_id < 0 else process_id)
 
 
-def make_mesh():
-  """A 1-D mesh over every device of every process, axis 'data'.
+def make_mesh(num_replicas=1):
+  """A mesh over every device of every process: axis 'data', and 'replica' for many seeds.
 
-  Auto axes: XLA propagates the shardings (batch split, parameters replicated, gradient
-  all-reduce inserted), so the step functions need no sharding annotations.
+  One replica: a 1-D mesh ('data',). N replicas: ('replica', 'data') of shape
+  (gcd(N, devices), devices / gcd): the replicas are spread over as many devices as divide
+  them evenly (at the lab's batches, replicas scale out where data parallelism cannot),
+  and each replica's batch is split over the rest. Auto axes: XLA propagates the
+  shardings (batch split, parameters replicated, gradient all-reduce inserted), so the
+  step functions need no sharding annotations.
   """
-  return jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  devices = jax.device_count()
+  if num_replicas == 1:
+    return jax.make_mesh((devices,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+  shards = math.gcd(num_replicas, devices)
+  return jax.make_mesh((shards, devices // shards), ('replica', 'data'),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 def replicated(mesh):
   return NamedSharding(mesh, P())
+
+
+def _replica_axis(mesh):
+  return 'replica' if 'replica' in mesh.axis_names else None
+
+
+def replica_sharding(mesh, ndim, batch_axis=None):
+  """Axis 0 (the replicas) over 'replica' (if the mesh has it), `batch_axis` over 'data'."""
+  spec = [None] * ndim
+  spec[0] = _replica_axis(mesh)
+  if batch_axis is not None:
+    spec[batch_axis] = 'data'
+  return NamedSharding(mesh, P(*spec))
+
+
+def place_replicas(tree, mesh):
+  """Places a replica-stacked pytree (train states): replicas sharded, the rest replicated."""
+  return jax.tree.map(lambda x: jax.device_put(x, replica_sharding(mesh, x.ndim)), tree)
+
+
+def replicas_to_global(mesh, tree, batch_axis):
+  """Global arrays from numpy arrays [R, ..., B, ...] that every process holds whole
+  (e.g. every replica's block index): replicas over 'replica', `batch_axis` over 'data'."""
+  def put(x):
+    x = np.asarray(x)
+    sharding = replica_sharding(mesh, x.ndim, batch_axis)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(put, tree)
 
 
 def batch_sharding(mesh, ndim, batch_axis=0):

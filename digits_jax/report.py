@@ -25,9 +25,11 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from digits_jax import analysis
 from digits_jax import comparison
+from digits_jax import drawing_pad
 from digits_jax import figures
 from digits_jax import input_pipeline
 from digits_jax import results as results_lib
@@ -38,7 +40,7 @@ REPORT = 'report.html'
 RUN_SECTIONS = ('Goal', 'Results', 'Configuration', 'Model summary', 'Training samples',
                 'Accuracy and loss curves', 'Recognized test images',
                 'Misclassified test images', 'Confusion matrix', 'Per-class accuracy',
-                'Conclusions')
+                'Conclusions', drawing_pad.TITLE)
 SWEEP_SECTIONS = ('Goal', 'Comparison table', 'Mean test accuracy over seeds', 'Significance',
                   'Test accuracy vs parameter count', 'Validation accuracy curves',
                   'Conclusions')
@@ -229,10 +231,10 @@ def ensure_figures(run):
   workdir, res, preds = run['workdir'], run['res'], run['preds']
   path = lambda key: os.path.join(workdir, figures.FILES[key])
   if not is_png(path('curves')):
-    figures.curves(run['history'], path('curves'))
+    figures.curves(results_lib.read_history(workdir, all_seeds=True), path('curves'))
   if not is_png(path('confusion')):
     figures.confusion(preds['labels'], preds['predicted'], res['class_names'],
-                      path('confusion'))
+                      path('confusion'), figures.replica_note(res))
   return {key: path(key) for key in figures.FILES if is_png(path(key))}
 
 
@@ -363,6 +365,7 @@ def run_sections(run, figs, cm):
               'that the few errors show beside the diagonal.'),
       section('Per-class accuracy', per_class_table(cm, res['class_names'])),
       _conclusions_section(analysis.conclusions(run, cm)),
+      section(drawing_pad.TITLE, Raw(drawing_pad.html(run['workdir']))),
   ]
 
 
@@ -520,6 +523,8 @@ def main(argv):
   """Writes the report of --workdir (a run or a sweep folder) and prints its path."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs at INFO when the pad loads weights.
   folder = flags.FLAGS.workdir
   write = write_sweep_report if is_sweep_dir(folder) else write_run_report
   try:

@@ -20,8 +20,12 @@ import numpy as np
 
 from digits_jax import models
 from digits_jax import parallel
+from digits_jax import stats
 
 HISTORY_FIELDS = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seconds')
+# results.json's per_seed lists: one value per seed, in the order of its 'seeds'.
+PER_SEED_FIELDS = ('test_accuracy', 'test_loss', 'misclassified_count', 'best_epoch',
+                   'final_val_accuracy')
 FILES = {
     'config': 'config.json',
     'summary': 'model_summary.txt',
@@ -104,29 +108,56 @@ def read_csv(path):
 
 
 def write_history(workdir, history):
-  """The per-epoch accuracy log, history.csv (rewritten whole after each epoch)."""
-  write_csv(os.path.join(workdir, FILES['history']), HISTORY_FIELDS,
-            [{k: h[k] for k in HISTORY_FIELDS} for h in history])
+  """The per-epoch accuracy log, history.csv (rewritten whole after each epoch).
+
+  Records of a many-seed run carry a 'seed' and become one row per seed per epoch, with
+  a leading `seed` column; a one-seed run's file has no such column (as before).
+  """
+  fields = (('seed',) if history and 'seed' in history[0] else ()) + HISTORY_FIELDS
+  write_csv(os.path.join(workdir, FILES['history']), fields,
+            [{k: h[k] for k in fields} for h in history])
 
 
-def read_history(workdir):
-  """history.csv as a list of dicts of numbers."""
+def read_history(workdir, all_seeds=False):
+  """history.csv as a list of dicts of numbers.
+
+  A many-seed run's file holds every seed's rows; unless `all_seeds`, only the first
+  seed's (replica 0, which results.json's top-level fields describe) are returned.
+  """
   rows = read_csv(os.path.join(workdir, FILES['history']))
-  return [{k: (int(v) if k == 'epoch' else float(v)) for k, v in r.items()} for r in rows]
+  rows = [{k: (int(v) if k in ('epoch', 'seed') else float(v)) for k, v in r.items()}
+          for r in rows]
+  if rows and 'seed' in rows[0] and not all_seeds:
+    rows = [r for r in rows if r['seed'] == rows[0]['seed']]
+  return rows
 
 
-def write_predictions(workdir, probabilities, labels):
-  """All test predictions: probabilities [N, 10], true and predicted labels, confidence."""
+def write_predictions(workdir, probabilities, labels, seeds=None):
+  """All test predictions: probabilities [T, 10], true and predicted labels.
+
+  With `seeds` (a many-seed run), `probabilities` is [S, T, 10] and 'predicted' [S, T],
+  one row per seed, and the file also holds 'seeds' [S].
+  """
   buf = io.BytesIO()
+  extra = {} if seeds is None else {'seeds': np.asarray(seeds, np.int64)}
   np.savez_compressed(buf, probabilities=probabilities.astype(np.float32),
                       labels=labels.astype(np.int32),
-                      predicted=probabilities.argmax(-1).astype(np.int32))
+                      predicted=probabilities.argmax(-1).astype(np.int32), **extra)
   write_bytes(os.path.join(workdir, FILES['predictions']), buf.getvalue())
 
 
-def read_predictions(workdir):
+def read_predictions(workdir, replica=0):
+  """predictions.npz as a dict of arrays.
+
+  A many-seed run's file has a leading seed axis; by default only replica 0's
+  predictions are returned (the one-seed layout); `replica=None` returns the file as is.
+  """
   with np.load(os.path.join(workdir, FILES['predictions'])) as f:
-    return {k: f[k] for k in f.files}
+    preds = {k: f[k] for k in f.files}
+  if 'seeds' in preds and replica is not None:
+    preds = {'probabilities': preds['probabilities'][replica],
+             'predicted': preds['predicted'][replica], 'labels': preds['labels']}
+  return preds
 
 
 def misclassified(probabilities, labels):
@@ -185,13 +216,27 @@ def device_description():
           'count': len(devices), 'processes': jax.process_count()}
 
 
-def write_results(config, workdir, *, data, history, test, probs, timings, epochs_info=None):
-  """Every result file of a finished run (process 0); returns results.json's content.
-
-  `epochs_info`: best_epoch.summary's fields (restore_best, evaluated_epoch, ...)."""
-  recs = recognized(config.test_indices, probs, data.test_labels, data.class_names)
+def replica_outcome(history, test, probs, labels):
+  """One replica's test results and its best and final validation epochs."""
   validated = [h for h in history if math.isfinite(h['val_accuracy'])]  # None if split 0.
   best = max(validated, key=lambda h: h['val_accuracy']) if validated else None
+  return {'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
+          'misclassified_count': int(len(misclassified(probs, labels))),
+          'best_epoch': best['epoch'] if best else None,
+          'best_val_accuracy': best['val_accuracy'] if best else None,
+          'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None}
+
+
+def write_results(config, workdir, *, data, history, tests, probs, timings):
+  """Every result file of a finished run (process 0); returns results.json's content.
+
+  `tests` (loss and accuracy) and `probs` [replicas, examples, 10] hold every replica's:
+  the top-level fields describe replica 0, `per_seed` and `summary` all of them.
+  """
+  seeds = [int(config.seed) + k for k in range(len(tests))]
+  outcomes = [replica_outcome([h for h in history if h.get('seed', seed) == seed], test, p,
+                              data.test_labels) for seed, test, p in zip(seeds, tests, probs)]
+  first = outcomes[0]
   res = {
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
       'hidden_sizes': list(models.hidden_sizes(config)),
@@ -199,19 +244,27 @@ def write_results(config, workdir, *, data, history, test, probs, timings, epoch
       'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
       'validation_split': config.validation_split, 'seed': config.seed,
       'num_train': len(data.train_labels), 'num_val': len(data.val_labels),
-      'num_test': len(data.test_labels), 'test_loss': test['loss'],
-      'test_accuracy': test['accuracy'],
-      'misclassified_count': int(len(misclassified(probs, data.test_labels))),
-      'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None,
-      'best_val_accuracy': best['val_accuracy'] if best else None,
-      'best_epoch': best['epoch'] if best else None, **(epochs_info or {}),
-      'recognized': recs, 'class_names': list(data.class_names), 'timings': timings,
+      'num_test': len(data.test_labels), 'test_loss': first['test_loss'],
+      'test_accuracy': first['test_accuracy'],
+      'misclassified_count': first['misclassified_count'],
+      'final_val_accuracy': first['final_val_accuracy'],
+      'best_val_accuracy': first['best_val_accuracy'], 'best_epoch': first['best_epoch'],
+      'seeds': seeds,
+      'per_seed': {k: [o[k] for o in outcomes] for k in PER_SEED_FIELDS},
+      'summary': {k: stats.summarize([o[k] for o in outcomes])
+                  for k in ('test_accuracy', 'test_loss')},
+      'recognized': recognized(config.test_indices, probs[0], data.test_labels,
+                               data.class_names),
+      'class_names': list(data.class_names), 'timings': timings,
       'devices': device_description(), 'versions': versions(),
       'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
   }
   if parallel.is_main_process():
-    write_predictions(workdir, probs, data.test_labels)
-    write_misclassified(workdir, probs, data.test_labels, data.class_names)
+    if len(seeds) == 1:
+      write_predictions(workdir, probs[0], data.test_labels)
+    else:
+      write_predictions(workdir, probs, data.test_labels, seeds)
+    write_misclassified(workdir, probs[0], data.test_labels, data.class_names)
     write_json(os.path.join(workdir, FILES['results']), res)
   return res
 
@@ -228,7 +281,7 @@ def write_outputs(config, workdir, data, *, summary_writer=None, res=None):
   figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
                    data.class_names)
   if summary_writer:
-    summary_writer.finish(res, res['epochs_trained'])
+    summary_writer.finish(res, config.num_epochs)
   elif config.tensorboard:
     from digits_jax import summaries  # pylint: disable=g-import-not-at-top
     summaries.write_run_summaries(workdir)

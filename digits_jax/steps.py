@@ -1,9 +1,12 @@
 """How training steps run: which implementation (`select_steps`), and running its blocks.
 
-Three implementations compute the same steps:
-  'kernel'    the fused C++ CPU kernel (cpu_kernel.train_steps_indexed), dataset on device;
-  'xla_scan'  a lax.scan over the steps (train_state.train_steps_indexed), dataset on device;
-  'xla_feed'  the same scan fed host batches by tf.data (train_state.train_steps).
+Three implementations compute the same steps, for every replica of a replica-stacked
+state (config.num_seeds) at once:
+  'kernel'    the fused C++ CPU kernel (cpu_kernel.train_steps_indexed_stacked: the
+              replicas one after another, each exactly its one-seed run), dataset on device;
+  'xla_scan'  a lax.scan over the steps (train_state.train_steps_indexed_stacked, vmapped
+              over the replicas), dataset on device;
+  'xla_feed'  the same scan fed host batches by tf.data (train_state.train_steps_stacked).
 
   impl = steps.build(steps.select_steps(config, mesh), config)  # Compiles the kernel once.
   runner = steps.BlockRunner(impl, config=config, mesh=mesh, data=data, padded_batch=b)
@@ -16,6 +19,7 @@ import time
 from typing import Optional
 
 import jax
+import numpy as np
 
 from digits_jax import cpu_kernel
 from digits_jax import input_pipeline
@@ -32,14 +36,17 @@ class StepImpl:
   name: str  # One of IMPLS.
   threads: Optional[int] = None  # The kernel's threads per block ('kernel' only).
   fallback_reason: Optional[str] = None  # Why cpu_kernel=auto did not use the kernel.
+  replicas: int = 1  # Replicas trained at once (config.num_seeds).
 
   def describe(self):
     """One line for the console, e.g. 'fused CPU kernel (2 thread(s))'."""
     if self.name == 'kernel':
-      return f'fused CPU kernel ({self.threads} thread(s))'
+      many = f', its {self.replicas} replicas one after another' if self.replicas > 1 else ''
+      return f'fused CPU kernel ({self.threads} thread(s){many})'
+    scan = f'XLA scan (vmapped over {self.replicas} replicas)' if self.replicas > 1 else 'XLA scan'
     if self.fallback_reason:
-      return f'XLA scan (fused CPU kernel not used: {self.fallback_reason})'
-    return 'XLA scan'
+      return f'{scan} (fused CPU kernel not used: {self.fallback_reason})'
+    return scan
 
   def timings(self):
     """The fields results.json records under `timings`."""
@@ -48,7 +55,8 @@ class StepImpl:
 
 
 def _xla(config, reason=None):
-  return StepImpl('xla_scan' if config.data_on_device else 'xla_feed', fallback_reason=reason)
+  return StepImpl('xla_scan' if config.data_on_device else 'xla_feed', fallback_reason=reason,
+                  replicas=config.get('num_seeds', 1))
 
 
 def select_steps(config, mesh):
@@ -60,7 +68,8 @@ def select_steps(config, mesh):
     return _xla(config)
   why_not = cpu_kernel.unusable_because(config, mesh)
   if why_not is None:
-    return StepImpl('kernel', threads=cpu_kernel.default_threads())
+    return StepImpl('kernel', threads=cpu_kernel.default_threads(),
+                    replicas=config.get('num_seeds', 1))
   if config.cpu_kernel == 'on':
     raise _required_but_unusable(why_not)
   return _xla(config, why_not)
@@ -101,7 +110,6 @@ class BlockRunner:
   def __init__(self, impl, *, config, mesh, data, padded_batch):
     self.impl, self.config, self.mesh, self.data = impl, config, mesh, data
     self.padded_batch = padded_batch
-    self.columns = parallel.local_columns(mesh, padded_batch)
     self.compiled, self.compile_seconds = {}, 0.0
     self.hparams = (cpu_kernel.hyperparams(config, impl.threads) if impl.name == 'kernel'
                     else None)
@@ -110,29 +118,31 @@ class BlockRunner:
       self.labels = parallel.replicate(data.train_labels, mesh)
 
   def feed(self, index, mask, block_list):
-    """Yields the device arguments of each block, in order."""
-    to_global = lambda tree: parallel.to_global(self.mesh, tree, self.padded_batch, 1)
+    """Yields the device arguments of each block, in order; `index` and `mask` are every
+    replica's epoch plan, [replicas, steps, padded batch]."""
+    to_global = lambda tree: parallel.replicas_to_global(self.mesh, tree, batch_axis=2)
     if self.impl.name != 'xla_feed':
       for begin, end in block_list:
-        local = {'index': index[begin:end, self.columns], 'mask': mask[begin:end, self.columns]}
-        block = to_global(local)
+        block = to_global({'index': index[:, begin:end], 'mask': mask[:, begin:end]})
         yield (self.images, self.labels, block['index'], block['mask'])
-    else:
-      for host_block in input_pipeline.tf_block_feeder(
-          self.data.train_images, self.data.train_labels, index, mask, block_list,
-          self.columns):
-        yield (to_global(host_block),)
+    else:  # One feeder per replica (its own shuffle); their blocks stacked.
+      feeders = [input_pipeline.tf_block_feeder(
+          self.data.train_images, self.data.train_labels, index[k], mask[k], block_list,
+          slice(None)) for k in range(len(index))]
+      for host_blocks in zip(*feeders):
+        yield (to_global(jax.tree.map(lambda *x: np.stack(x), *host_blocks)),)
 
   def lower(self, state, args):
     """The block's computation for `impl`, lowered for these argument shapes."""
     if self.impl.name == 'kernel':
-      return cpu_kernel.train_steps_indexed.lower(state, *args, self.hparams)
+      return cpu_kernel.train_steps_indexed_stacked.lower(state, *args, self.hparams)
     if self.impl.name == 'xla_scan':
-      return ts.train_steps_indexed.lower(state, *args)
-    return ts.train_steps.lower(state, *args)
+      return ts.train_steps_indexed_stacked.lower(state, *args)
+    return ts.train_steps_stacked.lower(state, *args)
 
   def run(self, state, args):
-    """Dispatches one block asynchronously; returns (state, metric sums on device)."""
+    """Dispatches one block asynchronously; returns (state, per-replica metric sums on
+    device)."""
     key = shape_key(args)
     if key not in self.compiled:
       start = time.perf_counter()

@@ -87,6 +87,7 @@ def write_run_summaries(workdir):
     The log folder.
   """
   history = results_lib.read_history(workdir)
+  history = [h for h in history if h.get('seed') == history[0].get('seed')]  # Replica 0's.
   writer = RunWriter(workdir, history)
   res_path = os.path.join(workdir, results_lib.FILES['results'])
   if history and os.path.exists(res_path):

@@ -57,7 +57,7 @@ DEFAULT_DATASETS = ','.join(input_pipeline.DATASETS)
 # of any other field is redone (an extended num_epochs resumes from the last checkpoint;
 # other lab outputs re-evaluate).
 RESULT_NEUTRAL_FIELDS = workdir_lib.RESUMABLE_FIELDS - {
-    'num_epochs', 'early_stopping_patience', 'num_show', 'test_indices',
+    'num_epochs', 'num_show', 'test_indices',
     'num_misclassified_show'}
 
 

@@ -4,6 +4,10 @@ Reads no flags. Validates everything before any compute, resumes from the workdi
 latest checkpoint, trains in scanned blocks of `config.steps_per_call` steps, evaluates
 without dropping examples, then writes every result file (process 0 only).
 
+With config.num_seeds = N the state is N replicas stacked on a leading axis (seeds
+config.seed ... config.seed + N - 1, each with its own shuffles) and every block, every
+evaluation trains or evaluates all of them in one call; one seed is the case N = 1.
+
 The loop's helpers live in their own modules: workdir.py (whose run a workdir holds),
 steps.py (how the steps run: kernel or XLA, and the block runner), results.py (the
 result files), console.py (what the user reads).
@@ -15,10 +19,8 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from digits_jax import best_epoch
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
 from digits_jax import idx
@@ -51,46 +53,73 @@ def _zero_sums():
 
 @dataclasses.dataclass
 class Progress:
-  """Where training stands; saved in every checkpoint beside the state."""
+  """Where training stands; saved in every checkpoint beside the state.
+
+  `sums` holds each replica's running metric sums; `history` one record per epoch (per
+  seed per epoch, each with its 'seed', in a many-seed run). In a checkpoint, a one-seed
+  run's sums are saved as a single dict (as before num_seeds existed).
+  """
   epoch: int = 0  # Epochs finished.
   step_in_epoch: int = 0  # Steps done in the unfinished epoch `epoch` (0 at epoch ends).
-  sums: dict = dataclasses.field(default_factory=_zero_sums)
+  sums: list = dataclasses.field(default_factory=lambda: [_zero_sums()])
   seconds: float = 0.0  # Training seconds spent in the unfinished epoch so far.
   history: list = dataclasses.field(default_factory=list)
 
+  @classmethod
+  def fresh(cls, num_replicas):
+    return cls(sums=[_zero_sums() for _ in range(num_replicas)])
+
+  @classmethod
+  def from_saved(cls, saved):
+    sums = saved['sums']
+    return cls(**{**saved, 'sums': [sums] if isinstance(sums, dict) else sums})
+
+  def to_saved(self):
+    """The JSON record a checkpoint holds (a one-seed run's sums as one dict)."""
+    saved = dataclasses.asdict(self)
+    if len(self.sums) == 1:
+      saved['sums'] = saved['sums'][0]
+    return saved
+
   def add_block(self, block_sums):
-    """Adds a block's metric sums on the host in float64 (same order on every run)."""
+    """Adds each replica's block metric sums on the host in float64 (same order on every
+    run)."""
     block_sums = jax.device_get(block_sums)
-    for k in self.sums:
-      self.sums[k] += float(block_sums[k])
-    if not math.isfinite(self.sums['loss']):
+    for r, sums in enumerate(self.sums):
+      for k in sums:
+        sums[k] += float(block_sums[k][r])
+    if not all(math.isfinite(sums['loss']) for sums in self.sums):
       raise NonFiniteLossError(
           'the training loss became non-finite (NaN or inf); training stopped and the last '
           'good checkpoint was kept. Lower config.learning_rate or check the input data.')
 
-  def close_epoch(self, val, *, extra_seconds):
-    """Records the finished epoch (validation metrics `val`), resets the running sums and
-    returns its history record."""
-    s = self.sums
-    record = {'epoch': self.epoch + 1, 'loss': s['loss'] / s['count'],
-              'accuracy': s['correct'] / s['count'], 'val_loss': val['loss'],
-              'val_accuracy': val['accuracy'], 'seconds': self.seconds + extra_seconds}
-    self.history.append(record)
-    self.epoch, self.step_in_epoch, self.seconds, self.sums = (
-        self.epoch + 1, 0, 0.0, _zero_sums())
-    return record
+  def close_epoch(self, vals, *, seeds, extra_seconds):
+    """Records the finished epoch (each replica's validation metrics `vals`), resets the
+    running sums and returns its history records (one per seed)."""
+    records = []
+    for seed, s, val in zip(seeds, self.sums, vals):
+      record = {'epoch': self.epoch + 1, 'loss': s['loss'] / s['count'],
+                'accuracy': s['correct'] / s['count'], 'val_loss': val['loss'],
+                'val_accuracy': val['accuracy'], 'seconds': self.seconds + extra_seconds}
+      records.append(record if len(seeds) == 1 else {'seed': seed, **record})
+    self.history.extend(records)
+    self.epoch, self.step_in_epoch, self.seconds = self.epoch + 1, 0, 0.0
+    self.sums = [_zero_sums() for _ in seeds]
+    return records
 
 
 def restore_or_init(config, mesh, checkpointer):
-  """A replicated train state and progress: from the newest intact checkpoint, else fresh."""
-  state = parallel.replicate(ts.create_train_state(config, jax.random.key(config.seed)), mesh)
+  """The stacked train state (placed on the mesh) and progress: from the newest intact
+  checkpoint, else fresh."""
+  seeds = ts.seeds_of(config)
+  state = parallel.place_replicas(ts.create_train_states(config, seeds), mesh)
   step, restored, saved, set_aside = checkpointer.restore_newest_intact(state)
   for damaged in set_aside:
     console.say(f'The checkpoint at step {damaged.step} {damaged.reason}; moved it aside to '
                 f'{damaged.moved_to}.')
   if step is None:
-    return state, Progress()
-  state, progress = restored, Progress(**saved)
+    return state, Progress.fresh(len(seeds))
+  state, progress = restored, Progress.from_saved(saved)
   console.say(console.resumed_line(step, progress))
   return state, progress
 
@@ -107,26 +136,30 @@ def device_eval_batches(mesh, images, labels, batch_size):
 
 
 def evaluate(state, batches, with_probabilities=False):
-  """Loss and accuracy over every example of `batches` (and the probabilities, if asked)."""
+  """Each replica's loss and accuracy over every example of `batches` (a list of dicts),
+  and the probabilities [replicas, examples, 10] if asked."""
   sums, probs = [], []
   for batch in batches:
     if with_probabilities:
-      m, p = ts.eval_and_predict(state, batch)
-      probs.append(parallel.to_host(p)[np.asarray(parallel.to_host(batch['mask']))])
+      m, p = ts.eval_and_predict_stacked(state, batch)
+      probs.append(parallel.to_host(p)[:, np.asarray(parallel.to_host(batch['mask']))])
     else:
-      m = ts.eval_step(state, batch)
+      m = ts.eval_step_stacked(state, batch)
     sums.append(m)
-  total = jax.tree.map(lambda *x: float(np.sum(np.asarray(x, np.float64))),
+  total = jax.tree.map(lambda *x: np.sum(np.asarray(x, np.float64), axis=0),
                        *jax.device_get(sums))
-  out = {'loss': total['loss'] / total['count'], 'accuracy': total['correct'] / total['count']}
-  return (out, np.concatenate(probs)) if with_probabilities else out
+  out = [{'loss': float(total['loss'][k] / total['count'][k]),
+          'accuracy': float(total['correct'][k] / total['count'][k])}
+         for k in range(len(total['count']))]
+  return (out, np.concatenate(probs, axis=1)) if with_probabilities else out
 
 
 def train_epoch(state, progress, *, runner, stop, config, num_train):
   """Trains the rest of epoch `progress.epoch`; returns (state, unfinished: stopped early)."""
   steps = input_pipeline.steps_per_epoch(num_train, config.batch_size)
-  index, mask = input_pipeline.epoch_plan(num_train, config.batch_size, runner.padded_batch,
-                                          config.seed, progress.epoch)
+  plans = [input_pipeline.epoch_plan(num_train, config.batch_size, runner.padded_batch, seed,
+                                     progress.epoch) for seed in ts.seeds_of(config)]
+  index, mask = np.stack([p[0] for p in plans]), np.stack([p[1] for p in plans])
   block_list = input_pipeline.blocks(progress.step_in_epoch, steps, config.steps_per_call)
   bar = console.ProgressBar(steps, config.batch_size, config.progress_bar)
   start, first = time.perf_counter(), progress.step_in_epoch
@@ -149,74 +182,55 @@ def train_epoch(state, progress, *, runner, stop, config, num_train):
 
 
 def finish_epoch(state, progress, *, val_batches, config, workdir, summary_writer=None):
-  """Validates, logs and records the finished epoch (TensorBoard too); resets the sums."""
+  """Validates, logs and records the finished epoch (TensorBoard: replica 0's); resets the
+  running sums."""
   start = time.perf_counter()
-  val = evaluate(state, val_batches) if val_batches else {'loss': math.nan, 'accuracy': math.nan}
-  record = progress.close_epoch(val, extra_seconds=time.perf_counter() - start)
-  console.say(console.epoch_line(record, config.num_epochs))
+  seeds = ts.seeds_of(config)
+  vals = (evaluate(state, val_batches) if val_batches else
+          [{'loss': math.nan, 'accuracy': math.nan}] * len(seeds))
+  records = progress.close_epoch(vals, seeds=seeds, extra_seconds=time.perf_counter() - start)
+  console.say(console.epoch_line(records[0], config.num_epochs) if len(seeds) == 1 else
+              console.seeds_epoch_line(records, config.num_epochs))
   if parallel.is_main_process():
     results_lib.write_history(workdir, progress.history)
   if summary_writer:
-    summary_writer.epoch(record)
-
-
-def initial_best_params(config, checkpointer, state):
-  """With config.restore_best, the best epoch's parameters so far (from the checkpoint, or
-  a copy of the initial ones until an epoch is validated); else None."""
-  if not config.restore_best:
-    return None
-  if checkpointer.latest_step() is None:
-    return jax.tree.map(jnp.copy, state.params)
-  return checkpointer.restore_best_params(state.params)
-
-
-def early_stop_done(config, progress):
-  """Whether EarlyStopping ended training (also true when resuming such a run)."""
-  return best_epoch.stopped_early(progress.history, config.early_stopping_patience)
+    summary_writer.epoch(records[0])
 
 
 def train_loop(config, workdir, *, state, progress, runner, checkpointer, num_train,
-               val_batches, summary_writer=None, best=None):
-  """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal.
-
-  `best` ({'params': ...} with config.restore_best, else None) is updated in place with a
-  copy of the parameters of each epoch that improves the validation accuracy.
-  """
+               val_batches, summary_writer=None):
+  """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal."""
   with preemption.GracefulStop() as stop:
-    while progress.epoch < config.num_epochs and not early_stop_done(config, progress):
+    while progress.epoch < config.num_epochs:
       state, unfinished = train_epoch(state, progress, runner=runner, stop=stop,
                                       config=config, num_train=num_train)
       if not unfinished:
         finish_epoch(state, progress, val_batches=val_batches, config=config, workdir=workdir,
                      summary_writer=summary_writer)
-        if best is not None and best_epoch.last_is_best(progress.history):
-          best['params'] = jax.tree.map(jnp.copy, state.params)  # The state is donated.
-        if early_stop_done(config, progress) and progress.epoch < config.num_epochs:
-          console.say(console.early_stop_line(progress.history,
-                                              config.early_stopping_patience))
       stopping = unfinished or parallel.any_process(stop.requested)  # Same on all hosts.
       if (stopping or progress.epoch % config.checkpoint_every_epochs == 0
-          or progress.epoch == config.num_epochs or early_stop_done(config, progress)):
-        checkpointer.save(int(state.step), state, dataclasses.asdict(progress),
-                          best['params'] if best is not None else None)
+          or progress.epoch == config.num_epochs):
+        checkpointer.save(int(state.step[0]), state, progress.to_saved())
       if stopping:
         checkpointer.close()
         where = (f'epoch {progress.epoch + 1}, step {progress.step_in_epoch}' if unfinished
                  else f'end of epoch {progress.epoch}')
         signal_name = stop.requested or "another process's stop signal"
         raise preemption.StopRequested(
-            f'{signal_name} received: saved a checkpoint at step {int(state.step)} '
+            f'{signal_name} received: saved a checkpoint at step {int(state.step[0])} '
             f'({where}) in {workdir}. Rerun the same command to resume.',
             signum=stop.signum or signal.SIGTERM)
   return state
 
 
 def open_summaries(config, workdir, history):
-  """TensorBoard's writer of the run (process 0, config.tensorboard), else None."""
+  """TensorBoard's writer of the run (process 0, config.tensorboard; replica 0's epochs),
+  else None."""
   if not (config.tensorboard and parallel.is_main_process()):
     return None
   from digits_jax import summaries  # pylint: disable=g-import-not-at-top
-  return summaries.RunWriter(workdir, history)
+  return summaries.RunWriter(workdir, [h for h in history
+                                       if h.get('seed', config.seed) == config.seed])
 
 
 def train_and_evaluate(config, workdir, *, fresh=False):
@@ -228,7 +242,8 @@ def train_and_evaluate(config, workdir, *, fresh=False):
     fresh: move a run already in `workdir` aside and start anew.
 
   Returns:
-    The trained TrainState.
+    The trained TrainState, replica-stacked (a leading axis of config.num_seeds; take
+    replica k with `train_state.replica(state, k)`).
 
   Raises:
     One of USER_ERRORS for bad inputs, a full disk or a damaged workdir (one clear
@@ -248,7 +263,7 @@ def _train_and_evaluate(config, workdir, fresh):
   aside = workdir_lib.prepare_workdir(config, workdir, fresh=fresh)
   if aside:
     console.say(f'Moved the previous run aside to {aside}.')
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(config.num_seeds)
   padded_batch = input_pipeline.padded_batch_size(config.batch_size, mesh.devices.size)
   start = time.perf_counter()
   impl = steps_lib.build(steps_lib.select_steps(config, mesh), config)  # May refuse 'on'.
@@ -264,42 +279,35 @@ def _train_and_evaluate(config, workdir, fresh):
   summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
     state, progress = restore_or_init(config, mesh, checkpointer)
-    best = initial_best_params(config, checkpointer, state)
-    best = None if best is None else {'params': best}
     summary_writer = open_summaries(config, workdir, progress.history)
     val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
                                       config.eval_batch_size)
     if val_batches:  # Compile validation now, so that epoch timings exclude compilation.
       start = time.perf_counter()
-      jax.block_until_ready(ts.eval_step(state, val_batches[0]))
+      jax.block_until_ready(ts.eval_step_stacked(state, val_batches[0]))
       runner.compile_seconds += time.perf_counter() - start
     state = train_loop(config, workdir, state=state, progress=progress, runner=runner,
                        checkpointer=checkpointer, num_train=len(data.train_labels),
-                       val_batches=val_batches, summary_writer=summary_writer, best=best)
+                       val_batches=val_batches, summary_writer=summary_writer)
   except BaseException:
     if summary_writer:
       summary_writer.close()
     raise
   finally:
     checkpointer.close()
-  epochs_info = best_epoch.summary(progress.history, restore_best=config.restore_best,
-                                   patience=config.early_stopping_patience,
-                                   num_epochs=config.num_epochs)
-  if best is not None and best_epoch.best_record(progress.history):
-    state = state.replace(params=best['params'])
-    console.say(console.restored_line(best_epoch.best_record(progress.history)))
   t_eval = time.perf_counter()
-  test, probs = evaluate(state, device_eval_batches(
+  tests, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
-  train_seconds = sum(h['seconds'] for h in progress.history)
+  epochs = [h for h in progress.history if h.get('seed', config.seed) == config.seed]
+  train_seconds = sum(h['seconds'] for h in epochs)  # All replicas' (one clock).
   steps = input_pipeline.steps_per_epoch(len(data.train_labels), config.batch_size)
   timings = {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
-             'examples_per_second': len(data.train_labels) * len(progress.history) / max(
-                 train_seconds, 1e-9), 'steps': steps * len(progress.history),
+             'examples_per_second': len(data.train_labels) * len(epochs) * config.num_seeds
+                                    / max(train_seconds, 1e-9),
+             'steps': steps * config.num_epochs,
              'eval_seconds': time.perf_counter() - t_eval, **impl.timings()}
   res = results_lib.write_results(config, workdir, data=data, history=progress.history,
-                                  test=test, probs=probs, timings=timings,
-                                  epochs_info=epochs_info)
+                                  tests=tests, probs=probs, timings=timings)
   console.report_test(config, res)
   results_lib.write_outputs(config, workdir, data, summary_writer=summary_writer, res=res)
   if parallel.is_main_process():

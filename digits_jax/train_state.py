@@ -6,6 +6,11 @@ Importable without TensorFlow:
   state = ts.create_train_state(config, jax.random.key(0))
   state, metrics = ts.train_step(state, batch)  # batch: image uint8/float, label, mask
 
+Several seeds train as one program: `create_train_states(config, seeds)` stacks one state
+per seed on a leading replica axis, and the `*_stacked` steps run every replica at once
+(vmapped; one replica runs the plain step on the squeezed state, so num_seeds=1 computes
+exactly what the unstacked step computes). `replica(state, k)` takes replica k out.
+
 A batch is a dict with 'image' [B, 28, 28] (uint8 0..255 or float already in [0, 1]),
 'label' int [B] and 'mask' bool [B]. Masked-out examples (padding of a partial last
 batch, or of a batch that does not divide by the device count) add nothing to the loss,
@@ -65,6 +70,11 @@ def create_optimizer(config):
                                       eps=config.eps)
 
 
+def _init(model, tx, rng):
+  params = model.init(rng, jnp.zeros((1, *models.INPUT_SHAPE), jnp.float32))['params']
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
 def create_train_state(config, rng):
   """Initialises the model's parameters and the optimizer state.
 
@@ -75,9 +85,53 @@ def create_train_state(config, rng):
   Returns:
     A flax `TrainState` (step 0).
   """
-  model = models.create_model(config)
-  params = model.init(rng, jnp.zeros((1, *models.INPUT_SHAPE), jnp.float32))['params']
-  return TrainState.create(apply_fn=model.apply, params=params, tx=create_optimizer(config))
+  return _init(models.create_model(config), create_optimizer(config), rng)
+
+
+def seeds_of(config):
+  """The replicas' seeds: config.seed, config.seed + 1, ..., one per config.num_seeds."""
+  return [int(config.seed) + k for k in range(int(config.get('num_seeds', 1)))]
+
+
+def create_train_states(config, seeds):
+  """One train state per seed, stacked on a leading replica axis of len(seeds).
+
+  Replica k is exactly `create_train_state(config, jax.random.key(seeds[k]))`.
+  """
+  model, tx = models.create_model(config), create_optimizer(config)
+  return stack([_init(model, tx, jax.random.key(s)) for s in seeds])
+
+
+def stack(states):
+  """Stacks train states of one structure (and one apply_fn / tx) on a new leading axis."""
+  leaves = [jax.tree.leaves(s) for s in states]
+  return jax.tree.unflatten(jax.tree.structure(states[0]),
+                            [jnp.stack(column) for column in zip(*leaves)])
+
+
+def replica(state, k):
+  """Replica k of a stacked state (or of any stacked pytree, e.g. metric sums)."""
+  return jax.tree.map(lambda x: x[k], state)
+
+
+def num_replicas(state):
+  """The length of a stacked state's replica axis."""
+  return int(jax.tree.leaves(state)[0].shape[0])
+
+
+def over_replicas(fn, in_axes):
+  """`fn(state, *args)` applied to every replica of a stacked state, for use under jit.
+
+  `in_axes` as for `jax.vmap` (0: the argument has a replica axis, None: shared). Many
+  replicas are vmapped; a single one runs `fn` itself on the squeezed arguments, so that
+  one seed computes exactly what the unstacked functions compute.
+  """
+  def run(state, *args):
+    if num_replicas(state) > 1:
+      return jax.vmap(fn, in_axes=in_axes)(state, *args)
+    squeezed = [a if ax is None else replica(a, 0) for a, ax in zip(args, in_axes[1:])]
+    return jax.tree.map(lambda x: x[None], fn(replica(state, 0), *squeezed))
+  return run
 
 
 def preprocess(images):
@@ -128,6 +182,16 @@ def train_step(state, batch):
   return _train_step(state, batch)
 
 
+def _train_steps(state, batches):
+  def body(carry, batch):
+    state, sums = carry
+    state, metrics = _train_step(state, batch)
+    return (state, _sum_metrics(sums, metrics)), None
+
+  (state, sums), _ = jax.lax.scan(body, (state, _zero_metrics()), batches)
+  return state, sums
+
+
 @functools.partial(jax.jit, donate_argnums=0)
 def train_steps(state, batches):
   """len(batches) optimizer steps in one call (lax.scan); returns (state, summed metrics).
@@ -135,12 +199,24 @@ def train_steps(state, batches):
   `batches` is a batch dict with a leading step axis [K, B, ...]. The result equals K
   calls of `train_step` while paying Python's dispatch cost once.
   """
-  def body(carry, batch):
+  return _train_steps(state, batches)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_steps_stacked(state, batches):
+  """`train_steps` for every replica of a stacked state; `batches` [R, K, B, ...]."""
+  return over_replicas(_train_steps, (0, 0))(state, batches)
+
+
+def _train_steps_indexed(state, images, labels, index, mask):
+  def body(carry, step):
     state, sums = carry
+    idx, m = step
+    batch = {'image': jnp.take(images, idx, axis=0), 'label': jnp.take(labels, idx), 'mask': m}
     state, metrics = _train_step(state, batch)
     return (state, _sum_metrics(sums, metrics)), None
 
-  (state, sums), _ = jax.lax.scan(body, (state, _zero_metrics()), batches)
+  (state, sums), _ = jax.lax.scan(body, (state, _zero_metrics()), (index, mask))
   return state, sums
 
 
@@ -155,32 +231,62 @@ def train_steps_indexed(state, images, labels, index, mask):
     index: int32 [K, B], the examples of each of the K batches.
     mask: bool [K, B], False for padding.
   """
-  def body(carry, step):
-    state, sums = carry
-    idx, m = step
-    batch = {'image': jnp.take(images, idx, axis=0), 'label': jnp.take(labels, idx), 'mask': m}
-    state, metrics = _train_step(state, batch)
-    return (state, _sum_metrics(sums, metrics)), None
+  return _train_steps_indexed(state, images, labels, index, mask)
 
-  (state, sums), _ = jax.lax.scan(body, (state, _zero_metrics()), (index, mask))
-  return state, sums
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_steps_indexed_stacked(state, images, labels, index, mask):
+  """`train_steps_indexed` for every replica of a stacked state: one dataset, each
+  replica's own batches (index and mask [R, K, B]); metric sums come back per replica."""
+  return over_replicas(_train_steps_indexed, (0, None, None, 0, 0))(
+      state, images, labels, index, mask)
+
+
+def _eval_step(state, batch):
+  logits = state.apply_fn({'params': state.params}, preprocess(batch['image']))
+  return compute_metrics(logits, batch['label'], batch['mask'])
+
+
+def _predict(state, images):
+  return jax.nn.softmax(state.apply_fn({'params': state.params}, preprocess(images)))
+
+
+def _eval_and_predict(state, batch):
+  logits = state.apply_fn({'params': state.params}, preprocess(batch['image']))
+  return compute_metrics(logits, batch['label'], batch['mask']), jax.nn.softmax(logits)
 
 
 @jax.jit
 def eval_step(state, batch):
   """Metric sums (loss, correct, count) of one batch, masked examples excluded."""
-  logits = state.apply_fn({'params': state.params}, preprocess(batch['image']))
-  return compute_metrics(logits, batch['label'], batch['mask'])
+  return _eval_step(state, batch)
 
 
 @jax.jit
 def predict(state, images):
   """Softmax probabilities [B, 10] for a batch of images."""
-  return jax.nn.softmax(state.apply_fn({'params': state.params}, preprocess(images)))
+  return _predict(state, images)
 
 
 @jax.jit
 def eval_and_predict(state, batch):
   """Metric sums and probabilities of one batch, in one pass over the network."""
-  logits = state.apply_fn({'params': state.params}, preprocess(batch['image']))
-  return compute_metrics(logits, batch['label'], batch['mask']), jax.nn.softmax(logits)
+  return _eval_and_predict(state, batch)
+
+
+@jax.jit
+def eval_step_stacked(state, batch):
+  """`eval_step` of every replica on one shared batch; sums [R]."""
+  return over_replicas(_eval_step, (0, None))(state, batch)
+
+
+@jax.jit
+def predict_stacked(state, images):
+  """`predict` of every replica on shared images; probabilities [R, B, 10]."""
+  return over_replicas(_predict, (0, None))(state, images)
+
+
+@jax.jit
+def eval_and_predict_stacked(state, batch):
+  """`eval_and_predict` of every replica on one shared batch: sums [R], probabilities [R, B, 10]."""
+  return over_replicas(_eval_and_predict, (0, None))(state, batch)

@@ -87,16 +87,10 @@ def check_fields(config):
   _one_of(config, 'data_source', input_pipeline.SOURCES, problems)
   for field in ('num_epochs', 'batch_size', 'hidden_units', 'num_hidden_layers',
                 'steps_per_call', 'eval_batch_size', 'checkpoint_every_epochs',
-                'max_checkpoints_to_keep'):
+                'max_checkpoints_to_keep', 'num_seeds'):
     _int_at_least(config, field, 1, problems)
-  for field in ('num_show', 'num_misclassified_show', 'seed', 'early_stopping_patience'):
+  for field in ('num_show', 'num_misclassified_show', 'seed'):
     _int_at_least(config, field, 0, problems)
-  if not isinstance(config.get('restore_best'), bool):
-    problems.append(f'config.restore_best={config.get("restore_best")!r}: must be true or false.')
-  if config.get('validation_split') == 0 and (config.get('restore_best')
-                                              or config.get('early_stopping_patience')):
-    problems.append('config.restore_best and config.early_stopping_patience watch the '
-                    'validation accuracy: they need config.validation_split > 0.')
   _number_in(config, 'validation_split', 0.0, 1.0, problems)
   _float32_positive(config, 'learning_rate', problems)
   _number_in(config, 'b1', 0.0, 1.0, problems)

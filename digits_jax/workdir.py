@@ -21,7 +21,12 @@ RESUMABLE_FIELDS = frozenset({
     'name', 'num_epochs', 'data_source', 'data_dir', 'verify_checksums', 'steps_per_call',
     'data_on_device', 'eval_batch_size', 'cpu_kernel', 'num_show', 'test_indices',
     'num_misclassified_show', 'checkpoint_every_epochs', 'max_checkpoints_to_keep',
-    'progress_bar', 'tensorboard', 'write_report', 'early_stopping_patience'})
+    'progress_bar', 'tensorboard', 'write_report'})
+
+
+# Fields added to the config later, with the value a config.json written before them
+# implied: such a run resumes as if it had recorded that value.
+IMPLIED_BEFORE_ADDED = {'num_seeds': 1}
 
 
 class WorkdirMismatchError(ValueError):
@@ -57,10 +62,7 @@ def prepare_workdir(config, workdir, *, fresh):
     parallel.barrier('moved_aside')  # No process may read the old run once it moved.
     return aside
   old = results_lib.read_json(path) if os.path.exists(path) else {}
-  if old:  # A field newer than the saved run: that run had the default's behaviour.
-    from configs import default  # pylint: disable=g-import-not-at-top
-    old = {**{k: v for k, v in default.get_config().items() if k not in old}, **old}
-  diff = changed_fields(old, config.to_dict())
+  diff = changed_fields({**IMPLIED_BEFORE_ADDED, **old}, config.to_dict())
   if diff:
     raise WorkdirMismatchError(
         f'workdir {workdir!r} holds a run of a different config ({"; ".join(diff)}). '

@@ -3,6 +3,7 @@ way to run the real entry point on it. Tests import these from here (`from helpe
 ...`); conftest.py only turns the dataset into the `tiny_data` fixture."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from digits_jax import idx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TRAIN, NUM_TEST = 600, 200
+BROWSER = shutil.which('chromium') or shutil.which('chromium-browser')
 
 
 def make_images(labels, rng):
@@ -75,3 +77,11 @@ def run_main(data_dir, workdir, *extra, env=None, timeout=300, **overrides):
   full_env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', **(env or {})}
   return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
                         timeout=timeout, check=False)
+
+
+def chromium(*args, user_data_dir):
+  """Runs headless Chromium with everything that could reach the network switched off."""
+  cmd = [BROWSER, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+         '--no-first-run', '--disable-background-networking', '--disable-component-update',
+         '--disable-sync', '--hide-scrollbars', f'--user-data-dir={user_data_dir}', *args]
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)

@@ -124,7 +124,7 @@ def test_damaged_latest_checkpoint_falls_back_to_identical_results(
 def test_intact_checkpoint_verifies_and_a_damaged_one_is_refused_by_load_trained(
     finished, tmp_path):
   _, state, progress = checkpoint.load_trained(finished[0])
-  assert int(state.step) == LATEST and progress['epoch'] == 3
+  assert int(state.step[0]) == LATEST and progress['epoch'] == 3
   assert checkpoint.CHECKSUM_KEY not in progress
   workdir = _damaged_copy(finished, tmp_path, DAMAGE['one flipped bit'])
   with pytest.raises(checkpoint.DamagedCheckpointError, match='does not match its checksum'):

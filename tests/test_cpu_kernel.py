@@ -200,3 +200,27 @@ def test_training_with_and_without_the_kernel_agrees(tiny_data, tmp_path):
   for a, b in zip(runs['on_history'], runs['off_history']):
     assert a['accuracy'] == pytest.approx(b['accuracy'], abs=1e-3)
     assert a['val_loss'] == pytest.approx(b['val_loss'], rel=1e-3)
+
+
+def _assert_same_leaves(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_stacked_kernel_replicas_are_bit_identical_to_single_runs():
+  config = _config(batch_size=5, hidden_units=24)
+  images, labels, index, mask = _block(config, steps=10)
+  rng = np.random.default_rng(1)
+  index = jnp.stack([index, jnp.asarray(rng.permutation(np.asarray(index))), index[::-1]])
+  mask = jnp.stack([mask] * 3)
+  hp = cpu_kernel.hyperparams(config)
+  stacked, sums = cpu_kernel.train_steps_indexed_stacked(
+      ts.create_train_states(config, [0, 1, 2]), images, labels, index, mask, hp)
+  for k in range(3):
+    single, single_sums = cpu_kernel.train_steps_indexed(
+        ts.create_train_state(config, jax.random.key(k)), images, labels, index[k], mask[k], hp)
+    _assert_same_leaves(ts.replica(stacked, k), single)
+    jax.tree.map(np.testing.assert_array_equal, ts.replica(sums, k), single_sums)
+  one, _ = cpu_kernel.train_steps_indexed_stacked(
+      ts.create_train_states(config, [1]), images, labels, index[1:2], mask[1:2], hp)
+  _assert_same_leaves(ts.replica(one, 0), ts.replica(stacked, 1))

@@ -1,4 +1,5 @@
-"""Fault injection: killed runs resume to exactly the uninterrupted result; NaN stops cleanly."""
+"""Fault injection: killed runs (of one seed and of three at once) resume to exactly the
+uninterrupted result; NaN stops cleanly."""
 
 import os
 import signal
@@ -25,18 +26,19 @@ def long_data(tmp_path_factory):
   return write_tiny_dataset(str(tmp_path_factory.mktemp('long')), num_train=6000)
 
 
-def _start(data_dir, workdir):
+def _start(data_dir, workdir, num_seeds):
   cmd = [sys.executable, '-u', '-m', 'digits_jax.main', '--config=configs/default.py',
-         f'--workdir={workdir}', *config_flags(**LONG, data_dir=data_dir)]
+         f'--workdir={workdir}',
+         *config_flags(**LONG, data_dir=data_dir, num_seeds=num_seeds)]
   return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
 
 
-def _run_killed_in_epoch_2(data_dir, workdir, sig):
+def _run_killed_in_epoch_2(data_dir, workdir, sig, num_seeds):
   """Starts a run and sends `sig` a third of an epoch after epoch 1 is reported."""
-  proc = _start(data_dir, workdir)
+  proc = _start(data_dir, workdir, num_seeds)
   for line in proc.stdout:
-    if line.startswith('Epoch 1/3 - loss'):
+    if line.startswith('Epoch 1/3 - '):
       epoch_seconds = float(line.rsplit(' - ', 1)[1].rstrip().rstrip('s'))
       time.sleep(epoch_seconds / 3)
       proc.send_signal(sig)
@@ -45,26 +47,28 @@ def _run_killed_in_epoch_2(data_dir, workdir, sig):
   return proc.returncode, out, err
 
 
-def _finish(data_dir, workdir):
-  proc = _start(data_dir, workdir)
+def _finish(data_dir, workdir, num_seeds):
+  proc = _start(data_dir, workdir, num_seeds)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-3000:]
   return out
 
 
 def _outcome(workdir):
-  """History without timings, final parameters and predictions of a finished run."""
+  """History without timings, final parameters and predictions of a finished run (every
+  seed's)."""
   history = [{k: v for k, v in h.items() if k != 'seconds'}
-             for h in results.read_history(workdir)]
+             for h in results.read_history(workdir, all_seeds=True)]
   _, state, _ = checkpoint.load_trained(workdir)
-  return history, jax.device_get(state.params), results.read_predictions(workdir)
+  return history, jax.device_get(state.params), results.read_predictions(workdir, None)
 
 
-@pytest.fixture(scope='module')
-def reference(long_data, tmp_path_factory):
+@pytest.fixture(scope='module', params=[1, 3], ids=['one_seed', 'three_seeds'])
+def reference(request, long_data, tmp_path_factory):
+  """(num_seeds, the uninterrupted run's outcome)."""
   workdir = str(tmp_path_factory.mktemp('ref') / 'run')
-  _finish(long_data, workdir)
-  return _outcome(workdir)
+  _finish(long_data, workdir, request.param)
+  return request.param, _outcome(workdir)
 
 
 def _assert_same(a, b):
@@ -74,24 +78,29 @@ def _assert_same(a, b):
 
 
 def test_sigterm_saves_then_resume_is_identical(long_data, reference, tmp_path):
+  num_seeds, want = reference
   workdir = str(tmp_path / 'run')
-  code, _, err = _run_killed_in_epoch_2(long_data, workdir, signal.SIGTERM)
+  code, _, err = _run_killed_in_epoch_2(long_data, workdir, signal.SIGTERM, num_seeds)
   assert code == 143, err[-3000:]
   assert 'SIGTERM received: saved a checkpoint' in err and '(epoch 2, step' in err
   assert 'Rerun the same command to resume' in err
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
-  assert len(results.read_history(workdir)) == 1
-  out = _finish(long_data, workdir)
+  assert len(results.read_history(workdir, all_seeds=True)) == num_seeds
+  out = _finish(long_data, workdir, num_seeds)
   assert 'Resumed from the checkpoint' in out and 'steps into the next' in out
-  _assert_same(_outcome(workdir), reference)
+  got = _outcome(workdir)
+  _assert_same(got, want)
+  assert len(got[0]) == 3 * num_seeds and got[2]['probabilities'].ndim == (
+      2 if num_seeds == 1 else 3)
 
 
 def test_sigkill_then_resume_is_identical(long_data, reference, tmp_path):
+  num_seeds, want = reference
   workdir = str(tmp_path / 'run')
-  code, _, _ = _run_killed_in_epoch_2(long_data, workdir, signal.SIGKILL)
+  code, _, _ = _run_killed_in_epoch_2(long_data, workdir, signal.SIGKILL, num_seeds)
   assert code == -signal.SIGKILL
-  _finish(long_data, workdir)
-  _assert_same(_outcome(workdir), reference)
+  _finish(long_data, workdir, num_seeds)
+  _assert_same(_outcome(workdir), want)
 
 
 def test_same_seed_same_run_other_seed_other_run(tiny_data, tmp_path):
@@ -125,5 +134,5 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monke
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
   assert len(results.read_history(workdir)) == 1
   _, state, progress = checkpoint.load_trained(workdir)
-  assert progress['epoch'] == 1 and int(state.step) == 15
+  assert progress['epoch'] == 1 and int(state.step[0]) == 15
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))

@@ -66,6 +66,19 @@ def test_four_devices_equal_one(tiny_data, tmp_path, batch):
     assert 'Batch 5 padded to 8 (a multiple of 4 devices)' in four[2]
 
 
+def test_replicas_sharded_on_four_devices_equal_one_device(tiny_data, tmp_path):
+  flags = dict(num_epochs=1, cpu_kernel='off')  # All through the XLA scan.
+  one = _train_on(1, tiny_data, str(tmp_path / 'one'), 6, num_seeds=4, **flags)
+  four = _train_on(4, tiny_data, str(tmp_path / 'four'), 6, num_seeds=4, **flags)
+  assert "mesh {'replica': 4, 'data': 1}" in four[2]
+  assert all(np.shape(v)[0] == 4 for v in four[0].values())  # Four replicas came back.
+  _assert_close(one[:2], four[:2])
+  mixed = _train_on(4, tiny_data, str(tmp_path / 'mixed'), 6, num_seeds=2, **flags)
+  assert "mesh {'replica': 2, 'data': 2}" in mixed[2]  # Replicas and batches both split.
+  first_two = {k: np.asarray(v)[:2] for k, v in one[0].items()}
+  _assert_close((first_two, one[1]), mixed[:2])
+
+
 def _free_port():
   with socket.socket() as s:
     s.bind(('localhost', 0))

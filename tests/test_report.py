@@ -25,12 +25,12 @@ from digits_jax import input_pipeline
 from digits_jax import report
 from digits_jax import results as results_lib
 from digits_jax import train
+from helpers import BROWSER, chromium
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADINGS = ('Goal', 'Results', 'Configuration', 'Model summary', 'Training samples',
             'Accuracy and loss curves', 'Recognized test images', 'Misclassified test images',
-            'Confusion matrix', 'Per-class accuracy', 'Conclusions')
-BROWSER = shutil.which('chromium') or shutil.which('chromium-browser')
+            'Confusion matrix', 'Per-class accuracy', 'Conclusions', 'Drawing pad')
 
 
 def tiny_run_config(data_dir):
@@ -160,14 +160,6 @@ def test_conclusions_without_validation():
   assert 'No validation split' in text and 'No test image was misclassified' in text
 
 
-def _chromium(*args, user_data_dir):
-  """Runs headless Chromium with everything that could reach the network switched off."""
-  cmd = [BROWSER, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-         '--no-first-run', '--disable-background-networking', '--disable-component-update',
-         '--disable-sync', '--hide-scrollbars', f'--user-data-dir={user_data_dir}', *args]
-  return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-
-
 CHECK_SCRIPT = """<script>
 window.addEventListener('load', function () {
   var imgs = Array.from(document.images);
@@ -186,13 +178,13 @@ def test_report_renders_in_a_browser(run_dir, tmp_path):
   if not os.path.exists(html_path):
     report.write_run_report(run_dir)
   shot = tmp_path / 'shot.png'
-  proc = _chromium(f'--screenshot={shot}', '--window-size=1200,4000',
+  proc = chromium(f'--screenshot={shot}', '--window-size=1200,4000',
                    f'file://{html_path}', user_data_dir=tmp_path / 'profile1')
   assert shot.exists(), proc.stderr[-2000:]
   assert Image.open(shot).size == (1200, 4000)
   checked = tmp_path / 'checked.html'
   checked.write_text(read(html_path).replace('</body>', CHECK_SCRIPT), encoding='utf-8')
-  proc = _chromium('--dump-dom', '--virtual-time-budget=5000', f'file://{checked}',
+  proc = chromium('--dump-dom', '--virtual-time-budget=5000', f'file://{checked}',
                    user_data_dir=tmp_path / 'profile2')
   body = re.search(r'<body([^>]*)>', proc.stdout)
   assert body, proc.stderr[-2000:]

@@ -21,7 +21,8 @@ from digits_jax import sweep
 from digits_jax import train
 from digits_jax import workdir as workdir_lib
 
-import test_report  # pylint: disable=g-bad-import-order  (its Chromium helpers)
+import test_report  # pylint: disable=g-bad-import-order  (its page check script)
+from helpers import BROWSER, chromium
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ('default', 'v1', 'v2')
@@ -306,13 +307,13 @@ def test_report_only_and_flag_errors(swept, tmp_path):
   assert proc.returncode == 1 and 'leave out --configs' in proc.stderr
 
 
-@pytest.mark.skipif(test_report.BROWSER is None, reason='needs Chromium (apt-get install chromium)')
+@pytest.mark.skipif(BROWSER is None, reason='needs Chromium (apt-get install chromium)')
 def test_sweep_report_renders_in_a_browser(multi_seed, tmp_path):
   """Every figure (the mean +- interval one included) loads; the significance table is there."""
   text = open(os.path.join(multi_seed, report.REPORT), encoding='utf-8').read()
   checked = tmp_path / 'checked.html'
   checked.write_text(text.replace('</body>', test_report.CHECK_SCRIPT), encoding='utf-8')
-  proc = test_report._chromium('--dump-dom', '--virtual-time-budget=5000', f'file://{checked}',
+  proc = chromium('--dump-dom', '--virtual-time-budget=5000', f'file://{checked}',
                                user_data_dir=tmp_path / 'profile')
   body = re.search(r'<body([^>]*)>', proc.stdout)
   assert body, proc.stderr[-2000:]

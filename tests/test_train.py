@@ -85,6 +85,8 @@ def test_results_agree_with_saved_predictions(finished_run):
 def test_checkpoint_restores_the_predictions(finished_run, tiny_data):
   workdir, _ = finished_run
   config, state, progress = checkpoint.load_trained(workdir)
+  assert ts.num_replicas(state) == 1
+  state = ts.replica(state, 0)
   assert progress['epoch'] == 2 and int(state.step) == 2 * 15
   images, _ = idx.load_split(tiny_data, 'test')
   probs = np.asarray(ts.predict(state, images))
@@ -133,10 +135,10 @@ def test_only_process_zero_writes_files(tiny_data, tmp_path, monkeypatch):
   data = input_pipeline.load(config)
   probs = np.full((len(data.test_labels), 10), 0.1, np.float32)
   results.write_results(config, str(workdir), data=data, history=[],
-                        test={'loss': 1.0, 'accuracy': 0.1}, probs=probs, timings={})
+                        tests=[{'loss': 1.0, 'accuracy': 0.1}], probs=probs[None], timings={})
   results.write_outputs(config, str(workdir), data)
-  progress = train.Progress(sums={'loss': 1.0, 'correct': 1.0, 'count': 2.0})
-  monkeypatch.setattr(train, 'evaluate', lambda *a: {'loss': 1.0, 'accuracy': 0.5})
+  progress = train.Progress(sums=[{'loss': 1.0, 'correct': 1.0, 'count': 2.0}])
+  monkeypatch.setattr(train, 'evaluate', lambda *a: [{'loss': 1.0, 'accuracy': 0.5}])
   train.finish_epoch(None, progress, val_batches=[1], config=config, workdir=str(workdir))
   assert os.listdir(workdir) == []
 

@@ -157,3 +157,82 @@ def test_bfloat16_compute_keeps_float32_parameters():
   state, metrics = ts.train_step(state, _batch(16))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
   assert np.isfinite(float(metrics['loss']))
+
+
+def _assert_same_leaves(a, b):
+  """Equal arrays, bit for bit (states from separate create calls differ in their tx)."""
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def _indexed_data(num_images=120, steps=5, batch=8, replicas=3):
+  rng = np.random.default_rng(4)
+  images = jnp.asarray(rng.integers(0, 256, (num_images, 28, 28), dtype=np.uint8))
+  labels = jnp.asarray(rng.integers(0, 10, num_images).astype(np.int32))
+  index = jnp.asarray(rng.integers(0, num_images, (replicas, steps, batch)).astype(np.int32))
+  mask = jnp.asarray(rng.random((replicas, steps, batch)) < 0.9)
+  return images, labels, index, mask
+
+
+def test_stacked_states_are_the_single_seed_states():
+  config = _config()
+  stacked = ts.create_train_states(config, [5, 6, 7])
+  assert ts.num_replicas(stacked) == 3
+  for k, seed in enumerate([5, 6, 7]):
+    single = ts.create_train_state(config, jax.random.key(seed))
+    _assert_same_leaves(ts.replica(stacked, k), single)
+
+
+def test_stacked_replica_k_trains_as_its_single_seed_run():
+  config = _config()
+  images, labels, index, mask = _indexed_data()
+  stacked, sums = ts.train_steps_indexed_stacked(ts.create_train_states(config, [3, 4, 5]),
+                                                 images, labels, index, mask)
+  assert sums['loss'].shape == (3,)
+  batch = _batch(16, seed=9)
+  evals = ts.eval_step_stacked(stacked, batch)
+  metrics, probs = ts.eval_and_predict_stacked(stacked, batch)
+  assert probs.shape == (3, 16, 10)
+  np.testing.assert_array_equal(np.asarray(ts.predict_stacked(stacked, batch['image'])), probs)
+  for k, seed in enumerate([3, 4, 5]):
+    single, single_sums = ts.train_steps_indexed(
+        ts.create_train_state(config, jax.random.key(seed)), images, labels, index[k], mask[k])
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    jax.tree.map(close, ts.replica(stacked, k).params, single.params)
+    jax.tree.map(close, ts.replica(sums, k), single_sums)
+    close(ts.replica(evals, k)['loss'], ts.eval_step(single, batch)['loss'])
+    close(ts.replica(metrics, k)['loss'], evals['loss'][k])
+  # The replicas are distinct models, not one model three times.
+  losses = np.asarray(evals['loss'])
+  assert len(set(losses.tolist())) == 3
+
+
+def test_one_replica_computes_exactly_the_unstacked_step():
+  config = _config()
+  images, labels, index, mask = _indexed_data(replicas=1)
+  stacked, sums = ts.train_steps_indexed_stacked(ts.create_train_states(config, [2]),
+                                                 images, labels, index, mask)
+  single, single_sums = ts.train_steps_indexed(ts.create_train_state(config, jax.random.key(2)),
+                                               images, labels, index[0], mask[0])
+  _assert_same_leaves(ts.replica(stacked, 0), single)
+  jax.tree.map(np.testing.assert_array_equal, ts.replica(sums, 0), single_sums)
+  batch = _batch(16, seed=1)
+  np.testing.assert_array_equal(np.asarray(ts.eval_and_predict_stacked(stacked, batch)[1][0]),
+                                np.asarray(ts.eval_and_predict(single, batch)[1]))
+
+
+def test_fed_stacked_steps_equal_indexed_stacked_steps():
+  config = _config()
+  images, labels, index, mask = _indexed_data(replicas=2)
+  fed = {'image': images[index], 'label': labels[index], 'mask': mask}
+  a, ma = ts.train_steps_stacked(ts.create_train_states(config, [0, 1]), fed)
+  b, mb = ts.train_steps_indexed_stacked(ts.create_train_states(config, [0, 1]),
+                                         images, labels, index, mask)
+  close = lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
+  jax.tree.map(close, a.params, b.params)
+  jax.tree.map(close, ma, mb)
+
+
+def test_seeds_of_config():
+  assert ts.seeds_of(_config(seed=4, num_seeds=3)) == [4, 5, 6]
+  assert ts.seeds_of(_config(seed=2)) == [2]
