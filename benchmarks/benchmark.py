@@ -79,6 +79,11 @@ _MARGIN = flags.DEFINE_float('margin', 0.5, 'Fidelity: equivalence margin in acc
 _KERAS_RESULTS = flags.DEFINE_list('keras_results', [], 'Fidelity: files (glob patterns) of '
                                    'keras_lab.py JSON lines to take Keras runs from instead '
                                    'of running Keras.')
+_JAX_RESULTS = flags.DEFINE_list('jax_results', [], 'Fidelity: files (glob patterns) of '
+                                 'digits_jax seed lines written by --record, taken instead of '
+                                 'training those seeds again.')
+_RECORD = flags.DEFINE_string('record', '', 'Fidelity: append every run\'s JSON line (both '
+                              'programs, one per seed) to this file.')
 _SEED_CONFIGS = flags.DEFINE_list('seed_configs', ['default', 'v6'], 'Seeds: configs to train.')
 _NUM_SEEDS = flags.DEFINE_list('num_seeds', ['1', '2', '4', '8'],
                                'Seeds: config.num_seeds values (1 first: the baseline).')
@@ -387,21 +392,27 @@ def config_epochs(name):
   return module.get_config(_DATASET.value).num_epochs
 
 
-def keras_result_files():
-  """The files --keras_results names (glob patterns expanded); a pattern matching none fails."""
+def result_files(flag):
+  """The files a --*_results flag names (glob patterns expanded); a pattern matching none fails."""
   paths = []
-  for pattern in _KERAS_RESULTS.value:
+  for pattern in flag.value:
     matched = sorted(glob.glob(pattern))
     if not matched:
-      raise app.UsageError(f'--keras_results: no file matches {pattern!r}; give files of '
-                           'JSON lines written by benchmarks/keras_lab.py.')
+      raise app.UsageError(f'--{flag.name}: no file matches {pattern!r}; give files of '
+                           'JSON lines written by benchmarks/keras_lab.py or --record.')
     paths.extend(matched)
   return paths
 
 
-def recorded_keras(name, seeds, paths):
-  """Keras runs of `name` on this dataset and epochs, by seed, from keras_lab.py's lines."""
+def recorded(program, name, seeds, paths):
+  """Runs of `program` ('keras', 'digits_jax') of `name` on this dataset and epochs, by seed.
+
+  Read from JSON lines (keras_lab.py's, whose lines without 'program' are Keras's, or
+  --record's); returns the ones for `seeds`, in their order.
+  """
   epochs = _KERAS_EPOCHS.value or _EPOCHS.value or config_epochs(name)
+  if program == 'digits_jax':
+    epochs = _EPOCHS.value or config_epochs(name)
   found = {}
   for path in paths:
     with open(path) as f:
@@ -409,29 +420,53 @@ def recorded_keras(name, seeds, paths):
         if not line.startswith('{'):
           continue
         res = json.loads(line)
-        if (res.get('config'), res.get('dataset'), res.get('epochs')) == (
-            name, _DATASET.value, epochs) and res.get('seed') in seeds:
+        if (res.get('program', 'keras'), res.get('config'), res.get('dataset'),
+            res.get('epochs')) == (program, name, _DATASET.value, epochs) and (
+                res.get('seed') in seeds):
           found[res['seed']] = res
   return [found[s] for s in seeds if s in found]
 
 
 def jax_seed_runs(name, seeds):
-  """digits_jax's test accuracy for each seed, and the mean train seconds per seed.
+  """digits_jax's runs of `name`, one dict per seed (test_accuracy, train_seconds), or None.
 
-  One run with config.num_seeds = len(seeds) where the trainer has that field, else one
-  run per seed (--config.seed=s). Returns (accuracies, seconds) or None on failure.
+  One run with config.num_seeds = len(seeds) where the trainer has that field (train
+  seconds split evenly over the seeds), else one run per seed (--config.seed=s).
   """
+  line = lambda seed, acc, secs, epochs: {
+      'program': 'digits_jax', 'config': name, 'dataset': _DATASET.value, 'epochs': epochs,
+      'seed': seed, 'test_accuracy': acc, 'train_seconds': secs}
   default = importlib.import_module('configs.default').get_config()
   if 'num_seeds' in default:
     res = run_jax(name, extra=[f'--config.seed={seeds[0]}', f'--config.num_seeds={len(seeds)}'])
     if res is None or res['seeds'] != list(seeds):
       return None
-    return res['seed_test_accuracy'], res['train_seconds'] / len(seeds)
+    return [line(s, a, res['train_seconds'] / len(seeds), res['epochs'])
+            for s, a in zip(seeds, res['seed_test_accuracy'])]
   runs = [run_jax(name, extra=[f'--config.seed={s}']) for s in seeds]
   if any(r is None for r in runs):
     return None
-  return ([r['test_accuracy'] for r in runs],
-          statistics.mean(r['train_seconds'] for r in runs))
+  return [line(s, r['test_accuracy'], r['train_seconds'], r['epochs'])
+          for s, r in zip(seeds, runs)]
+
+
+def record(runs):
+  """Appends runs (dicts) to --record as JSON lines."""
+  if _RECORD.value and runs:
+    with open(_RECORD.value, 'a') as f:
+      f.writelines(json.dumps(r) + '\n' for r in runs)
+
+
+def fidelity_runs(program, name, seeds, paths):
+  """Seeds of `name` by `program`: recorded ones where all are there, else run (and recorded)."""
+  runs = recorded(program, name, seeds, paths) if paths else []
+  if paths and program == 'keras':
+    return runs  # --keras_results: whatever seeds were recorded.
+  if len(runs) == len(seeds):
+    return runs
+  runs = run_keras(name, seeds) if program == 'keras' else jax_seed_runs(name, seeds)
+  record(runs)
+  return runs
 
 
 def fidelity_row(name, ours, keras, margin):
@@ -459,19 +494,21 @@ def fidelity_section():
   seeds = list(range(_SEEDS.value))
   say(f'== fidelity: {", ".join(_CONFIGS.value)} on {_DATASET.value}, seeds '
       f'{seeds[0]}..{seeds[-1]}, ours vs Keras (margin +-{_MARGIN.value} pt) ==')
-  rows, ok, paths = [], True, keras_result_files()
+  rows, ok = [], True
+  keras_paths, jax_paths = result_files(_KERAS_RESULTS), result_files(_JAX_RESULTS)
   for name in _CONFIGS.value:
-    keras_runs = recorded_keras(name, seeds, paths) if paths else run_keras(name, seeds)
-    ours = jax_seed_runs(name, seeds)
-    if not keras_runs or ours is None:
+    keras_runs = fidelity_runs('keras', name, seeds, keras_paths)
+    jax_runs = fidelity_runs('digits_jax', name, seeds, jax_paths)
+    if not keras_runs or not jax_runs:
       say(f'  {name}: no result ({"Keras" if not keras_runs else "digits_jax"} failed)')
       ok = False
       continue
     accs = [r['test_accuracy'] for r in keras_runs]
-    say(f'  {name}: ours {" ".join(f"{x:.4f}" for x in ours[0])}; Keras (seeds '
+    ours = [r['test_accuracy'] for r in jax_runs]
+    say(f'  {name}: ours {" ".join(f"{x:.4f}" for x in ours)}; Keras (seeds '
         f'{",".join(str(r["seed"]) for r in keras_runs)}) {" ".join(f"{x:.4f}" for x in accs)}')
-    row = fidelity_row(name, ours[0], accs, _MARGIN.value)
-    row['ours train s'] = ours[1]
+    row = fidelity_row(name, ours, accs, _MARGIN.value)
+    row['ours train s'] = statistics.mean(r['train_seconds'] for r in jax_runs)
     row['keras train s'] = statistics.mean(r['train_seconds'] for r in keras_runs)
     rows.append(row)
   if rows:

@@ -8,7 +8,7 @@ Builds exactly the network, data and training of the lab for one of our configs
 (--seeds, default the config's seed; each seed trains a fresh model in this process after
 `keras.utils.set_random_seed(seed)`):
 
-  seed              the seed of this run.
+  program, config, dataset, seed, epochs   what ran (benchmark.py --keras_results reads these).
 
   import_seconds    importing TensorFlow and Keras.
   startup_seconds   build + compile + a 1-step warm-up fit of a throwaway model on a
@@ -144,7 +144,8 @@ def run(config):
   test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0)
   num_train = input_pipeline.split_at(len(x_train), config.validation_split)
   return {
-      'config': config.name, 'dataset': config.dataset, 'seed': config.seed,
+      'program': 'keras', 'config': config.name, 'dataset': config.dataset,
+      'seed': config.seed,
       'epochs': config.num_epochs,
       'batch_size': config.batch_size, 'num_train': num_train,
       'steps': input_pipeline.steps_per_epoch(num_train, config.batch_size) * config.num_epochs,

@@ -28,10 +28,32 @@ def confused_pairs(cm, names, top=3):
   return [(n, names[t], names[p], n / max(int(cm[t].sum()), 1)) for n, t, p in cells[:top]]
 
 
-def overfitting_epochs(history):
-  """Epochs whose validation loss rose while the training loss fell (vs the epoch before)."""
-  return [b for a, b in zip(history, history[1:])
-          if b['val_loss'] > a['val_loss'] and b['loss'] < a['loss']]
+def overfitting_start(history):
+  """The epoch from which validation loss stays above its minimum for good (the epoch
+  after its last lowest point), or None when it is lowest at the last epoch.
+
+  Returns:
+    (lowest record, first record after it, last record) or None.
+  """
+  lowest = min(history, key=lambda h: (h['val_loss'], -h['epoch']))  # The last minimum.
+  after = [h for h in history if h['epoch'] > lowest['epoch']]
+  return (lowest, after[0], history[-1]) if after else None
+
+
+def overfitting_sentence(history):
+  """The overfitting conclusion in one sentence (history: epochs with validation)."""
+  found = overfitting_start(history)
+  if found is None:
+    return (f'No sign of overfitting: validation loss was lowest at the last epoch, '
+            f'{history[-1]["epoch"]} ({history[-1]["val_loss"]:.4f}).')
+  lowest, first, last = found
+  rise = last['val_loss'] - lowest['val_loss']
+  train = (f', while training loss fell from {lowest["loss"]:.4f} to {last["loss"]:.4f}'
+           if last['loss'] < lowest['loss'] else '')
+  return (f'Overfitting from epoch {first["epoch"]}: validation loss was lowest at epoch '
+          f'{lowest["epoch"]} ({lowest["val_loss"]:.4f}) and stayed above it from then on, '
+          f'ending {rise:.4f} higher (+{rise / max(lowest["val_loss"], 1e-12):.0%}) at epoch '
+          f'{last["epoch"]}{train}.')
 
 
 def _history_conclusions(history):
@@ -45,20 +67,7 @@ def _history_conclusions(history):
          f'accuracy, {pct(best["val_accuracy"])} (validation loss {best["val_loss"]:.4f}).']
   if len(valid) < 2:
     return out + ['Only one epoch was trained, so there is no overfitting check.']
-  rising = overfitting_epochs(valid)
-  if not rising:
-    return out + ['No sign of overfitting: validation loss never rose while training loss '
-                  'fell.']
-  before = {b['epoch']: a for a, b in zip(valid, valid[1:])}
-  steps = '; '.join(
-      f'epoch {h["epoch"]}: validation loss {before[h["epoch"]]["val_loss"]:.4f} → '
-      f'{h["val_loss"]:.4f} while training loss {before[h["epoch"]]["loss"]:.4f} → '
-      f'{h["loss"]:.4f}' for h in rising)
-  lowest = min(valid, key=lambda h: h['val_loss'])
-  return out + [f'Sign of overfitting: validation loss rose while training loss fell at '
-                f'epoch(s) {", ".join(str(h["epoch"]) for h in rising)} ({steps}). '
-                f'Validation loss was lowest at epoch {lowest["epoch"]} '
-                f'({lowest["val_loss"]:.4f}).']
+  return out + [overfitting_sentence(valid)]
 
 
 def conclusions(run, cm):

@@ -5,6 +5,7 @@ comparison.md the same rounded for reading, significance.csv each cell against i
 dataset's reference cell, sweep.json what a sweep varied. The sweep report shows these.
 """
 
+import json
 import os
 import re
 
@@ -15,7 +16,10 @@ from digits_jax import stats
 
 # A cell's test accuracy over its seeds: n, mean, std, the 95% interval, min and max; then
 # replica 0's own numbers (the config's seed: test_accuracy, test_loss, ...) and seconds.
-COMPARISON_FIELDS = ('variant', 'dataset', 'hidden_sizes', 'params', 'epochs', 'batch',
+# `run` is the run's folder name; `differs` the config fields that set it apart from the
+# other runs of its variant name (e.g. two `default` runs at other learning rates).
+COMPARISON_FIELDS = ('run', 'variant', 'differs', 'dataset', 'hidden_sizes', 'params',
+                     'epochs', 'batch',
                      'validation_split', 'n', 'test_accuracy_mean', 'test_accuracy_std',
                      'test_accuracy_ci95_low', 'test_accuracy_ci95_high', 'test_accuracy_min',
                      'test_accuracy_max', 'best_val_accuracy', 'final_val_accuracy',
@@ -93,7 +97,10 @@ def write_comparison(sweep_dir):
   Returns:
     The comparison rows (dicts keyed by COMPARISON_FIELDS), in table order.
   """
-  rows = [comparison_row(res) for res in find_runs(sweep_dir).values()]
+  runs = find_runs(sweep_dir)
+  differs = differing_fields(runs)
+  rows = [dict(comparison_row(res), run=os.path.basename(w), differs=differs[w])
+          for w, res in runs.items()]
   results_lib.write_csv(os.path.join(sweep_dir, FILES['csv']), COMPARISON_FIELDS, rows)
   lines = [f'# Sweep comparison: {os.path.abspath(sweep_dir)}', '',
            '| ' + ' | '.join(COMPARISON_FIELDS) + ' |',
@@ -102,6 +109,26 @@ def write_comparison(sweep_dir):
             for r in rows]
   results_lib.write_text(os.path.join(sweep_dir, FILES['md']), '\n'.join(lines) + '\n')
   return rows
+
+
+def differing_fields(runs):
+  """{workdir: 'field=value, ...'}: for runs sharing a variant name on a dataset, the config
+  fields whose values differ among them ('' for a run whose name is its own)."""
+  groups = {}
+  for workdir, res in runs.items():
+    groups.setdefault((res['dataset'], res['name']), []).append(workdir)
+  out = {w: '' for w in runs}
+  for workdirs in groups.values():
+    if len(workdirs) < 2:
+      continue
+    configs = {w: results_lib.read_json(os.path.join(w, results_lib.FILES['config']))
+               for w in workdirs}
+    fields = sorted({k for c in configs.values() for k in c})
+    differ = [k for k in fields
+              if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
+    for w, config in configs.items():
+      out[w] = ', '.join(f'{k}={config.get(k)!r}'.replace("'", '') for k in differ)
+  return out
 
 
 def labels(runs):

@@ -84,15 +84,25 @@ def seed_lines(res):
                  f'{s["mean"]:.4f} +- {s["std"]:.4f} (mean +- std; 95% interval of the mean '
                  f'[{s["ci95"][0]:.4f}, {s["ci95"][1]:.4f}])')
   return lines
+def class_label(number, name):
+  """`6` for a digit (its name is the number), `9 (Ankle boot)` for a named class."""
+  return str(number) if str(number) == name else f'{number} ({name})'
 
 
 def recognition_lines(record):
   """Lab step 8: the 10 probabilities, the predicted and the true class of one test image."""
   probs = '  '.join(f'{i}:{p:.4f}' for i, p in enumerate(record['probabilities']))
   mark = 'correct' if record['predicted'] == record['true'] else 'WRONG'
-  return (f'Test image {record["index"]}: predicted {record["predicted"]} '
-          f'({record["predicted_name"]}), true {record["true"]} ({record["true_name"]}) '
-          f'- {mark}\n  probabilities: {probs}')
+  return (f'Test image {record["index"]}: predicted '
+          f'{class_label(record["predicted"], record["predicted_name"])}, true '
+          f'{class_label(record["true"], record["true_name"])} - {mark}\n'
+          f'  probabilities: {probs}')
+
+
+def interrupted_line(workdir):
+  """What Ctrl-C outside the training loop prints (loading data, compiling, drawing)."""
+  return (f'stopped: interrupted (Ctrl-C) outside the training loop; what was saved in '
+          f'{workdir} is kept. Rerun the same command to resume.')
 
 
 def log_start(config, *, mesh, data, padded_batch):

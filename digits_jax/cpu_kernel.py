@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from digits_jax import console
 from digits_jax import models
 from digits_jax import train_state as ts
 
@@ -95,6 +96,8 @@ def build():
   if os.path.exists(path):
     return path
   os.makedirs(os.path.dirname(path), exist_ok=True)
+  console.say(f'Building the fused CPU kernel for this machine (once, about 5-10 s; cached in '
+              f'{os.path.dirname(path)})...')
   fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(path))
   os.close(fd)
   cmd = [_compiler(), *FLAGS, f'-I{jax.ffi.include_dir()}', SOURCE, '-o', tmp]

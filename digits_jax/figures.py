@@ -7,6 +7,7 @@ import os
 import matplotlib
 
 matplotlib.use('Agg')
+import matplotlib.colors  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
@@ -30,17 +31,30 @@ def _save(fig, path):
 
 
 def _grid(images, titles, path, suptitle, title_colors=None):
-  """Draws images in a near-square grid with a title over each."""
-  n = len(images)
+  """Draws images in a near-square grid with a title over each.
+
+  One mosaic image in one axes, the titles as text on it: a figure of 75 small axes
+  costs seconds to lay out and draw, this a fraction of one (the sweep draws many).
+  """
+  images = np.asarray(images)
+  n, (h, w) = len(images), images.shape[1:3]
   cols = max(1, min(10, math.ceil(math.sqrt(n))))
   rows = max(1, math.ceil(n / cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows + 0.3), squeeze=False,
-                           layout='constrained')
-  for ax in axes.flat:
-    ax.axis('off')
-  for k, (ax, image, title) in enumerate(zip(axes.flat, images, titles)):
-    ax.imshow(image, cmap='binary', vmin=0, vmax=255)
-    ax.set_title(title, fontsize=8, color=(title_colors[k] if title_colors else 'black'))
+  lines = max([t.count('\n') + 1 for t in titles] or [1])
+  cell_w, cell_h, top = w + w // 3, h + h // 2 * lines, h // 2 * lines
+  mosaic = np.zeros((rows * cell_h, cols * cell_w), images.dtype if n else np.uint8)
+  for k, image in enumerate(images):
+    y, x = divmod(k, cols)
+    mosaic[y * cell_h + top:y * cell_h + top + h, x * cell_w + w // 6:x * cell_w + w // 6 + w] = (
+        image)
+  fig = plt.figure(figsize=(1.4 * cols, 1.6 * rows + 0.3))
+  ax = fig.add_axes([0, 0, 1, 1 - 0.3 / (1.6 * rows + 0.3)])
+  ax.imshow(mosaic, cmap='binary', vmin=0, vmax=255, interpolation='nearest')
+  ax.axis('off')
+  for k, title in enumerate(titles):
+    y, x = divmod(k, cols)
+    ax.text(x * cell_w + cell_w / 2 - 0.5, y * cell_h + top - 1.5, title, ha='center',
+            va='bottom', fontsize=8, color=title_colors[k] if title_colors else 'black')
   fig.suptitle(suptitle, fontsize=10)
   _save(fig, path)
 
@@ -74,30 +88,37 @@ def misclassified(images, indices, labels, predicted, class_names, path, note=''
 
 
 def recognized(images, records, class_names, path, note=''):
-  """Each chosen test image beside its 10 output probabilities (lab step 8).
+  """Each chosen test image beside its 10 output probabilities (lab step 8), as horizontal
+  bars so that every class name reads level, each bar with its value.
 
   `note` becomes the figure's title (which replica of a many-seed run is shown).
   """
   n = len(records)
-  fig, axes = plt.subplots(n, 2, figsize=(7.5, 2.3 * n), squeeze=False,
-                           gridspec_kw={'width_ratios': [1, 2.4]})
+  fig, axes = plt.subplots(n, 2, figsize=(8, 3.0 * n), squeeze=False,
+                           gridspec_kw={'width_ratios': [1, 2.6]})
   for (ax_img, ax_bar), rec in zip(axes, records):
     ok = rec['predicted'] == rec['true']
     ax_img.imshow(images[rec['index']], cmap='binary', vmin=0, vmax=255)
     ax_img.axis('off')
-    ax_img.set_title(f'test #{rec["index"]}\ntrue: {rec["true_name"]}', fontsize=9)
+    ax_img.set_title(f'test #{rec["index"]}\ntrue: {rec["true_name"]}', fontsize=10)
     probs = np.asarray(rec['probabilities'])
     colors = ['#bbbbbb'] * len(probs)
     colors[rec['true']] = '#2a9d8f'
     if not ok:
       colors[rec['predicted']] = '#e63946'
-    ax_bar.bar(range(len(probs)), probs, color=colors)
-    ax_bar.set_ylim(0, 1)
-    ax_bar.set_xticks(range(len(probs)))
-    ax_bar.set_xticklabels(class_names, rotation=45 if len(class_names[0]) > 2 else 0,
-                           ha='right' if len(class_names[0]) > 2 else 'center', fontsize=7)
+    rows = np.arange(len(probs))
+    ax_bar.barh(rows, probs, color=colors)
+    for r, p in zip(rows, probs):
+      ax_bar.text(min(p, 0.82) + 0.01, r, f'{p:.1%}' if p >= 0.001 else '', va='center',
+                  fontsize=8)
+    ax_bar.set_xlim(0, 1)
+    ax_bar.set_yticks(rows)
+    ax_bar.set_yticklabels(class_names, fontsize=9)
+    ax_bar.invert_yaxis()  # Class 0 on top.
+    ax_bar.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax_bar.tick_params(axis='x', labelsize=8)
     ax_bar.set_title(f'predicted: {rec["predicted_name"]} ({probs.max():.1%})'
-                     f'{"" if ok else "  WRONG"}', fontsize=9,
+                     f'{"" if ok else "  WRONG"}', fontsize=10,
                      color='black' if ok else '#e63946')
   if note:
     fig.suptitle(f'Recognised test images{note}', fontsize=10)
@@ -150,18 +171,25 @@ def confusion_matrix(labels, predicted, num_classes=10):
 
 
 def confusion(labels, predicted, class_names, path, note=''):
-  """The test set's confusion matrix, counts in each cell; `note` is added to the title."""
+  """The test set's confusion matrix: counts in each cell, colour on a log scale (so the
+  few errors show beside the large diagonal), read off the colour bar; `note` is added to
+  the title."""
   cm = confusion_matrix(labels, predicted, len(class_names))
-  fig, ax = plt.subplots(figsize=(6.5, 5.5))
-  ax.imshow(np.log1p(cm), cmap='Blues')
+  fig, ax = plt.subplots(figsize=(9, 7.5))
+  norm = matplotlib.colors.SymLogNorm(linthresh=1, vmin=0, vmax=max(int(cm.max()), 1))
+  image = ax.imshow(cm, cmap='Blues', norm=norm)
+  bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+  bar.set_label('test images (log scale)')
+  bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f'{x:,.0f}'))
   for t in range(len(class_names)):
     for p in range(len(class_names)):
-      ax.text(p, t, str(cm[t, p]), ha='center', va='center', fontsize=7,
-              color='white' if cm[t, p] > cm.max() / 2 else 'black')
+      ax.text(p, t, str(cm[t, p]), ha='center', va='center', fontsize=9,
+              color='white' if norm(cm[t, p]) > 0.6 else 'black')
   ax.set_xticks(range(len(class_names)))
-  ax.set_xticklabels(class_names, rotation=45, ha='right', fontsize=8)
+  ax.set_xticklabels(class_names, rotation=30 if len(class_names[0]) > 2 else 0,
+                     ha='right' if len(class_names[0]) > 2 else 'center', fontsize=10)
   ax.set_yticks(range(len(class_names)))
-  ax.set_yticklabels(class_names, fontsize=8)
+  ax.set_yticklabels(class_names, fontsize=10)
   ax.set_xlabel('predicted')
   ax.set_ylabel('true')
   ax.set_title(f'Confusion matrix (test set){note}')
@@ -207,9 +235,26 @@ def _by_dataset(items):
   return groups
 
 
-def _dataset_panels(groups):
-  """A figure with one 6x4 panel per dataset, side by side; returns (fig, axes[1, n])."""
-  return plt.subplots(1, max(1, len(groups)), figsize=(6 * max(1, len(groups)), 4),
+# Ten colours and ten markers: any ten runs of a panel differ in both.
+COLORS = tuple(matplotlib.colormaps['tab10'].colors)
+MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', '*', 'h', '<')
+
+
+def run_styles(names):
+  """{label: (colour, marker)}, assigned in order of first appearance, one per label."""
+  unique = list(dict.fromkeys(names))
+  return {n: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, n in enumerate(unique)}
+
+
+def _legend_outside(ax):
+  """The legend to the right of the panel, where it covers no point."""
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+            frameon=False)
+
+
+def _dataset_panels(groups, *, width=6, height=4):
+  """A figure with one panel per dataset, side by side; returns (fig, axes[1, n])."""
+  return plt.subplots(1, max(1, len(groups)), figsize=(width * max(1, len(groups)), height),
                       squeeze=False)
 
 
@@ -222,17 +267,22 @@ def sweep_accuracy_vs_params(rows, path, dataset_titles=None):
     dataset_titles: optional {dataset: title} for the panel titles.
   """
   groups = _by_dataset((r['dataset'], r) for r in rows)
-  fig, axes = _dataset_panels(groups)
+  styles = run_styles(r['variant'] for r in rows)
+  fig, axes = _dataset_panels(groups, width=7.5, height=4.2)  # Room for the legend.
   for ax, (dataset, runs) in zip(axes[0], groups.items()):
     params = [float(r['params']) for r in runs]
     acc = [100 * float(r['test_accuracy']) for r in runs]
-    ax.scatter(params, acc, color='#1f77b4', zorder=3)
-    for r, x, y in zip(runs, params, acc):
-      ax.annotate(r['variant'], (x, y), textcoords='offset points', xytext=(4, 4), fontsize=8)
+    for r, x, y in zip(runs, params, acc):  # A legend names the runs: no labels to overlap.
+      color, marker = styles[r['variant']]
+      ax.scatter([x], [y], color=color, marker=marker, s=60, zorder=3, label=r['variant'])
     if max(params) > 3 * min(params):  # Log scale only where it spreads the points.
       ax.set_xscale('log')
+      # Ticks at 1, 2 and 5 of each decade: several labelled ticks over any spread.
+      ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f'{x:,.0f}'))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.tick_params(axis='x', labelsize=8)
+    _legend_outside(ax)
     ax.margins(x=0.15, y=0.15)
     ax.set_xlabel('parameters' + (' (log scale)' if ax.get_xscale() == 'log' else ''))
     ax.set_ylabel('test accuracy (%)')
@@ -251,11 +301,13 @@ def sweep_val_curves(histories, path, dataset_titles=None):
     dataset_titles: optional {dataset: title} for the panel titles.
   """
   groups = _by_dataset((d, (v, h)) for d, v, h in histories)
-  fig, axes = _dataset_panels(groups)
+  styles = run_styles(v for _, v, _ in histories)
+  fig, axes = _dataset_panels(groups, width=7.5, height=4.2)  # Room for the legend.
   for ax, (dataset, runs) in zip(axes[0], groups.items()):
     for variant, history in runs:
+      color, marker = styles[variant]
       ax.plot([h['epoch'] for h in history], [100 * h['val_accuracy'] for h in history],
-              'o-', markersize=3, label=variant)
+              '-', marker=marker, color=color, markersize=4, label=variant)
     epochs = sorted({h['epoch'] for _, history in runs for h in history})
     if len(epochs) <= 20:
       ax.set_xticks(epochs)
@@ -265,7 +317,7 @@ def sweep_val_curves(histories, path, dataset_titles=None):
     ax.set_ylabel('validation accuracy (%)')
     ax.set_title((dataset_titles or {}).get(dataset, dataset))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    _legend_outside(ax)
   fig.tight_layout()
   _save(fig, path)
 

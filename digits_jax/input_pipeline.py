@@ -5,9 +5,13 @@ seed, so one-device, many-device, many-host, resumed and tf.data-fed runs all se
 batches. TensorFlow is imported only where it is used (tfds, the tf.data feeder).
 """
 
+import contextlib
 import dataclasses
 import math
 import os
+import socket
+import threading
+import urllib.parse
 
 import numpy as np
 
@@ -21,11 +25,24 @@ CLASS_NAMES = {
     'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
                       'Shirt', 'Sneaker', 'Bag', 'Ankle boot'),
 }
-# IDX folders tried when neither config.data_dir nor the environment names one.
+# MNIST's four canonical IDX files ship inside the package (see its README for the licence).
+SHIPPED_DIRS = {
+    'mnist': os.path.join(os.path.dirname(os.path.abspath(__file__)), 'datasets', 'mnist'),
+}
+# IDX folders tried, in order, when neither config.data_dir nor the environment names one:
+# the system's, then the copy shipped with the package.
 KNOWN_DIRS = {
-    'mnist': ('/usr/share/datasets/mnist',),
+    'mnist': ('/usr/share/datasets/mnist', SHIPPED_DIRS['mnist']),
     'fashion_mnist': ('/usr/share/datasets/fashion-mnist',),
 }
+# The second of the three ways to get each dataset, named when none worked.
+LOCAL_COPY_HINT = {
+    'mnist': ("use config.data_source=auto (the default), which reads the copy shipped in "
+              f"{SHIPPED_DIRS['mnist']} (reinstall digits_jax if it is missing)"),
+    'fashion_mnist': ("install Debian's package (apt-get install dataset-fashion-mnist), "
+                      'found by itself in /usr/share/datasets/fashion-mnist'),
+}
+PROBE_SECONDS = 15  # How long to wait for tfds's download server before giving up.
 
 
 def env_var(dataset):
@@ -49,8 +66,9 @@ class Data:
 def resolve_source(config):
   """Where the data will come from: ('idx', folder) or ('tfds', None).
 
-  config.data_dir, then $DIGITS_JAX_<DATASET>_DIR, then the known local folders; with
-  data_source 'auto' tfds is the fallback, with 'idx' a missing folder is an error.
+  config.data_dir, then $DIGITS_JAX_<DATASET>_DIR, then the known local folders (for
+  MNIST last the copy shipped in the package); with data_source 'auto' tfds is the
+  fallback, with 'idx' a missing folder is an error.
   """
   if config.data_source == 'tfds':
     return 'tfds', None
@@ -74,7 +92,13 @@ def split_at(num_examples, validation_split):
 
 
 def tensorflow():
-  """Imports TensorFlow for tf.data/tfds, hiding GPUs from it so JAX keeps their memory."""
+  """Imports TensorFlow for tf.data/tfds, hiding GPUs from it so JAX keeps their memory.
+
+  Its start-up lines are silenced first: oneDNN's notice (only TF_ENABLE_ONEDNN_OPTS=0
+  stops it in TF 2.21; tf.data's gathers do not use oneDNN) and the CPU-feature notice.
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.set_visible_devices([], 'GPU')
@@ -83,11 +107,90 @@ def tensorflow():
   return tf
 
 
-def _load_tfds(dataset, split):
+def no_data_error(dataset, reason):
+  """The one-paragraph DataError naming the three ways to get `dataset`."""
+  return idx.DataError(
+      f'cannot get {dataset}: {reason}. Get the data one of three ways: (1) point '
+      f'config.data_dir or ${env_var(dataset)} at a folder holding the four IDX files '
+      '(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, '
+      f't10k-labels-idx1-ubyte.gz); (2) {LOCAL_COPY_HINT[dataset]}; (3) run once with '
+      'network access (config.data_source=tfds or auto), so that tensorflow-datasets '
+      'downloads and prepares it in ~/tensorflow_datasets ($TFDS_DATA_DIR) for later '
+      'offline runs.')
+
+
+def can_connect(url, timeout=PROBE_SECONDS):
+  """Whether a TCP connection to `url`'s host opens within `timeout` seconds.
+
+  Run in a thread so that a hanging DNS lookup is bounded too: without this check
+  tensorflow-datasets retries an unreachable server for minutes before it fails.
+  """
+  parts = urllib.parse.urlsplit(url)
+  port = parts.port or (443 if parts.scheme == 'https' else 80)
+  ok = []
+
+  def probe():
+    try:
+      socket.create_connection((parts.hostname, port), timeout=timeout).close()
+      ok.append(True)
+    except OSError:
+      pass
+
+  thread = threading.Thread(target=probe, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(ok)
+
+
+@contextlib.contextmanager
+def _absl_errors_only():
+  """Hides tfds's absl warnings about a dataset not prepared yet (this module says it)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
+
+
+def _tfds_builder(dataset):
+  """tensorflow-datasets' builder of `dataset`, prepared (downloaded) if need be.
+
+  Whether it can be downloaded is asked before TensorFlow is imported, so that a run
+  without data stops within seconds.
+  """
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    with _absl_errors_only():
+      builder = tfds.builder(dataset)
+      prepared = builder.is_prepared()
+  except ImportError as e:  # E.g. tensorflow/datasets#11212: importlib_resources.
+    raise no_data_error(dataset, f'tensorflow-datasets cannot be imported ({e}); '
+                        'reinstall digits_jax (pip install -e .)') from None
+  url = getattr(type(builder), 'URL', '') or ''
+  if not prepared and url and not can_connect(url):
+    raise no_data_error(
+        dataset, f'no local IDX folder was found and tensorflow-datasets cannot reach '
+        f'{urllib.parse.urlsplit(url).hostname} to download it (no network?)')
   tensorflow()
+  if not prepared:
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except
+      first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+      raise no_data_error(dataset, 'tensorflow-datasets could not download it '
+                          f'({type(e).__name__}: {first[:200]})') from None
+  return builder
+
+
+def _load_tfds(builder, split):
+  """One split as numpy, read in chunks (batch_size=-1 relies on the split's recorded
+  size, which tfds's mock data lacks)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  images, labels = tfds.as_numpy(
-      tfds.load(dataset, split=split, batch_size=-1, as_supervised=True))
+  chunks = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(8192)))
+  images = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros((0, 28, 28, 1))
+  labels = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros((0,))
   return images.reshape(-1, 28, 28).astype(np.uint8), labels
 
 
@@ -99,7 +202,8 @@ def load(config):
     test = idx.load_split(folder, 'test', config.dataset, config.verify_checksums)
     source = f'IDX files in {os.path.abspath(folder)}'
   else:
-    train, test = _load_tfds(config.dataset, 'train'), _load_tfds(config.dataset, 'test')
+    builder = _tfds_builder(config.dataset)
+    train, test = _load_tfds(builder, 'train'), _load_tfds(builder, 'test')
     source = f'tensorflow-datasets {config.dataset}'
   (train_images, train_labels), (test_images, test_labels) = train, test
   cut = split_at(len(train_images), config.validation_split)

@@ -5,9 +5,16 @@ import threading
 
 
 class StopRequested(Exception):
-  """Training stopped on a signal after saving a checkpoint; rerun the command to resume."""
+  """Training stopped on a signal after saving a checkpoint; rerun the command to resume.
 
-  exit_code = 143
+  `exit_code` is the shell's for the signal: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+  """
+
+  exit_code = 128 + signal.SIGTERM
+
+  def __init__(self, message, signum=signal.SIGTERM):
+    super().__init__(message)
+    self.exit_code = 128 + int(signum)
 
 
 class GracefulStop:
@@ -17,6 +24,7 @@ class GracefulStop:
 
   def __init__(self):
     self.requested = None  # The signal's name once one arrived.
+    self.signum = None  # And its number.
     self._previous = {}
 
   def _handle(self, signum, frame):
@@ -25,7 +33,7 @@ class GracefulStop:
       signal.signal(signum, signal.SIG_DFL)
       signal.raise_signal(signum)
       return
-    self.requested = signal.Signals(signum).name
+    self.requested, self.signum = signal.Signals(signum).name, signum
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():

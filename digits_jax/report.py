@@ -34,6 +34,7 @@ from digits_jax import figures
 from digits_jax import input_pipeline
 from digits_jax import results as results_lib
 from digits_jax import significance
+from digits_jax import stats
 
 REPORT = 'report.html'
 # The <h2> headings of a run's report, in order (tests and links rely on these texts).
@@ -48,7 +49,8 @@ VARY_SECTION = 'Effect of the varied fields'  # After 'Significance', in a --var
 SUBJECTS = {'mnist': 'handwritten digits', 'fashion_mnist': 'clothing items'}
 # Short column titles for the HTML table, which shows these fields only (the CSV and
 # Markdown keep every field, with its name).
-COMPARISON_TITLES = {'variant': 'variant', 'hidden_sizes': 'hidden', 'params': 'params',
+COMPARISON_TITLES = {'variant': 'run', 'differs': 'differs', 'hidden_sizes': 'hidden',
+                     'params': 'params',
                      'epochs': 'epochs', 'batch': 'batch', 'validation_split': 'val. split',
                      'n': 'seeds', 'test_accuracy_mean': 'mean test acc.',
                      'test_accuracy_std': 'std', 'test_accuracy_ci95': '95% interval',
@@ -305,7 +307,32 @@ def _results_section(run):
            f'{res["num_val"]:,} validation, {res["num_test"]:,} test images. Devices: '
            f'{dev.get("count", "?")} x {dev.get("kind", "?")} ({dev.get("platform", "?")}). '
            f'Finished {res.get("finished_at", "?")}.')
-  return section('Results', Raw(f'<div class="kpi">{kpi}</div>'), where)
+  return section('Results', Raw(f'<div class="kpi">{kpi}</div>'), where, *_seeds_table(res))
+
+
+SEED_COLUMNS = (('test_accuracy', 'test acc.', analysis.pct),
+                ('test_loss', 'test loss', '{:.4f}'.format),
+                ('misclassified_count', 'wrong', '{:,}'.format),
+                ('best_epoch', 'best epoch', str),
+                ('final_val_accuracy', 'final val. acc.', analysis.pct))
+
+
+def _seeds_table(res):
+  """A many-seed run's per-seed numbers and their mean, std and 95% interval (else [])."""
+  seeds, per_seed = res.get('seeds') or [], res.get('per_seed') or {}
+  if len(seeds) < 2:
+    return []
+  columns = [c for c in SEED_COLUMNS if c[0] in per_seed]
+  rows = [[seed] + [fmt(per_seed[key][k]) for key, _, fmt in columns]
+          for k, seed in enumerate(seeds)]
+  acc = stats.summarize(per_seed['test_accuracy'])
+  ci = acc['ci95']
+  pct = analysis.pct
+  text = (f'The tiles show replica 0 (seed {seeds[0]}). Over the {acc["n"]} seeds the test '
+          f'accuracy is {pct(acc["mean"])} +- {100 * acc["std"]:.2f} pt (sample std), 95% '
+          f'interval [{pct(ci[0])}, {pct(ci[1])}], range {pct(acc["min"])} - '
+          f'{pct(acc["max"])}.')
+  return [table(['seed'] + [title for _, title, _ in columns], rows), text]
 
 
 def _config_section(config):
@@ -359,8 +386,10 @@ def run_sections(run, figs, cm):
       section('Accuracy and loss curves', img(figs['curves'], 'accuracy and loss per epoch')),
       _recognized_section(res, figs),
       _misclassified_section(run, figs),
-      SideBySide((section('Confusion matrix', img(figs['confusion'], 'confusion matrix')),
-                  section('Per-class accuracy', per_class_table(cm, res['class_names'])))),
+      section('Confusion matrix', img(figs['confusion'], 'confusion matrix'),
+              'Rows: the true class; columns: the predicted one. Colour on a log scale, so '
+              'that the few errors show beside the diagonal.'),
+      section('Per-class accuracy', per_class_table(cm, res['class_names'])),
       _conclusions_section(analysis.conclusions(run, cm)),
       section(drawing_pad.TITLE, Raw(drawing_pad.html(run['workdir']))),
   ]
@@ -396,18 +425,22 @@ def write_run_report(workdir):
 def _sweep_tables(sweep_dir, runs):
   """One comparison table per dataset; variant names link to the runs' own reports."""
   parts = []
+  names, differs = comparison.labels(runs), comparison.differing_fields(runs)
+  titles = {k: t for k, t in COMPARISON_TITLES.items() if k != 'differs' or any(differs.values())}
   for dataset in sorted({r['dataset'] for r in runs.values()}, key=analysis.dataset_key):
     rows = []
     for workdir, res in runs.items():
       if res['dataset'] != dataset:
         continue
-      cells = comparison.formatted(comparison.comparison_row(res))
+      cells = dict(comparison.formatted(comparison.comparison_row(res)),
+                   variant=names[workdir], differs=differs[workdir])
       if os.path.exists(os.path.join(workdir, REPORT)):
         link = f'{os.path.basename(workdir)}/{REPORT}'
-        cells['variant'] = Raw(f'<a href="{html.escape(link)}">{html.escape(res["name"])}</a>')
-      rows.append([cells[k] for k in COMPARISON_TITLES])
+        cells['variant'] = Raw(f'<a href="{html.escape(link)}">{html.escape(names[workdir])}</a>')
+      rows.append([cells[k] for k in titles])
     parts.append(Raw(f'<h3>{html.escape(_title(dataset))}</h3>'))
-    parts.append(table(list(COMPARISON_TITLES.values()), rows, left=(0, 1)))
+    parts.append(table(list(titles.values()), rows, left=tuple(
+        i for i, k in enumerate(titles) if k in ('variant', 'differs', 'hidden_sizes'))))
   return parts
 
 
@@ -441,6 +474,8 @@ def write_sweep_report(sweep_dir):
   reference_label = f'the base ({reference})' if vary else f'the {reference} config'
   rows = comparison.write_comparison(sweep_dir)
   names = comparison.labels(runs)
+  if names and reference not in names.values():  # A folder of runs without the reference
+    reference = reference_label = next(iter(names.values()))  # (e.g. two `default` runs).
   cells = comparison.sweep_cells(runs, names)
   sig = comparison.write_significance(sweep_dir, cells, reference)
   path = lambda key: os.path.join(sweep_dir, SWEEP_FIGURES[key])
@@ -462,11 +497,14 @@ def write_sweep_report(sweep_dir):
   datasets = sorted({r['dataset'] for r in rows}, key=analysis.dataset_key)
   titles = ', '.join(_title(d) for d in datasets)
   values = '; '.join(f'{f}: {", ".join(map(str, v))}' for f, v in vary.items())
+  swept = os.path.exists(os.path.join(sweep_dir, comparison.FILES['info']))  # By the sweep.
   what = (f'the values of {" x ".join(vary)} ({values}) around a base config' if vary
-          else 'the variants of the lab (table 1)')
+          else 'the variants of the lab (table 1)' if swept
+          else 'the runs in this folder (each named by its folder)')
   sections = [
       section('Goal', _goal(datasets[0] if len(datasets) == 1 else None),
-              f'This page compares {what} trained in this sweep. Each cell (a config on a '
+              f'This page compares {what}{" trained in this sweep" if swept else ""}. '
+              'Each cell (a config on a '
               'dataset) holds one test accuracy per seed; every number comes with its '
               'spread, and a difference is called one only where it holds.'),
       section('Comparison table', *_sweep_tables(sweep_dir, runs),

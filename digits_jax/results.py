@@ -36,12 +36,28 @@ FILES = {
 }
 
 
+def current_umask():
+  """The process's umask, read without changing it (os.umask would, for a moment, for
+  every thread: orbax writes checkpoints in its own)."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('Umask:'):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)  # Not Linux: the classic round trip.
+  os.umask(mask)
+  return mask
+
+
 def write_bytes(path, data):
-  """Writes `data` to `path` atomically."""
+  """Writes `data` to `path` atomically, readable as the umask allows (as open() would)."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
   try:
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; set it before the rename.
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
       f.flush()
@@ -253,15 +269,20 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
   return res
 
 
-def write_outputs(config, workdir, data):
-  """The figures, TensorBoard summaries and report page, drawn from the saved results."""
+def write_outputs(config, workdir, data, *, summary_writer=None, res=None):
+  """The figures, TensorBoard summaries and report page, drawn from the saved results.
+
+  `summary_writer`: the run's open summaries.RunWriter, which gets the test values and
+  figures (else, with config.tensorboard, the event file is rebuilt from the results)."""
   if not parallel.is_main_process():
     return
-  # Imported here: they import this module, and summaries may load TensorFlow.
+  # Imported here: they import this module.
   from digits_jax import figures  # pylint: disable=g-import-not-at-top
   figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
                    data.class_names)
-  if config.tensorboard:
+  if summary_writer:
+    summary_writer.finish(res, config.num_epochs)
+  elif config.tensorboard:
     from digits_jax import summaries  # pylint: disable=g-import-not-at-top
     summaries.write_run_summaries(workdir)
   if config.write_report:

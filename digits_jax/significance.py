@@ -93,12 +93,14 @@ def conclusions(rows, cells, reference_label='the default', dataset_titles=None)
     group = [c for c in cells if c['dataset'] == dataset]
     if not mine:
       if len(group) > 1:
-        out.append(f'{title}: no {reference_label} run to compare with.')
+        out.append(f'{title}: no run of {reference_label} to compare with.')
+        out.append(_highest(group, title))
       continue
     n = sorted({r['n'] for r in mine} | {r['n_reference'] for r in mine})
     if n[-1] < 2:
       out.append(f'{title}: one seed per cell, so no interval and no test: differences '
                  'here can be noise. Rerun with --num_seeds=3 or more.')
+      out.append(_highest(group, title))  # Named, with its lead marked untested.
       continue
     better = [r for r in mine if r['significant'] and r['difference'] > 0]
     worse = [r for r in mine if r['significant'] and r['difference'] < 0]

@@ -57,7 +57,8 @@ DEFAULT_DATASETS = ','.join(input_pipeline.DATASETS)
 # of any other field is redone (an extended num_epochs resumes from the last checkpoint;
 # other lab outputs re-evaluate).
 RESULT_NEUTRAL_FIELDS = workdir_lib.RESUMABLE_FIELDS - {
-    'num_epochs', 'num_show', 'test_indices', 'num_misclassified_show'}
+    'num_epochs', 'num_show', 'test_indices',
+    'num_misclassified_show'}
 
 
 class SweepError(RuntimeError):
@@ -192,14 +193,17 @@ def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
   return runs, reference
 
 
-def run_one(config, workdir):
-  """Trains (or resumes, or skips) one run; returns 'skipped', 'resumed' or 'trained'."""
+def run_one(config, workdir, tag='[sweep]'):
+  """Trains (or resumes, or skips) one run; returns 'skipped', 'resumed' or 'trained'.
+
+  Its console lines start with `tag`, e.g. `[3/20] v6 fashion_mnist: training in ...`.
+  """
+  what = f'{tag} {config.name} {config.dataset}'
   if is_finished(config, workdir):
-    console.say(f'[sweep] {workdir}: finished with these settings, skipped.')
+    console.say(f'{what}: finished with these settings in {workdir}, skipped.')
     return 'skipped'
   status = 'resumed' if ckpt_lib.has_checkpoint(workdir) else 'trained'
-  console.say(f'[sweep] {workdir}: {"resuming" if status == "resumed" else "training"} '
-              f'{config.name} on {config.dataset}.')
+  console.say(f'{what}: {"resuming" if status == "resumed" else "training"} in {workdir}.')
   train.train_and_evaluate(config, workdir)
   return status
 
@@ -236,11 +240,12 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
   comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, spent = {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
-  for workdir, config in runs:
+  for k, (workdir, config) in enumerate(runs, 1):
+    tag = f'[{k}/{len(runs)}]'
     try:
-      status[workdir] = run_one(config, workdir)
+      status[workdir] = run_one(config, workdir, tag)
     except train.USER_ERRORS as e:
-      console.say(f'[sweep] {workdir}: FAILED: {e}')
+      console.say(f'{tag} {config.name} {config.dataset}: FAILED in {workdir}: {e}')
       status[workdir] = f'failed: {e}'
     results = os.path.join(workdir, results_lib.FILES['results'])
     if status[workdir] in ('trained', 'resumed') and os.path.exists(results):
@@ -292,7 +297,10 @@ def main(argv):
     sys.exit(f'error: {e}')
   except preemption.StopRequested as e:
     print(f'stopped: {e}', file=sys.stderr, flush=True)
-    sys.exit(preemption.StopRequested.exit_code)
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # Ctrl-C outside a training loop: loading, compiling, drawing.
+    print(console.interrupted_line(f.sweep_dir), file=sys.stderr, flush=True)
+    sys.exit(130)
 
 
 def define_flags():

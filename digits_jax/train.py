@@ -15,6 +15,7 @@ result files), console.py (what the user reads).
 
 import dataclasses
 import math
+import signal
 import time
 
 import jax
@@ -180,8 +181,9 @@ def train_epoch(state, progress, *, runner, stop, config, num_train):
   return state, progress.step_in_epoch < steps
 
 
-def finish_epoch(state, progress, *, val_batches, config, workdir):
-  """Validates, logs and records the finished epoch; resets the running sums."""
+def finish_epoch(state, progress, *, val_batches, config, workdir, summary_writer=None):
+  """Validates, logs and records the finished epoch (TensorBoard: replica 0's); resets the
+  running sums."""
   start = time.perf_counter()
   seeds = ts.seeds_of(config)
   vals = (evaluate(state, val_batches) if val_batches else
@@ -191,17 +193,20 @@ def finish_epoch(state, progress, *, val_batches, config, workdir):
               console.seeds_epoch_line(records, config.num_epochs))
   if parallel.is_main_process():
     results_lib.write_history(workdir, progress.history)
+  if summary_writer:
+    summary_writer.epoch(records[0])
 
 
 def train_loop(config, workdir, *, state, progress, runner, checkpointer, num_train,
-               val_batches):
+               val_batches, summary_writer=None):
   """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal."""
   with preemption.GracefulStop() as stop:
     while progress.epoch < config.num_epochs:
       state, unfinished = train_epoch(state, progress, runner=runner, stop=stop,
                                       config=config, num_train=num_train)
       if not unfinished:
-        finish_epoch(state, progress, val_batches=val_batches, config=config, workdir=workdir)
+        finish_epoch(state, progress, val_batches=val_batches, config=config, workdir=workdir,
+                     summary_writer=summary_writer)
       stopping = unfinished or parallel.any_process(stop.requested)  # Same on all hosts.
       if (stopping or progress.epoch % config.checkpoint_every_epochs == 0
           or progress.epoch == config.num_epochs):
@@ -213,8 +218,19 @@ def train_loop(config, workdir, *, state, progress, runner, checkpointer, num_tr
         signal_name = stop.requested or "another process's stop signal"
         raise preemption.StopRequested(
             f'{signal_name} received: saved a checkpoint at step {int(state.step[0])} '
-            f'({where}) in {workdir}. Rerun the same command to resume.')
+            f'({where}) in {workdir}. Rerun the same command to resume.',
+            signum=stop.signum or signal.SIGTERM)
   return state
+
+
+def open_summaries(config, workdir, history):
+  """TensorBoard's writer of the run (process 0, config.tensorboard; replica 0's epochs),
+  else None."""
+  if not (config.tensorboard and parallel.is_main_process()):
+    return None
+  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
+  return summaries.RunWriter(workdir, [h for h in history
+                                       if h.get('seed', config.seed) == config.seed])
 
 
 def train_and_evaluate(config, workdir, *, fresh=False):
@@ -267,8 +283,10 @@ def _train_locked(config, workdir, *, data, fresh, t0):
   console.say(f'Training steps: {impl.describe()}, up to {config.steps_per_call} per call.')
   console.say(models.summary(models.hidden_sizes(config), config.name))
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
+  summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
     state, progress = restore_or_init(config, mesh, checkpointer)
+    summary_writer = open_summaries(config, workdir, progress.history)
     val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
                                       config.eval_batch_size)
     if val_batches:  # Compile validation now, so that epoch timings exclude compilation.
@@ -277,7 +295,11 @@ def _train_locked(config, workdir, *, data, fresh, t0):
       runner.compile_seconds += time.perf_counter() - start
     state = train_loop(config, workdir, state=state, progress=progress, runner=runner,
                        checkpointer=checkpointer, num_train=len(data.train_labels),
-                       val_batches=val_batches)
+                       val_batches=val_batches, summary_writer=summary_writer)
+  except BaseException:
+    if summary_writer:
+      summary_writer.close()
+    raise
   finally:
     checkpointer.close()
   t_eval = time.perf_counter()
@@ -294,7 +316,7 @@ def _train_locked(config, workdir, *, data, fresh, t0):
   res = results_lib.write_results(config, workdir, data=data, history=progress.history,
                                   tests=tests, probs=probs, timings=timings)
   console.report_test(config, res)
-  results_lib.write_outputs(config, workdir, data)
+  results_lib.write_outputs(config, workdir, data, summary_writer=summary_writer, res=res)
   if parallel.is_main_process():
     console.list_written(workdir, time.perf_counter() - t0)
   return state

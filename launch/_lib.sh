@@ -26,10 +26,12 @@ setenv() {
   export "$1=$2"
 }
 
-# The default workdir of a config file[:arg]: configs/v6.py:fashion_mnist -> runs/v6_fashion_mnist.
+# The default workdir of a config file[:arg], the trainer's runs/<name>_<dataset>:
+# configs/v6.py:fashion_mnist -> runs/v6_fashion_mnist, configs/v6.py -> runs/v6_mnist.
 default_workdir() {
   local name="${1##*/}"
   name="${name/.py/}"
+  [[ "$name" == *:* ]] || name+=":mnist"  # The configs default to MNIST.
   printf 'runs/%s' "${name//:/_}"
 }
 

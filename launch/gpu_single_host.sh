@@ -14,7 +14,7 @@
 #
 # Settings (environment):
 #   CONFIG=configs/v6.py    config file[:arg], e.g. configs/v6.py:fashion_mnist
-#   WORKDIR=runs/<config>   checkpoints, metrics, figures; running again resumes
+#   WORKDIR=runs/<config>_<dataset>  checkpoints, metrics, figures; running again resumes
 #   VENV=.venv              venv to create or reuse; VENV= (empty) uses $PYTHON
 #   PYTHON=python3          interpreter that creates the venv
 #   CUDA=12                 12 installs jax[cuda12], 13 installs jax[cuda13]

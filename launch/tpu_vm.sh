@@ -21,7 +21,7 @@
 #     v2-alpha-tpuv6e, v5p: v2-alpha-tpuv5, v4 and older: tpu-ubuntu2204-base)
 #   MULTIHOST=auto: --distributed when the slice has over 8 chips/cores (so over
 #     one host); 1 or 0 forces it on or off
-#   CONFIG=configs/v6.py  WORKDIR=runs/<config> (under REMOTE_DIR, or an absolute shared path)
+#   CONFIG=configs/v6.py  WORKDIR=runs/<config>_<dataset> (under REMOTE_DIR, or an absolute shared path)
 #   REMOTE_DIR=digits_jax  REMOTE_PYTHON=python3  LOCAL_DIR=runs (fetched to)
 #
 # Examples:

@@ -226,10 +226,10 @@ def test_tpu_pod_slice_dry_run(sandbox):
   assert 'pip install -e . ' in ' '.join(remote(install))
   train, = [c for c in ssh if 'digits_jax.main' in remote(c)]
   assert trainer_args(remote(train)) == [
-      '--config=configs/v6.py', '--workdir=runs/v6', '--distributed',
+      '--config=configs/v6.py', '--workdir=runs/v6_mnist', '--distributed',
       '--config.num_epochs=1']
   fetch, = find(cmds, 'scp', '--worker=0')
-  assert fetch[-2:] == ['my-tpu:digits_jax/runs/v6', 'runs/']
+  assert fetch[-2:] == ['my-tpu:digits_jax/runs/v6_mnist', 'runs/']
   assert cmds[-1] == [*tpu, 'delete', 'my-tpu', *where, '--quiet']
   order = [cmds.index(c) for c in (cmds[0], copy, install, train, fetch)]
   assert order == sorted(order)
@@ -303,6 +303,19 @@ def test_slurm_job_dry_run(sandbox):
       '--distributed', '--config.batch_size=8']
 
 
+@pytest.mark.parametrize('config, workdir', [('', 'runs/v6_mnist'),
+                                             ('configs/v1.py', 'runs/v1_mnist'),
+                                             ('configs/v2.py:fashion_mnist',
+                                              'runs/v2_fashion_mnist')])
+def test_default_workdir_is_the_trainers(sandbox, config, workdir):
+  """runs/<name>_<dataset>, as `python -m digits_jax.main` picks without --workdir."""
+  env = {'CONFIG': config} if config else {}
+  gpu = commands(launch(sandbox, GPU, '--dry-run', VENV='', **env))[-1]
+  job = commands(launch(sandbox, SLURM, DRY_RUN='1', SLURM_JOB_ID='42', **env))[-1]
+  for cmd in (gpu, job):
+    assert f'--workdir={workdir}' in trainer_args(cmd)
+
+
 def test_slurm_job_finds_the_helpers_from_a_copy(sandbox, tmp_path):
   """sbatch runs a copy of the script elsewhere: the helpers come from $SLURM_SUBMIT_DIR."""
   spool = tmp_path / 'spool'
@@ -311,7 +324,7 @@ def test_slurm_job_finds_the_helpers_from_a_copy(sandbox, tmp_path):
   shutil.copy(SLURM, copy)
   cmds = commands(launch(sandbox, copy, '--dry-run', SLURM_JOB_ID='42',
                          SLURM_SUBMIT_DIR=str(ROOT)))
-  assert cmds[-1][0] == 'srun' and '--workdir=runs/v6' in cmds[-1]
+  assert cmds[-1][0] == 'srun' and '--workdir=runs/v6_mnist' in cmds[-1]
 
 
 def test_slurm_header():

@@ -1,5 +1,5 @@
-"""A few short checks on the real datasets (MNIST from $DIGITS_JAX_MNIST_DIR, Fashion-MNIST
-from Debian's dataset-fashion-mnist); CI provides both."""
+"""A few short checks on the real datasets (MNIST from the copy shipped in the package,
+Fashion-MNIST from Debian's dataset-fashion-mnist, which CI installs)."""
 
 import os
 

@@ -1,5 +1,5 @@
-"""report.html of a run (its plots redrawn, its missing image grids noted), and TensorBoard
-summaries.
+"""report.html of a run (its plots redrawn, its missing image grids noted); TensorBoard's
+summaries are tested in test_summaries.py.
 
 One tiny run (on the `tiny_data` fixture of conftest.py) is trained once for the module; the
 browser tests need Chromium and are skipped without it.
@@ -7,9 +7,7 @@ browser tests need Chromium and are skipped without it.
 
 import base64
 import contextlib
-import csv
 import io
-import json
 import math
 import os
 import re
@@ -130,12 +128,39 @@ def test_missing_plots_are_redrawn_and_missing_image_grids_noted(run_dir, tmp_pa
   assert tuple(re.findall(r'<h2>(.*?)</h2>', text)) == HEADINGS
 
 
+def test_many_seed_run_shows_the_per_seed_table(run_dir, tmp_path):
+  """results.json's per_seed (issue 13's fields) becomes a table with the spread under it."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(run_dir, workdir)
+  path = os.path.join(workdir, 'results.json')
+  res = results_lib.read_json(path)
+  res.update(seeds=[3, 4, 5], per_seed={
+      'test_accuracy': [0.96, 0.97, 0.98], 'test_loss': [0.2, 0.1, 0.15],
+      'misclassified_count': [400, 300, 200], 'best_epoch': [3, 2, 3],
+      'final_val_accuracy': [0.95, 0.96, 0.97]})
+  results_lib.write_json(path, res)
+  text = read(report.write_run_report(workdir))
+  results = text[text.index('<h2>Results</h2>'):text.index('<h2>Configuration</h2>')]
+  rows = re.findall(r'<tr>(.*?)</tr>', results)
+  assert re.findall(r'<th[^>]*>(.*?)</th>', rows[0]) == [
+      'seed', 'test acc.', 'test loss', 'wrong', 'best epoch', 'final val. acc.']
+  assert re.findall(r'<td[^>]*>(.*?)</td>', rows[2]) == [
+      '4', '97.00%', '0.1000', '300', '2', '96.00%']
+  # mean 0.97, std 0.01, t(0.975, 2) * 0.01 / sqrt(3) = 2.48 pt.
+  assert ('Over the 3 seeds the test accuracy is 97.00% +- 1.00 pt (sample std), 95% '
+          'interval [94.52%, 99.48%], range 96.00% - 98.00%.') in results
+  assert '<table>' not in read(os.path.join(run_dir, report.REPORT)).split(
+      '<h2>Results</h2>')[1].split('<h2>Configuration</h2>')[0]
+
+
 def test_conclusions_find_overfitting_and_confusions():
   history = [{'epoch': e, 'loss': l, 'accuracy': 0.9, 'val_loss': v, 'val_accuracy': a,
               'seconds': 1.0}
              for e, l, v, a in ((1, 0.5, 0.40, 0.90), (2, 0.3, 0.30, 0.95),
                                 (3, 0.2, 0.35, 0.94), (4, 0.25, 0.45, 0.93))]
-  assert [h['epoch'] for h in analysis.overfitting_epochs(history)] == [3]  # Not 4: loss rose.
+  lowest, first, last = analysis.overfitting_start(history)
+  assert (lowest['epoch'], first['epoch'], last['epoch']) == (2, 3, 4)
+  assert analysis.overfitting_start(history[:2]) is None  # Lowest at the last epoch.
   cm = np.diag([50] * 10)
   cm[4, 9], cm[7, 1], cm[3, 5], cm[9, 4] = 7, 5, 5, 1
   names = [str(i) for i in range(10)]
@@ -144,7 +169,9 @@ def test_conclusions_find_overfitting_and_confusions():
   res = {'class_names': names, 'test_accuracy': 0.9}
   text = ' '.join(analysis.conclusions({'res': res, 'history': history}, cm))
   assert 'Best epoch: epoch 2 of 4' in text
-  assert 'overfitting' in text and 'epoch(s) 3' in text and 'lowest at epoch 2' in text
+  assert ('Overfitting from epoch 3: validation loss was lowest at epoch 2 (0.3000) and '
+          'stayed above it from then on, ending 0.1500 higher (+50%) at epoch 4, while '
+          'training loss fell from 0.3000 to 0.2500.') in text
   assert 'true 4 predicted as 9: 7 times' in text
   assert '-3.00 percentage points' in text
 
@@ -190,38 +217,3 @@ def test_report_renders_in_a_browser(run_dir, tmp_path):
   assert attrs.get('images-ok') == 'true', attrs
   assert attrs['images'] == '5'
   assert tuple(attrs['headings'].split('|')) == HEADINGS
-
-
-def test_tensorboard_summaries_match_the_history(run_dir):
-  tf = pytest.importorskip('tensorflow')
-  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
-  logdir = summaries.write_run_summaries(run_dir)
-  logdir = summaries.write_run_summaries(run_dir)  # Rewriting must not double the points.
-  files = [os.path.join(logdir, f) for f in os.listdir(logdir) if 'tfevents' in f]
-  assert len(files) == 1
-  scalars, images = {}, {}
-  for record in tf.data.TFRecordDataset(files):
-    event = tf.compat.v1.Event.FromString(record.numpy())
-    for v in event.summary.value:
-      value = tf.make_ndarray(v.tensor)
-      if v.metadata.plugin_data.plugin_name == 'scalars':
-        scalars.setdefault(v.tag, []).append((event.step, float(value)))
-      elif v.metadata.plugin_data.plugin_name == 'images':
-        images[v.tag] = value
-  with open(os.path.join(run_dir, 'history.csv')) as f:
-    history = list(csv.DictReader(f))
-  for column, tag in summaries.SCALARS.items():
-    assert scalars[tag] == [(int(h['epoch']), float(np.float32(h[column]))) for h in history]
-  res = json.loads(read(os.path.join(run_dir, 'results.json')))
-  assert scalars['test/accuracy'] == [(3, float(np.float32(res['test_accuracy'])))]
-  assert set(images) == set(summaries.IMAGES.values())
-  width, height, png = images['images/samples']
-  with open(os.path.join(run_dir, figures.FILES['samples']), 'rb') as f:
-    assert png == f.read()
-  assert Image.open(io.BytesIO(png)).size == (int(width), int(height))
-
-
-def test_tensorboard_summaries_are_skipped_without_tensorflow(run_dir, monkeypatch):
-  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
-  monkeypatch.setitem(sys.modules, 'tensorflow', None)  # `import tensorflow` now fails.
-  assert summaries.write_run_summaries(run_dir) is None

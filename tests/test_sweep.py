@@ -79,7 +79,14 @@ def test_interrupted_run_resumes_from_its_checkpoint(swept):
   steps_per_epoch = -(-540 // 30)  # 600 images less 10% validation, batch 30.
   assert f'Resumed from the checkpoint at step {steps_per_epoch} (epoch 1 done)' in swept['log']
   assert swept['log'].count('Resumed from the checkpoint') == 1
-  assert 'Epoch 1/2' not in swept['log'].split('resuming v1')[1].split('[sweep]')[0]
+  assert 'Epoch 1/2' not in swept['log'].split('[2/3] v1 mnist: resuming')[1].split('[3/3]')[0]
+
+
+def test_each_run_is_announced_with_its_place_in_the_sweep(swept):
+  for line in (f'[1/3] default mnist: training in {workdir(swept, "default")}.',
+               f'[2/3] v1 mnist: resuming in {workdir(swept, "v1")}.',
+               f'[3/3] v2 mnist: training in {workdir(swept, "v2")}.'):
+    assert line in swept['log']
 
 
 def test_comparison_table_holds_each_runs_results(swept):
@@ -102,8 +109,9 @@ def test_comparison_table_holds_each_runs_results(swept):
     assert int(row['n']) == 1 and float(row['test_accuracy_mean']) == res['test_accuracy']
     assert row['test_accuracy_ci95_low'] == row['test_accuracy_ci95_high'] == ''
   md = open(os.path.join(swept['dir'], 'comparison.md')).read()
-  assert '\n| default | mnist | 16 | 12,730 | 2 | 32 | 20% |' in md
-  assert '\n| v1 | mnist | 16x16 | 13,002 | 2 | 30 | 10% |' in md
+  assert '\n| default_mnist | default |  | mnist | 16 | 12,730 | 2 | 32 | 20% |' in md
+  assert '\n| v1_mnist | v1 |  | mnist | 16x16 | 13,002 | 2 | 30 | 10% |' in md
+  assert all(row['run'] == f'{row["variant"]}_mnist' and row['differs'] == '' for row in rows)
 
 
 def test_sweep_report(swept):

@@ -1,0 +1,122 @@
+"""The shipped config files: where they are, how `--config` finds one, what `--help` says.
+
+The `configs` package (configs/default.py and the variants) is installed with digits_jax,
+so `from configs import default` and `--config=/any/path/v6.py` work from any folder, and
+`--config=configs/v6.py` (or just `--config=v6`) finds the shipped file when the current
+folder has none. The field list of `--help` is read from configs/default.py itself: each
+field's default from `get_config()`, its meaning from the comment beside (or above) it.
+"""
+
+import ast
+import io
+import os
+import textwrap
+import tokenize
+
+
+def config_dir():
+  """The folder of the installed `configs` package (else ./configs, as before installing)."""
+  try:
+    import configs  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return os.path.abspath('configs')
+  return os.path.dirname(os.path.abspath(configs.__file__))
+
+
+def shipped():
+  """{name: first docstring line} of every shipped config, e.g. {'default': ..., 'v1': ...}."""
+  out = {}
+  for name in sorted(os.listdir(config_dir())):
+    if name.endswith('.py') and not name.startswith('_'):
+      with open(os.path.join(config_dir(), name), encoding='utf-8') as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ''
+      out[name[:-3]] = doc.strip().splitlines()[0] if doc.strip() else ''
+  return out
+
+
+def resolve(text):
+  """`--config`'s value with the file found: as given when it exists, else the shipped
+  config that `NAME`, `NAME.py` or `configs/NAME.py` names (the `:arg` is kept)."""
+  path, sep, arg = text.partition(':')
+  if os.path.exists(path):
+    return text
+  name = os.path.basename(path)
+  name = name[:-3] if name.endswith('.py') else name
+  if os.path.dirname(os.path.normpath(path)) in ('', 'configs') and name in shipped():
+    return os.path.join(config_dir(), name + '.py') + sep + arg
+  return text
+
+
+class ConfigFileError(ValueError):
+  """`--config` names no file and no shipped config."""
+
+
+def resolve_argv(argv):
+  """argv with every `--config=VALUE` / `--config VALUE` resolved by `resolve`.
+
+  Raises:
+    ConfigFileError: a value that names no file and no shipped config.
+  """
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith('--config='):
+      out[i] = '--config=' + resolve(arg[len('--config='):])
+    elif arg == '--config' and i + 1 < len(out):
+      out[i + 1] = resolve(out[i + 1])
+    else:
+      continue
+    path = out[i + (arg == '--config')].removeprefix('--config=').partition(':')[0]
+    if not os.path.isfile(path):
+      raise ConfigFileError(
+          f'--config: no file {path!r}. Give the path of a config file (a module with '
+          f'get_config()) or the name of a shipped one: {", ".join(shipped())}.')
+  return out
+
+
+def field_docs():
+  """[(field, comment)] of configs/default.py in file order: the comment on the field's
+  line, else the comment lines just above it."""
+  with open(os.path.join(config_dir(), 'default.py'), encoding='utf-8') as f:
+    source = f.read()
+  comments = {t.start[0]: t.string.lstrip('#').strip()
+              for t in tokenize.generate_tokens(io.StringIO(source).readline)
+              if t.type == tokenize.COMMENT}
+  lines = source.splitlines()
+  fields = []
+  for node in ast.walk(ast.parse(source)):
+    if (isinstance(node, ast.Assign) and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Attribute)
+        and isinstance(node.targets[0].value, ast.Name) and node.targets[0].value.id == 'config'):
+      comment = comments.get(node.end_lineno, '')
+      if not comment:  # A block of whole-line comments right above the field.
+        above, row = [], node.lineno - 1
+        while row >= 1 and lines[row - 1].strip().startswith('#'):
+          above.insert(0, comments[row])
+          row -= 1
+        comment = ' '.join(above)
+      fields.append((node.lineno, node.targets[0].attr, comment))
+  return [(name, comment) for _, name, comment in sorted(fields)]
+
+
+def help_text():
+  """The shipped configs, every config field (default and meaning) and the data variables."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from digits_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  lines = ['', f'Shipped configs (in {config_dir()}): --config=configs/NAME.py, or '
+           '--config=NAME; add :fashion_mnist for Task 2, e.g. --config=v6:fashion_mnist.']
+  lines += [f'  {name:<8} {doc}' for name, doc in shipped().items()]
+  lines += ['', 'Config fields, with the default config\'s values; override any with '
+            '--config.FIELD=VALUE:']
+  for name, comment in field_docs():
+    lines.append(textwrap.fill(comment, width=100, initial_indent=f'  {name} = {config[name]!r}'
+                               .ljust(38) + ' ', subsequent_indent=' ' * 39))
+  lines += ['', 'Environment variables (the data folders, see config.data_source):']
+  for dataset in input_pipeline.DATASETS:
+    lines.append(f'  {input_pipeline.env_var(dataset):<30} a folder of the four {dataset} '
+                 'IDX files, tried after config.data_dir')
+  lines.append(f'  {"TFDS_DATA_DIR":<30} where tensorflow-datasets keeps prepared data '
+               '(default ~/tensorflow_datasets)')
+  lines.append(f'  {"DIGITS_JAX_KERNEL_CACHE":<30} where the fused CPU kernel is built '
+               '(default ~/.cache/digits_jax)')
+  return '\n'.join(lines) + '\n'

@@ -1,0 +1,100 @@
+"""What a user sees: no library start-up noise, the kernel build announced, clean stops."""
+
+import os
+import signal
+import subprocess
+import sys
+
+from helpers import REPO, TINY_FLAGS, config_flags, write_tiny_dataset
+from digits_jax import console
+from digits_jax import cpu_kernel
+
+NOISE = ('oneDNN', 'cpu_feature_guard', 'absl::InitializeLog', 'I0000', 'Traceback',
+         'rebuild TensorFlow')
+
+
+def _env():
+  """The user's environment: no TensorFlow log settings of ours."""
+  return {k: v for k, v in os.environ.items()
+          if k not in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS')}
+
+
+def _main(*flags):
+  return [sys.executable, '-u', '-m', 'digits_jax.main', '--config=configs/default.py', *flags]
+
+
+def test_a_run_prints_no_library_start_up_lines(tiny_data, tmp_path):
+  # tf.data feeding: TensorFlow is imported, and must stay quiet.
+  flags = config_flags(**{**TINY_FLAGS, 'data_dir': tiny_data, 'data_on_device': False})
+  proc = subprocess.run(_main(f'--workdir={tmp_path / "run"}', *flags), cwd=REPO, env=_env(),
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for noise in NOISE:
+    assert noise not in proc.stdout + proc.stderr, noise
+  assert 'Test image 0: predicted ' in proc.stdout
+
+
+def test_recognition_lines_name_classes_once():
+  rec = {'index': 22, 'predicted': 6, 'true': 6, 'predicted_name': '6', 'true_name': '6',
+         'probabilities': [0.1] * 10}
+  assert console.recognition_lines(rec).startswith('Test image 22: predicted 6, true 6 - correct')
+  rec.update(predicted=9, true=7, predicted_name='Ankle boot', true_name='Sneaker')
+  assert 'predicted 9 (Ankle boot), true 7 (Sneaker) - WRONG' in console.recognition_lines(rec)
+
+
+def test_the_first_kernel_build_is_announced(tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv('DIGITS_JAX_KERNEL_CACHE', str(tmp_path))
+
+  def fake_compiler(cmd, **kwargs):
+    del kwargs
+    with open(cmd[-1], 'wb') as f:  # The -o target.
+      f.write(b'')
+    return subprocess.CompletedProcess(cmd, 0, '', '')
+
+  monkeypatch.setattr(cpu_kernel.subprocess, 'run', fake_compiler)
+  cpu_kernel.build()
+  assert 'Building the fused CPU kernel' in capsys.readouterr().out
+  cpu_kernel.build()  # Cached: silent.
+  assert capsys.readouterr().out == ''
+
+
+def _stop(cmd, when, sig, env=None):
+  """Runs `cmd`, sends `sig` when a stdout line starts with `when`; (code, out, err)."""
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env or _env())
+  out = []
+  for line in proc.stdout:
+    out.append(line)
+    if line.startswith(when):
+      proc.send_signal(sig)
+      break
+  rest, err = proc.communicate(timeout=300)
+  return proc.returncode, ''.join(out) + rest, err
+
+
+def test_ctrl_c_in_training_saves_and_exits_130(tmp_path):
+  data = write_tiny_dataset(str(tmp_path / 'data'), num_train=3000)
+  flags = config_flags(**{**TINY_FLAGS, 'data_dir': data, 'num_epochs': 3, 'batch_size': 2,
+                          'steps_per_call': 1})
+  code, _, err = _stop(_main(f'--workdir={tmp_path / "run"}', *flags), 'Epoch 1/3',
+                       signal.SIGINT)
+  assert code == 130, err[-3000:]
+  assert 'SIGINT received: saved a checkpoint' in err and 'Traceback' not in err
+
+
+def test_ctrl_c_outside_the_loop_is_one_line(tmp_path):
+  """Ctrl-C while the data loads (held there by a slow loader) stops with one line."""
+  code = (
+      'import sys, time\n'
+      'from digits_jax import input_pipeline\n'
+      'def slow(config):\n'
+      '  print("loading", flush=True)\n'
+      '  time.sleep(120)\n'
+      'input_pipeline.load = slow\n'
+      'from absl import app\n'
+      'from digits_jax import main\n'
+      'sys.argv = ["main", "--config=configs/default.py", "--workdir=%s"]\n'
+      'app.run(main.main, flags_parser=main.parse_flags)\n' % (tmp_path / 'run'))
+  rc, _, err = _stop([sys.executable, '-u', '-c', code], 'loading', signal.SIGINT)
+  assert rc == 130, err[-3000:]
+  assert err.strip().splitlines() == [console.interrupted_line(str(tmp_path / 'run'))]

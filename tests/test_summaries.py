@@ -1,0 +1,102 @@
+"""TensorBoard: scalars written per epoch while training, read back as TensorBoard reads them."""
+
+import contextlib
+import io
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from digits_jax import figures
+from digits_jax import results as results_lib
+from digits_jax import summaries
+from digits_jax import train
+from helpers import tiny_config
+
+event_accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
+
+
+def read_events(logdir):
+  """(scalars {tag: [(step, value)]}, images {tag: (width, height)}) as TensorBoard sees them."""
+  acc = event_accumulator.EventAccumulator(logdir, size_guidance={'scalars': 0, 'images': 0})
+  acc.Reload()
+  scalars = {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()['scalars']}
+  images = {t: (acc.Images(t)[-1].width, acc.Images(t)[-1].height)
+            for t in acc.Tags()['images']}
+  return scalars, images
+
+
+@pytest.fixture(scope='module')
+def tb_run(tiny_data, tmp_path_factory):
+  """A tiny 3-epoch run with TensorBoard on; records the history seen at each epoch write."""
+  workdir = str(tmp_path_factory.mktemp('tb') / 'run')
+  seen = []
+  original = summaries.RunWriter.epoch
+
+  def spy(self, record, flush=True):
+    seen.append((record['epoch'], os.path.exists(os.path.join(workdir, 'results.json'))))
+    return original(self, record, flush)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(summaries.RunWriter, 'epoch', spy)
+    with contextlib.redirect_stdout(io.StringIO()):
+      train.train_and_evaluate(tiny_config(tiny_data, num_epochs=3, tensorboard=True),
+                               workdir)
+  return workdir, seen
+
+
+def test_scalars_are_written_as_each_epoch_ends(tb_run):
+  _, seen = tb_run
+  assert seen == [(1, False), (2, False), (3, False)]  # During training, before results.
+
+
+def test_event_file_matches_the_history_and_results(tb_run):
+  workdir, _ = tb_run
+  scalars, images = read_events(os.path.join(workdir, summaries.LOGDIR))
+  history = results_lib.read_history(workdir)
+  for column, tag in summaries.SCALARS.items():
+    assert scalars[tag] == [(h['epoch'], pytest.approx(h[column], rel=1e-6)) for h in history]
+  res = results_lib.read_json(os.path.join(workdir, 'results.json'))
+  assert scalars['test/accuracy'] == [(3, pytest.approx(res['test_accuracy'], rel=1e-6))]
+  assert set(images) == set(summaries.IMAGES.values())
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(os.path.join(workdir, figures.FILES['samples'])) as png:
+    assert images['images/samples'] == png.size
+
+
+def test_rewriting_keeps_one_clean_file_and_imports_no_tensorflow(tb_run):
+  workdir, _ = tb_run
+  before = read_events(summaries.write_run_summaries(workdir))
+  logdir = summaries.write_run_summaries(workdir)  # Rewriting must not double the points.
+  assert len([f for f in os.listdir(logdir) if 'tfevents' in f]) == 1
+  assert read_events(logdir) == before
+  code = ('import sys; from digits_jax import summaries; '
+          f'summaries.write_run_summaries({workdir!r}); print("tensorflow" in sys.modules)')
+  import subprocess  # pylint: disable=g-import-not-at-top
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert out.stdout.strip() == 'False'
+
+
+def test_a_resumed_run_starts_its_file_from_the_saved_epochs(tmp_path):
+  history = [{'epoch': e, 'loss': 1.0 / e, 'accuracy': 0.5, 'val_loss': np.nan,
+              'val_accuracy': np.nan, 'seconds': 1.0} for e in (1, 2)]
+  os.makedirs(tmp_path / summaries.LOGDIR)
+  (tmp_path / summaries.LOGDIR / 'events.out.tfevents.old').write_bytes(b'')
+  writer = summaries.RunWriter(str(tmp_path), history)
+  writer.epoch({**history[0], 'epoch': 3, 'loss': 0.25})
+  writer.close()
+  assert [f for f in os.listdir(tmp_path / summaries.LOGDIR) if f.endswith('.old')] == []
+  scalars, _ = read_events(str(tmp_path / summaries.LOGDIR))
+  assert scalars['train/loss'] == [(1, 1.0), (2, 0.5), (3, 0.25)]
+  assert 'validation/loss' not in scalars  # No validation split: no NaN points.
+
+
+def test_every_result_file_is_readable_as_the_umask_allows(tb_run):
+  workdir, _ = tb_run
+  expected = 0o666 & ~results_lib.current_umask()
+  names = [n for n in os.listdir(workdir) if os.path.isfile(os.path.join(workdir, n))]
+  assert 'results.json' in names and 'samples.png' in names
+  for name in names:
+    assert os.stat(os.path.join(workdir, name)).st_mode & 0o777 == expected, name
