@@ -111,23 +111,37 @@ class _QuietOrphanedReads(logging.Filter):
   checkpoint that failed to restore: that failure is already reported, in one line."""
 
   def filter(self, record):
-    exc = record.exc_info[1] if record.exc_info else None
-    frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
-    return not any(f'{os.sep}orbax{os.sep}' in frame.filename for frame in frames)
+    return not _orphaned(record.exc_info[1] if record.exc_info else None)
+
+
+def _orphaned(exc):
+  """Whether `exc` is the echo of a failure already reported: a TensorStore callback into
+  orbax's closed event loop, or an orbax read or write left running after it failed."""
+  if isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed':
+    return True
+  frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+  return any(f'{os.sep}orbax{os.sep}' in frame.filename for frame in frames)
 
 
 def _quiet_orphaned_callbacks():
-  """After a failed save, TensorStore's other writes of it still finish and call back
-  into orbax's closed event loop; drops those 'Event loop is closed' reports (Python
-  prints them as unraisable exceptions), since the failure itself is raised."""
-  previous = sys.unraisablehook
+  """After a failed save or restore, orbax's other reads and writes of that checkpoint
+  still finish and report their errors (as unraisable exceptions, or through
+  sys.excepthook from a callback thread); drops those, since the failure itself is
+  raised and reported in one line. Idempotent."""
+  if getattr(sys.unraisablehook, 'digits_jax_quiet', False):
+    return
+  previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
 
-  def hook(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == 'Event loop is closed'):
-      previous(unraisable)
+  def unraisable_hook(unraisable):
+    if not _orphaned(unraisable.exc_value):
+      previous_unraisable(unraisable)
 
-  sys.unraisablehook = hook
+  def except_hook(exc_type, exc, tb):
+    if not _orphaned(exc):
+      previous_except(exc_type, exc, tb)
+
+  unraisable_hook.digits_jax_quiet = True
+  sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
 
 
 _QUIET = _QuietStorageFailures()
@@ -143,6 +157,7 @@ class Checkpointer:
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
     absl_logging.get_absl_logger().addFilter(_QUIET)  # Both idempotent.
     logging.getLogger('asyncio').addFilter(_QUIET_READS)
+    _quiet_orphaned_callbacks()  # Before any save: their echoes can come before the failure.
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -241,7 +256,6 @@ class Checkpointer:
 
   def _abandon(self):
     """After a failed save: closes the manager and removes the save's temporary folder."""
-    _quiet_orphaned_callbacks()
     manager, self.manager = self.manager, None
     try:
       manager.close()

@@ -27,7 +27,7 @@ from digits_jax import preprocess
 from digits_jax import report
 from digits_jax import train
 from digits_jax import train_state as ts
-from digits_jax.checkpoint import load_trained
+from digits_jax.checkpoint import load_network
 from helpers import BROWSER, REPO, chromium, tiny_config
 
 needs_browser = pytest.mark.skipif(BROWSER is None,
@@ -56,7 +56,7 @@ def mnist_run(tmp_path_factory):
   except idx.DataError:
     pytest.skip(f'no local MNIST IDX folder: set ${input_pipeline.env_var("mnist")}')
   workdir = quiet_train(config, str(tmp_path_factory.mktemp('mnist') / 'run'))
-  _, state, _ = load_trained(workdir)
+  _, state = load_network(workdir)  # Replica 0, the network predict uses.
   return workdir, input_pipeline.load(config).test_images, state
 
 
@@ -193,7 +193,7 @@ def test_the_report_embeds_the_pad_with_the_weights(tiny_run):
   assert '<canvas id="pad-canvas"' in text and 'window.digitsJax' in text
   model = json.loads(re.search(r'<script type="application/json" id="digits-jax-model">'
                                r'(.*?)</script>', text, re.S).group(1))
-  _, state, _ = load_trained(tiny_run)
+  _, state = load_network(tiny_run)
   kernel = np.frombuffer(base64.b64decode(model['layers'][0]['kernel']), '<f4')
   np.testing.assert_array_equal(kernel, np.asarray(state.params['dense_0']['kernel']).ravel())
   assert [(l['in'], l['out']) for l in model['layers']] == [(784, 16), (16, 10)]
