@@ -92,3 +92,14 @@ def epoch_seconds(line):
   text = line.rsplit(' - ', 1)[1].strip().rstrip('s')
   minutes, _, seconds = text.rpartition('m')
   return 60 * int(minutes or 0) + float(seconds)
+
+
+def run_outcome(workdir):
+  """What a resumed run must reproduce exactly: the accuracy log without timings, the final
+  parameters and the test probabilities."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from digits_jax import checkpoint, results  # pylint: disable=g-import-not-at-top,g-multiple-import
+  history = [{k: v for k, v in h.items() if k != 'seconds'}
+             for h in results.read_history(workdir)]
+  _, state, _ = checkpoint.load_trained(workdir)
+  return history, jax.device_get(state.params), results.read_predictions(workdir)['probabilities']

@@ -9,9 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import run_main, tiny_config
+from helpers import run_outcome, run_main, tiny_config
 from digits_jax import checkpoint
-from digits_jax import results
 from digits_jax import train
 
 LATEST, PREVIOUS = 45, 30  # Steps of the two kept checkpoints of a 3-epoch tiny run.
@@ -79,13 +78,6 @@ DAMAGE = {
 }
 
 
-def _outcome(workdir):
-  """Accuracy log without timings, final parameters and test probabilities."""
-  history = [{k: v for k, v in h.items() if k != 'seconds'}
-             for h in results.read_history(workdir)]
-  _, state, _ = checkpoint.load_trained(workdir)
-  return history, jax.device_get(state.params), results.read_predictions(workdir)['probabilities']
-
 
 @pytest.fixture(scope='module')
 def finished(tiny_data, tmp_path_factory):
@@ -94,7 +86,7 @@ def finished(tiny_data, tmp_path_factory):
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=3), workdir)
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))) == [
       PREVIOUS, LATEST]
-  return workdir, _outcome(workdir)
+  return workdir, run_outcome(workdir)
 
 
 def _damaged_copy(finished, tmp_path, damage, steps=(LATEST,)):
@@ -115,7 +107,7 @@ def test_damaged_latest_checkpoint_falls_back_to_identical_results(
   assert f'Resumed from the checkpoint at step {PREVIOUS}' in out
   moved = glob.glob(os.path.join(workdir, checkpoint.DAMAGED_DIR, f'{LATEST}-*'))
   assert len(moved) == 1  # Kept for inspection, not deleted.
-  history, params, probabilities = _outcome(workdir)
+  history, params, probabilities = run_outcome(workdir)
   assert history == finished[1][0]
   jax.tree.map(np.testing.assert_array_equal, params, finished[1][1])
   np.testing.assert_array_equal(probabilities, finished[1][2])

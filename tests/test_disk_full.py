@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import run_main, tiny_config
+from helpers import run_outcome, run_main, tiny_config
 from digits_jax import checkpoint
 from digits_jax import figures
 from digits_jax import results
@@ -46,18 +46,12 @@ def _fill(folder):
       assert e.errno == errno.ENOSPC
 
 
-def _outcome(workdir):
-  history = [{k: v for k, v in h.items() if k != 'seconds'}
-             for h in results.read_history(workdir)]
-  _, state, _ = checkpoint.load_trained(workdir)
-  return history, jax.device_get(state.params), results.read_predictions(workdir)['probabilities']
-
 
 @pytest.fixture(scope='module')
 def reference(tiny_data, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('uninterrupted') / 'run')
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=3), workdir)
-  return _outcome(workdir)
+  return run_outcome(workdir)
 
 
 # Where the disk fills up: (module, function) whose call fills it first.
@@ -94,7 +88,7 @@ def test_disk_full_ends_in_one_paragraph_and_the_rerun_resumes(
   monkeypatch.undo()
   os.remove(os.path.join(small_disk, 'filler'))
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=3), workdir)
-  outcome = _outcome(workdir)
+  outcome = run_outcome(workdir)
   assert outcome[0] == reference[0]
   jax.tree.map(np.testing.assert_array_equal, outcome[1], reference[1])
   np.testing.assert_array_equal(outcome[2], reference[2])
