@@ -10,9 +10,8 @@ images) gets a note saying how to redraw it, so the page never shows a broken im
 never loads the dataset. Figures are embedded as base64 data URIs: the page has no
 external resources and opens offline, mailed or archived as a single file.
 
-A page is a list of sections (`Section`, or `SideBySide` for two sections in a row); the
-navigation is made from their titles. The findings come from analysis.py, the comparison
-rows from comparison.py.
+A page is a list of `Section` values; the navigation is made from their titles. The
+findings come from analysis.py, the comparison rows from comparison.py.
 """
 
 import base64
@@ -115,26 +114,9 @@ class Section:
   title: str
   body: str
 
-  @property
-  def titles(self):
-    return (self.title,)
-
   def html(self):
     return (f'<section id="{_slug(self.title)}"><h2>{html.escape(self.title)}</h2>'
             f'{self.body}</section>')
-
-
-@dataclasses.dataclass(frozen=True)
-class SideBySide:
-  """Sections shown in one row (wrapping on narrow screens)."""
-  sections: tuple
-
-  @property
-  def titles(self):
-    return tuple(t for s in self.sections for t in s.titles)
-
-  def html(self):
-    return row(*(Raw(s.html()) for s in self.sections))
 
 
 def section(title, *parts):
@@ -174,8 +156,7 @@ def row(*parts):
 
 def page(title, subtitle, sections, footer=''):
   """The whole HTML document: title, navigation to every section's title, the sections."""
-  nav = ''.join(f'<a href="#{_slug(t)}">{html.escape(t)}</a>'
-                for s in sections for t in s.titles)
+  nav = ''.join(f'<a href="#{_slug(s.title)}">{html.escape(s.title)}</a>' for s in sections)
   return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
           f'<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>'
