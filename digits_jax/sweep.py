@@ -17,7 +17,9 @@ variants (several --vary flags give their grid); a cell is named by its values
 A run whose workdir already holds results.json made with the same settings is skipped; an
 interrupted one resumes from its latest checkpoint, so after a crash or preemption rerun the
 same command. A run that fails (bad data folder, a workdir of another config, a diverged
-loss) is reported and the others go on. At the end comparison.csv, comparison.md,
+loss) is reported and the others go on. A finished run's figures, TensorBoard summaries
+and report are drawn in a background thread while the next run trains (background.py);
+all are written before the sweep ends, and a run whose outputs failed is reported failed. At the end comparison.csv, comparison.md,
 significance.csv and report.html are (re)written in sweep_dir from every finished run
 there (--nosweep_report leaves that to a later --report_only, as the SLURM array does).
 
@@ -37,8 +39,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before anything imports Te
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
+from digits_jax import background
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import comparison
 from digits_jax import console
@@ -193,10 +197,11 @@ def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
   return runs, reference
 
 
-def run_one(config, workdir, tag='[sweep]'):
+def run_one(config, workdir, tag='[sweep]', write_outputs=None):
   """Trains (or resumes, or skips) one run; returns 'skipped', 'resumed' or 'trained'.
 
-  Its console lines start with `tag`, e.g. `[3/20] v6 fashion_mnist: training in ...`.
+  Its console lines start with `tag`, e.g. `[3/20] v6 fashion_mnist: training in ...`;
+  `write_outputs` as for train.train_and_evaluate.
   """
   what = f'{tag} {config.name} {config.dataset}'
   if is_finished(config, workdir):
@@ -204,8 +209,31 @@ def run_one(config, workdir, tag='[sweep]'):
     return 'skipped'
   status = 'resumed' if ckpt_lib.has_checkpoint(workdir) else 'trained'
   console.say(f'{what}: {"resuming" if status == "resumed" else "training"} in {workdir}.')
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, write_outputs=write_outputs)
   return status
+
+
+def _run_cell(config, workdir, tag, writer, spent):
+  """run_one, its user error as 'failed: <reason>'; adds a trained run's train and compile
+  seconds to `spent`."""
+  try:
+    status = run_one(config, workdir, tag, write_outputs=writer and writer.write_outputs)
+  except train.USER_ERRORS as e:
+    console.say(f'{tag} {config.name} {config.dataset}: FAILED in {workdir}: {e}')
+    return f'failed: {e}'
+  results = os.path.join(workdir, results_lib.FILES['results'])
+  if status in ('trained', 'resumed') and os.path.exists(results):
+    timings = results_lib.read_json(results)['timings']
+    for key in spent:
+      spent[key] += timings[key]
+  return status
+
+
+def _note_output_failures(failed, status):
+  """Marks (and says) the runs whose figures, summaries or report could not be written."""
+  for workdir, reason in failed.items():
+    console.say(f'[sweep] writing the figures and report in {workdir} FAILED: {reason}')
+    status[workdir] = f'failed: writing its outputs: {reason}'
 
 
 def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, num_seeds=0,
@@ -240,18 +268,18 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
   comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, spent = {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
-  for k, (workdir, config) in enumerate(runs, 1):
-    tag = f'[{k}/{len(runs)}]'
-    try:
-      status[workdir] = run_one(config, workdir, tag)
-    except train.USER_ERRORS as e:
-      console.say(f'{tag} {config.name} {config.dataset}: FAILED in {workdir}: {e}')
-      status[workdir] = f'failed: {e}'
-    results = os.path.join(workdir, results_lib.FILES['results'])
-    if status[workdir] in ('trained', 'resumed') and os.path.exists(results):
-      timings = results_lib.read_json(results)['timings']
-      for key in spent:
-        spent[key] += timings[key]
+  # One process draws each run's outputs while the next trains (a background thread
+  # cannot join the processes' collectives that a multi-process lock takes).
+  writer = background.OutputWriter() if jax.process_count() == 1 else None
+  try:
+    for k, (workdir, config) in enumerate(runs, 1):
+      status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer, spent)
+      if writer:
+        writer.start()  # Its run released the workdir.
+        _note_output_failures(writer.failures(), status)
+  finally:
+    if writer:
+      _note_output_failures(writer.close(), status)
   path = report.write_sweep_report(sweep_dir) if sweep_report else 'not written (--nosweep_report)'
   console.say(f'[sweep] {len(status)} runs: ' + ', '.join(
       f'{sum(s.startswith(k) for s in status.values())} {k}'
