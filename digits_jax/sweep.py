@@ -17,8 +17,9 @@ variants (several --vary flags give their grid); a cell is named by its values
 A run whose workdir already holds results.json made with the same settings is skipped; an
 interrupted one resumes from its latest checkpoint, so after a crash or preemption rerun the
 same command. A run that fails (bad data folder, a workdir of another config, a diverged
-loss) is reported and the others go on. A finished run's figures, TensorBoard summaries
-and report are drawn in a background thread while the next run trains (background.py);
+loss) is reported and the others go on. With --background_outputs a finished run's
+figures, TensorBoard summaries and report are drawn in a background thread while the next
+run trains (background.py; worth it where training leaves CPU cores idle, e.g. on a GPU);
 all are written before the sweep ends, and a run whose outputs failed is reported failed. At the end comparison.csv, comparison.md,
 significance.csv and report.html are (re)written in sweep_dir from every finished run
 there (--nosweep_report leaves that to a later --report_only, as the SLURM array does).
@@ -237,7 +238,7 @@ def _note_output_failures(failed, status):
 
 
 def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, num_seeds=0,
-              base=None, vary=None, sweep_report=True):
+              base=None, vary=None, sweep_report=True, background_outputs=False):
   """Runs every (config, dataset) cell, then writes the comparison and the sweep report.
 
   Args:
@@ -250,6 +251,8 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     base: with `vary`, the config file whose fields are varied (configs are then unused).
     vary: {field: [value texts]}: cells are the grid of these values (see vary_plan).
     sweep_report: write the comparison, significance and report at the end.
+    background_outputs: draw each run's figures, summaries and report in a background
+      thread while the next run trains (one process only).
 
   Returns:
     {workdir: 'skipped' | 'resumed' | 'trained' | 'failed: <reason>'}.
@@ -268,9 +271,10 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
   comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, spent = {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
-  # One process draws each run's outputs while the next trains (a background thread
-  # cannot join the processes' collectives that a multi-process lock takes).
-  writer = background.OutputWriter() if jax.process_count() == 1 else None
+  # Not with several processes: a background thread cannot join the collectives that
+  # their workdir lock takes.
+  writer = (background.OutputWriter() if background_outputs and jax.process_count() == 1
+            else None)
   try:
     for k, (workdir, config) in enumerate(runs, 1):
       status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer, spent)
@@ -320,7 +324,8 @@ def main(argv):
       raise SweepError(f'--num_seeds={f.num_seeds}: expected 1 or more (0 = the configs\').')
     run_sweep(_list(f.configs), _list(f.datasets), f.sweep_dir, f.override or (),
               f.config_dir or None, num_seeds=f.num_seeds, base=f.base or None,
-              vary=parse_vary(f.vary), sweep_report=f.sweep_report)
+              vary=parse_vary(f.vary), sweep_report=f.sweep_report,
+              background_outputs=f.background_outputs)
   except SweepError as e:
     sys.exit(f'error: {e}')
   except preemption.StopRequested as e:
@@ -350,6 +355,10 @@ def define_flags():
                             '--vary=hidden_units=64,128,256.')
   flags.DEFINE_bool('report_only', False, 'Train nothing: (re)write the comparison, '
                     'significance and report of the runs in --sweep_dir.')
+  flags.DEFINE_bool('background_outputs', False, 'Draw each finished run\'s figures, '
+                    'summaries and report in a background thread while the next run '
+                    'trains (pays where training leaves CPU cores idle, e.g. on a GPU; on '
+                    'a busy CPU it only slows the training it overlaps).')
   flags.DEFINE_bool('sweep_report', True, 'Write the comparison, significance and report '
                     'at the end (--nosweep_report: leave them to --report_only).')
 

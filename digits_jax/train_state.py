@@ -66,8 +66,16 @@ OPTIMIZERS = {'keras_adam': keras_adam, 'optax_adam': optax.adam}
 
 def create_optimizer(config):
   """Adam with the config's (by default Keras's) hyper-parameters and update rule."""
-  return OPTIMIZERS[config.optimizer](config.learning_rate, b1=config.b1, b2=config.b2,
-                                      eps=config.eps)
+  return _optimizer(*_optimizer_fields(config))
+
+
+def _optimizer_fields(config):
+  """The config fields that make its optimizer (hashable: the compiled init's cache key)."""
+  return config.optimizer, config.learning_rate, config.b1, config.b2, config.eps
+
+
+def _optimizer(name, learning_rate, b1, b2, eps):
+  return OPTIMIZERS[name](learning_rate, b1=b1, b2=b2, eps=eps)
 
 
 def _init(model, tx, rng):
@@ -81,10 +89,16 @@ def _init(model, tx, rng):
 INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 
-def _compiled_init(model, tx, rng):
-  """`_init(model, tx, key)` compiled once for keys like `rng`, as a function of the key."""
-  return jax.jit(functools.partial(_init, model, tx)).lower(rng).compile(
-      compiler_options=INIT_COMPILER_OPTIONS)
+@functools.lru_cache(maxsize=32)
+def _compiled_init(model, optimizer_fields):
+  """`_init` of the model and optimizer compiled as a function of a typed key, once per
+  process (a sweep's two datasets, a run's report reloading its network share one)."""
+  init = functools.partial(_init, model, _optimizer(*optimizer_fields))
+  return jax.jit(init).lower(jax.random.key(0)).compile(compiler_options=INIT_COMPILER_OPTIONS)
+
+
+def _config_init(config):
+  return _compiled_init(models.create_model(config), _optimizer_fields(config))
 
 
 def create_train_state(config, rng):
@@ -97,7 +111,7 @@ def create_train_state(config, rng):
   Returns:
     A flax `TrainState` (step 0).
   """
-  return _compiled_init(models.create_model(config), create_optimizer(config), rng)(rng)
+  return _config_init(config)(rng)
 
 
 def seeds_of(config):
@@ -110,9 +124,8 @@ def create_train_states(config, seeds):
 
   Replica k is exactly `create_train_state(config, jax.random.key(seeds[k]))`.
   """
-  keys = [jax.random.key(s) for s in seeds]
-  init = _compiled_init(models.create_model(config), create_optimizer(config), keys[0])
-  return stack([init(key) for key in keys])
+  init = _config_init(config)
+  return stack([init(jax.random.key(s)) for s in seeds])
 
 
 def stack(states):

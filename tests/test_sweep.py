@@ -138,8 +138,9 @@ def test_every_runs_figures_and_report_are_written_when_the_sweep_returns(swept)
 
 def test_outputs_are_drawn_in_the_background_and_their_failure_reported(tmp_path,
                                                                           monkeypatch):
-  """Each run's outputs are written by the worker thread after its run returned (while
-  the next trains); a failure there marks that run failed and the others go on."""
+  """With background_outputs, each run's outputs are written by the worker thread after
+  its run returned (while the next trains); a failure there marks that run failed and the
+  others go on."""
   events = []
 
   def fake_train(config, workdir, write_outputs):
@@ -159,7 +160,7 @@ def test_outputs_are_drawn_in_the_background_and_their_failure_reported(tmp_path
   monkeypatch.setattr(report, 'write_sweep_report', lambda d: events.append(('report',)))
   with pytest.raises(sweep.SweepError, match='v1_mnist: failed: writing its outputs: '
                      'ValueError: no room for the legend') as error:
-    _, log = quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [])
+    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], background_outputs=True)
   assert 'default_mnist' not in str(error.value) and 'v2_mnist' not in str(error.value)
   for name in CONFIGS:
     assert events.index(('returned', name)) < events.index(('drawn', name))
@@ -178,7 +179,7 @@ def test_a_stopped_sweep_still_writes_the_finished_runs_outputs(tmp_path, monkey
   monkeypatch.setattr(results_lib, 'write_outputs',
                       lambda config, *a, **k: drawn.append(config.name))
   with pytest.raises(preemption.StopRequested):
-    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [])
+    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], background_outputs=True)
   assert drawn == ['default']
 
 
