@@ -4,12 +4,14 @@ A sweep trains its runs one after another; drawing a finished run's outputs (mat
 the report page) takes seconds that the next run's training need not wait for. An
 `OutputWriter` takes each finished run's `write_outputs` call (the signature
 train.train_and_evaluate makes) and, once `start` is called after the run released its
-workdir, runs it in one worker thread, in order, under the workdir's lock, while the caller
-goes on. A failure there is kept with its run and
-handed back by `failures` / `close`, never lost; `close` waits until every output is
-written, so a sweep's report (and its exit) comes after them. While the worker lives it is
-the only thread that draws (pyplot is not thread-safe), so the caller draws nothing until
-`close`.
+workdir, runs it in one worker thread, in order, under the workdir's lock, while the
+caller goes on. A failure there is kept with its run and handed back by `failures` /
+`close`, never lost; `close` waits until every output is written, so a sweep's report
+(and its exit) comes after them. While the worker lives it is the only thread that draws
+(pyplot is not thread-safe), so the caller draws nothing until `close`.
+
+It pays only where the training it overlaps leaves CPU cores idle (README, "The sweep's
+own cost"): on 2 busy cores the drawing just slows that training.
 """
 
 import concurrent.futures

@@ -17,12 +17,13 @@ variants (several --vary flags give their grid); a cell is named by its values
 A run whose workdir already holds results.json made with the same settings is skipped; an
 interrupted one resumes from its latest checkpoint, so after a crash or preemption rerun the
 same command. A run that fails (bad data folder, a workdir of another config, a diverged
-loss) is reported and the others go on. With --background_outputs a finished run's
-figures, TensorBoard summaries and report are drawn in a background thread while the next
-run trains (background.py; worth it where training leaves CPU cores idle, e.g. on a GPU);
-all are written before the sweep ends, and a run whose outputs failed is reported failed. At the end comparison.csv, comparison.md,
+loss) is reported and the others go on. At the end comparison.csv, comparison.md,
 significance.csv and report.html are (re)written in sweep_dir from every finished run
 there (--nosweep_report leaves that to a later --report_only, as the SLURM array does).
+With --background_outputs a finished run's figures, TensorBoard summaries and report are
+drawn in a background thread while the next run trains (background.py; worth it where
+training leaves CPU cores idle, e.g. on a GPU); all are written before the sweep ends,
+and a run whose outputs failed is reported failed.
 
 --override=FIELD=VALUE sets a field in every run, parsed as --config.FIELD=VALUE is
 (num_epochs=1, learning_rate=3e-4, test_indices=(1,2), progress_bar=false);

@@ -270,8 +270,8 @@ def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
     workdir: folder for checkpoints and results; a run already there is resumed.
     fresh: move a run already in `workdir` aside and start anew.
     write_outputs: writes the figures, summaries and report once the results are saved,
-      called as results.write_outputs (the default, at once); a sweep passes one that
-      draws them in the background while its next run trains.
+      called as results.write_outputs (the default, at once); a sweep with
+      --background_outputs passes one that draws them while its next run trains.
 
   Returns:
     The trained TrainState, replica-stacked (a leading axis of config.num_seeds; take

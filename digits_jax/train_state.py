@@ -90,15 +90,21 @@ INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_init(model, optimizer_fields):
-  """`_init` of the model and optimizer compiled as a function of a typed key, once per
-  process (a sweep's two datasets, a run's report reloading its network share one)."""
-  init = functools.partial(_init, model, _optimizer(*optimizer_fields))
-  return jax.jit(init).lower(jax.random.key(0)).compile(compiler_options=INIT_COMPILER_OPTIONS)
+def _jitted_init(model, optimizer_fields):
+  """`_init` of the model and optimizer jitted as a function of a typed key, one per
+  process (so compiled once: a sweep's two datasets and a run's report reloading its
+  network share it)."""
+  return jax.jit(functools.partial(_init, model, _optimizer(*optimizer_fields)),
+                 compiler_options=INIT_COMPILER_OPTIONS)
 
 
-def _config_init(config):
-  return _compiled_init(models.create_model(config), _optimizer_fields(config))
+def _config_init(config, rng):
+  """The config's initial state for `rng`; traced as plain ops inside a caller's
+  transformation (eval_shape, jit), where compiler options cannot be set."""
+  model, optimizer_fields = models.create_model(config), _optimizer_fields(config)
+  if isinstance(rng, jax.core.Tracer):
+    return _init(model, _optimizer(*optimizer_fields), rng)
+  return _jitted_init(model, optimizer_fields)(rng)
 
 
 def create_train_state(config, rng):
@@ -111,7 +117,7 @@ def create_train_state(config, rng):
   Returns:
     A flax `TrainState` (step 0).
   """
-  return _config_init(config)(rng)
+  return _config_init(config, rng)
 
 
 def seeds_of(config):
@@ -124,8 +130,7 @@ def create_train_states(config, seeds):
 
   Replica k is exactly `create_train_state(config, jax.random.key(seeds[k]))`.
   """
-  init = _config_init(config)
-  return stack([init(jax.random.key(s)) for s in seeds])
+  return stack([_config_init(config, jax.random.key(s)) for s in seeds])
 
 
 def stack(states):
