@@ -107,14 +107,36 @@ def conclusions(rows, cells, reference_label='the default', dataset_titles=None)
     for r, word in [(r, 'better') for r in better] + [(r, 'worse') for r in worse]:
       out.append(f'{r["variant"]} is {word} than {reference_label} on {title}: '
                  f'{interval(r)}, {_p(r["p_holm"])} (Holm-adjusted).')
-    same = [r['variant'] for r in mine if not r['significant']]
+    same = [r for r in mine if not r['significant']]
     if same:
-      who = ', '.join(same[:-1]) + (' and ' if len(same) > 1 else '') + same[-1]
       n_text = f'n={n[0]}' if len(n) == 1 else f'n={n[0]}-{n[-1]}'
-      out.append(f'{who} and {reference_label} on {title}: no significant difference at '
-                 f'{n_text} (Holm-adjusted p >= {ALPHA}; intervals in the table).')
+      out.append(f'{_and([r["variant"] for r in same])}: no significant difference from '
+                 f'{reference_label} on {title} at {n_text} (Holm-adjusted p >= {ALPHA}; '
+                 'intervals in the table).')
+    borderline = [r for r in same if r['ci95_low'] is not None
+                  and (r['ci95_low'] > 0 or r['ci95_high'] < 0)]
+    if borderline:
+      out.append(_borderline(borderline, len(mine), title))
     out.append(_highest(group, title))
   return out or ['No finished runs in this folder yet.']
+
+
+def _and(names):
+  """['a', 'b', 'c'] -> 'a, b and c'."""
+  return ', '.join(names[:-1]) + (' and ' if len(names) > 1 else '') + names[-1]
+
+
+def _borderline(rows, m, title):
+  """Why a table interval that excludes 0 is no finding: it is each comparison's own,
+  and the difference does not survive Holm's correction for the dataset's m tests."""
+  whose = _and([f'{r["variant"]} ({interval(r)})' for r in rows])
+  adjusted = _and([_p(r['p_holm']) for r in rows])
+  if len(rows) == 1:
+    claim = f'interval of {whose} excludes 0 on its own, but the difference does not survive'
+  else:
+    claim = f'intervals of {whose} exclude 0 on their own, but neither difference survives'
+  return (f'The 95% {claim} Holm\'s correction for the {m} comparisons on {title} '
+          f'({adjusted} adjusted): more seeds would tell.')
 
 
 def _highest(group, title):

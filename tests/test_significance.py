@@ -56,7 +56,7 @@ def test_conclusions_state_only_what_holds():
                      f'[{100 * v4["ci95_low"]:+.2f}, {100 * v4["ci95_high"]:+.2f}], '
                      'p<0.001 (Holm-adjusted).')
   assert text[1].startswith('v3 is worse than the default on MNIST: -1.00 pt [')
-  assert text[2] == ('v7 and the default on MNIST: no significant difference at n=5 '
+  assert text[2] == ('v7: no significant difference from the default on MNIST at n=5 '
                      '(Holm-adjusted p >= 0.05; intervals in the table).')
   assert text[3].startswith('Highest mean on MNIST: v4, 97.64% [')
   assert 'its lead over the runner-up default (+0.54 pt [' in text[3]
@@ -65,6 +65,25 @@ def test_conclusions_state_only_what_holds():
   assert text[5] == ('Highest mean on Fashion-MNIST: v4, 88.00% (n=1); its lead over '
                      'default (+1.00 pt (no interval)) is untested.')
   assert len(text) == 6
+
+
+def test_an_interval_that_excludes_zero_without_surviving_holm_is_explained():
+  """v5's own 95% interval excludes 0 (raw p=0.02) but Holm over three tests (p*3=0.06)
+  does not find it: the conclusions say why the table's interval is no finding."""
+  data = [{'dataset': 'mnist', 'variant': 'default', 'values': REF},
+          {'dataset': 'mnist', 'variant': 'v5', 'values': [0.974, 0.974, 0.973, 0.972, 0.975]},
+          {'dataset': 'mnist', 'variant': 'v7', 'values': [0.972, 0.968, 0.973, 0.970, 0.971]},
+          {'dataset': 'mnist', 'variant': 'v8', 'values': [0.971, 0.970, 0.972, 0.973, 0.969]}]
+  rows = significance.compare(data, 'default')
+  v5 = rows[0]
+  assert v5['ci95_low'] > 0 and v5['p_value'] < 0.05 and not v5['significant']
+  text = significance.conclusions(rows, data, 'the default', {'mnist': 'MNIST'})
+  assert text[0].startswith('v5, v7 and v8: no significant difference from the default')
+  assert text[1] == (f'The 95% interval of v5 ({significance.interval(v5)}) excludes 0 on '
+                     "its own, but the difference does not survive Holm's correction for the "
+                     f'3 comparisons on MNIST (p={v5["p_holm"]:.3f} adjusted): more seeds '
+                     'would tell.')
+  assert text[2].startswith('Highest mean on MNIST: v5')
 
 
 def test_seed_values_reads_per_seed_or_the_single_value():

@@ -305,7 +305,7 @@ def test_significance_and_conclusions_from_the_seeds(multi_seed):
   text = html.unescape(open(os.path.join(multi_seed, report.REPORT), encoding='utf-8').read())
   assert 'v1 is better than the default config on MNIST: +4.87 pt [' in text
   assert 'p<0.001 (Holm-adjusted)' in text
-  assert 'v2 and the default config on MNIST: no significant difference at n=4' in text
+  assert 'v2: no significant difference from the default config on MNIST at n=4' in text
   assert re.findall(r'<h2>(.*?)</h2>', text) == list(report.SWEEP_SECTIONS)
 
 
