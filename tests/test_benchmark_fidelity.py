@@ -52,3 +52,26 @@ def test_fidelity_refuses_a_pattern_matching_nothing(tmp_path):
   assert proc.returncode != 0
   assert f"--keras_results: no file matches '{tmp_path}/none*'" in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_readme_fidelity_table_is_what_the_recorded_runs_give():
+  """The README's ten-config table is rebuilt, number for number, from benchmarks/records."""
+  records = os.path.join(REPO, 'benchmarks', 'records', 'fidelity_mnist_')
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/benchmark.py', '--sections=fidelity', '--seeds=5',
+       '--configs=default,v1,v2,v3,v4,v5,v6,v7,v8,v9',
+       f'--keras_results={records}keras.jsonl', f'--jax_results={records}digits_jax.jsonl'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  printed = {t[0]: t for t in (l.split() for l in proc.stdout.splitlines())
+             if len(t) > 15 and t[0] in ('default',) + tuple(f'v{i}' for i in range(1, 10))}
+  with open(os.path.join(REPO, 'README.md')) as f:
+    readme = f.read()
+  section = readme.split("### Against the lab's Keras program")[1].split('###')[0]
+  rows = [[c.strip() for c in l.strip('|').split('|')] for l in section.splitlines()
+          if l.startswith('| v') or l.startswith('| default')]
+  assert len(rows) == 10
+  for row in rows:
+    t = printed[row[0]]
+    assert row[1:] == [t[1], ' '.join(t[2:5]), t[5], ' '.join(t[6:9]), ' '.join(t[9:12]),
+                       t[12], t[13], t[14]], row[0]
