@@ -1,15 +1,16 @@
-r"""Times the fused CPU kernel's replica layouts: what `cpu_kernel.default_layout` rests on.
+r"""Times the ways to train R replicas on the CPU: what the many-seed choices rest on.
 
-  python benchmarks/kernel_layouts.py                       # v6, MNIST, 1 to 8 replicas
-  python benchmarks/kernel_layouts.py --config=default --replicas=1,4 --calls=7
+  python benchmarks/replica_layouts.py                       # v6, MNIST, 1 to 8 replicas
+  python benchmarks/replica_layouts.py --config=default --replicas=1,4 --calls=7
 
-For each replica count R and each of `cpu_kernel.LAYOUTS` ('lanes': the replicas in turn,
-each on the threads; 'replica_per_thread': one replica per thread, in parallel), trains
-blocks of --steps steps of R replicas of the config's network on MNIST's training images
-(random batches) with `cpu_kernel.train_steps_indexed_stacked`, and prints the median
-wall and CPU (process) microseconds per replica-step over --calls blocks, and the
-fastest block's wall time. CPU time counts the work done, including spinning at a
-barrier, and is the number other processes on a shared machine disturb least.
+For each replica count R, trains blocks of --steps steps of R replicas of the config's
+network on MNIST's training images (random batches), once per way: 'xla' (the XLA scan
+vmapped over the replicas, `train_state.train_steps_indexed_stacked`) and each of the
+fused kernel's `cpu_kernel.LAYOUTS` ('lanes': the replicas in turn, each on the threads;
+'replica_per_thread': one replica per thread, in parallel). Prints the median wall and
+CPU (process) microseconds per replica-step over --calls blocks, and the fastest block's
+wall time. CPU time counts the work done (spinning at a barrier included) and is the
+number that other processes on a shared machine disturb least.
 """
 
 import importlib
@@ -44,8 +45,9 @@ def time_blocks(run, calls):
   return walls, cpus
 
 
-def measure(config, images, labels, replicas, layout, threads):
-  """(median wall, median CPU, fastest wall) microseconds per replica-step of `layout`."""
+def measure(config, images, labels, replicas, way, threads):
+  """(median wall, median CPU, fastest wall) microseconds per replica-step of `way`
+  ('xla' or one of cpu_kernel.LAYOUTS)."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from digits_jax import cpu_kernel  # pylint: disable=import-outside-toplevel
@@ -53,12 +55,15 @@ def measure(config, images, labels, replicas, layout, threads):
   shape = (replicas, _STEPS.value, config.batch_size)
   index = jax.numpy.asarray(np.random.default_rng(0).integers(0, len(labels), shape, np.int32))
   mask = jax.numpy.ones(shape, bool)
-  hparams = cpu_kernel.hyperparams(config, threads, layout)
   box = [ts.create_train_states(config, list(range(replicas)))]
+  if way == 'xla':
+    steps = ts.train_steps_indexed_stacked
+  else:
+    hparams = cpu_kernel.hyperparams(config, threads, way)
+    steps = lambda *args: cpu_kernel.train_steps_indexed_stacked(*args, hparams)
 
   def run():
-    box[0], sums = cpu_kernel.train_steps_indexed_stacked(box[0], images, labels, index, mask,
-                                                          hparams)
+    box[0], sums = steps(box[0], images, labels, index, mask)
     jax.block_until_ready(sums)
 
   walls, cpus = time_blocks(run, _CALLS.value)
@@ -78,14 +83,14 @@ def main(argv):
   cpu_kernel.load()
   print(f'{_CONFIG.value}, MNIST, blocks of {_STEPS.value} steps of batch {config.batch_size}, '
         f'median of {_CALLS.value}; us per replica-step', flush=True)
-  print(f'{"replicas":>8} {"threads":>7} {"layout":>18} {"wall us":>8} {"CPU us":>7} '
+  print(f'{"replicas":>8} {"kernel threads":>14} {"way":>18} {"wall us":>8} {"CPU us":>7} '
         f'{"best wall us":>12}', flush=True)
   for replicas in (int(r) for r in _REPLICAS.value):
     threads = _THREADS.value or cpu_kernel.default_threads(replicas)
-    for layout in cpu_kernel.LAYOUTS if replicas > 1 else ('lanes',):
-      wall, cpu, best = measure(config, images, labels, replicas, layout, threads)
-      print(f'{replicas:>8} {threads:>7} {layout:>18} {wall:8.1f} {cpu:7.1f} {best:12.1f}',
-            flush=True)
+    for way in ('xla',) + (cpu_kernel.LAYOUTS if replicas > 1 else ('lanes',)):
+      wall, cpu, best = measure(config, images, labels, replicas, way, threads)
+      print(f'{replicas:>8} {threads if way != "xla" else "":>14} {way:>18} {wall:8.1f} '
+            f'{cpu:7.1f} {best:12.1f}', flush=True)
 
 
 if __name__ == '__main__':
