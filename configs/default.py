@@ -39,6 +39,9 @@ def get_config(dataset=None):
   # Replicas trained at once in one program, with seeds seed, seed + 1, ...: replica k is
   # the run with seed + k; results.json adds per_seed values and their summary.
   config.num_seeds = 1
+  # Keras habits, both watching the validation accuracy (they need validation_split > 0):
+  config.restore_best = False  # Test the best validation epoch's weights (ModelCheckpoint).
+  config.early_stopping_patience = 0  # Stop after N epochs with no better val. accuracy; 0 = off.
   config.compute_dtype = 'float32'  # 'float32' or 'bfloat16' (matmuls; params stay f32).
 
   # Speed (see benchmarks/README.md for the measurements behind the defaults).

@@ -2,7 +2,9 @@
 
 A checkpoint holds the train state (params, optimizer state, step) and a JSON record of
 where training stands (epoch, step within it, the accuracy log so far), which is all a
-resumed run needs: the shuffles are rebuilt from (seed, epoch).
+resumed run needs: the shuffles are rebuilt from (seed, epoch). A run with
+config.restore_best or config.early_stopping_patience also saves the parameters each
+replica will be evaluated with, `kept_params` (best_epoch.py).
 
 Each checkpoint also records a SHA-256 checksum of its own contents (every array of the
 state and the progress record), inside the progress record, so it commits atomically with
@@ -33,6 +35,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from digits_jax import best_epoch
 from digits_jax import parallel
 from digits_jax import results as results_lib
 from digits_jax import storage
@@ -71,15 +74,17 @@ def _host(x):
   return np.asarray(x)
 
 
-def checksum(state, progress):
-  """SHA-256 of every array of `state` (with its path, dtype and shape) and of `progress`."""
+def checksum(state, progress, kept_params=None):
+  """SHA-256 of every array of `state` and `kept_params` (with its path, dtype and shape)
+  and of `progress`."""
   digest = hashlib.sha256()
-  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-    value = np.ascontiguousarray(_host(leaf))
-    if value.dtype.kind in 'iu':  # The step is an int32 array when saved, an int restored.
-      value = value.astype(np.int64)
-    digest.update(f'{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape};'.encode())
-    digest.update(value.tobytes())
+  for tree in (state, kept_params):  # None adds nothing: old checksums stay valid.
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      value = np.ascontiguousarray(_host(leaf))
+      if value.dtype.kind in 'iu':  # The step is an int32 array when saved, an int restored.
+        value = value.astype(np.int64)
+      digest.update(f'{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape};'.encode())
+      digest.update(value.tobytes())
   record = {k: v for k, v in progress.items() if k != CHECKSUM_KEY}
   digest.update(json.dumps(record, sort_keys=True, allow_nan=True).encode())
   return digest.hexdigest()
@@ -148,6 +153,16 @@ _QUIET = _QuietStorageFailures()
 _QUIET_READS = _QuietOrphanedReads()
 
 
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A checkpoint's contents: the replica-stacked state, its progress record, and the
+  kept parameters (None unless asked for)."""
+  step: int
+  state: object
+  progress: dict
+  kept_params: object = None
+
+
 class Checkpointer:
   """Saves and restores (state, progress) under workdir/checkpoints, keyed by global step."""
 
@@ -168,48 +183,56 @@ class Checkpointer:
   def latest_step(self):
     return self.manager.latest_step()
 
-  def save(self, step, state, progress):
-    """Saves a replica-stacked state asynchronously; `progress` is a JSON-serialisable dict."""
-    state = _as_saved(state)
-    progress = dict(progress, **{CHECKSUM_KEY: checksum(state, progress)})
+  def save(self, step, state, progress, kept_params=None):
+    """Saves a replica-stacked state asynchronously; `progress` is a JSON-serialisable dict;
+    `kept_params`, if given, the replica-stacked parameters each replica is evaluated with."""
+    state, kept_params = _as_saved(state), _as_saved(kept_params)
+    progress = dict(progress, **{CHECKSUM_KEY: checksum(state, progress, kept_params)})
+    items = {'state': ocp.args.StandardSave(state), 'progress': ocp.args.JsonSave(progress)}
+    if kept_params is not None:
+      items['kept_params'] = ocp.args.StandardSave(kept_params)
     try:  # Raises too if the previous save failed.
-      self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress)),
-                        force=True)
+      self.manager.save(step, args=ocp.args.Composite(**items), force=True)
     except Exception:
       self._abandon()
       raise
 
-  def restore(self, state_like, step=None):
-    """Restores (state, progress) of `step` (default latest) into `state_like`'s structure.
+  def restore(self, state_like, step=None, kept_like=None):
+    """Restores the checkpoint of `step` (default latest) into `state_like`'s structure.
 
-    `state_like` is replica-stacked, as is the state returned. Arrays come back with
-    `state_like`'s shardings, so a run may resume on another number of devices. Raises DamagedCheckpointError if the checkpoint cannot be restored
-    or does not match its checksum (one saved before checksums were recorded is trusted).
+    `state_like` (and `kept_like`, given for a run that keeps parameters) are
+    replica-stacked, as are the arrays returned, with their shardings, so a run may
+    resume on another number of devices. Returns a Restored. Raises
+    DamagedCheckpointError if the checkpoint cannot be restored or does not match its
+    checksum (one saved before checksums were recorded is trusted).
     """
     step = self.latest_step() if step is None else step
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _as_saved(state_like))
+    abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, _as_saved(tree))
+    items = {'state': ocp.args.StandardRestore(abstract(state_like)),
+             'progress': ocp.args.JsonRestore()}
+    if kept_like is not None:
+      items['kept_params'] = ocp.args.StandardRestore(abstract(kept_like))
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()))
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # pylint: disable=broad-except
       if (storage.find(e) or (None,))[0] in (errno.EACCES, errno.EPERM):
         raise  # Unreadable is not damaged: the caller explains it; nothing is moved.
       raise DamagedCheckpointError(step, f'cannot be restored ({_first_line(e)})') from e
     state, progress = restored['state'], dict(restored['progress'])
+    kept = restored['kept_params'] if kept_like is not None else None
     recorded = progress.pop(CHECKSUM_KEY, None)
-    if recorded is not None and recorded != checksum(state, progress):
+    if recorded is not None and recorded != checksum(state, progress, kept):
       raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
     if ts.num_replicas(state_like) == 1:
-      state = jax.tree.map(lambda x: x[None], state)
-    return state, progress
+      state, kept = jax.tree.map(lambda x: x[None], (state, kept))
+    return Restored(step, state, progress, kept)
 
-  def restore_newest_intact(self, state_like):
+  def restore_newest_intact(self, state_like, kept_like=None):
     """Restores the newest checkpoint that is intact, moving damaged ones aside.
 
     Returns:
-      (step, state, progress, set_aside): step is None (and state, progress too) when
-      the workdir holds no checkpoint; set_aside lists the damaged ones moved aside.
+      (restored, set_aside): restored is a Restored, or None when the workdir holds no
+      checkpoint; set_aside lists the damaged ones moved aside.
 
     Raises:
       CheckpointError: there were checkpoints, and every one was damaged.
@@ -217,8 +240,7 @@ class Checkpointer:
     set_aside = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        state, progress = self.restore(state_like, step)
-        return step, state, progress, set_aside
+        return self.restore(state_like, step, kept_like), set_aside
       except DamagedCheckpointError as e:
         set_aside.append(SetAside(step, e.reason, self._move_aside(step)))
     if set_aside:
@@ -227,7 +249,7 @@ class Checkpointer:
           + '; '.join(f'step {s.step} {s.reason}' for s in set_aside)
           + f'); they were moved to {os.path.join(self.workdir, DAMAGED_DIR)}. '
           'Rerun the same command to train anew in this workdir.')
-    return None, None, None, set_aside
+    return None, set_aside
 
   def _move_aside(self, step):
     """Moves step's folder to damaged_checkpoints/<step>-<time> (process 0); returns it."""
@@ -265,9 +287,11 @@ class Checkpointer:
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
 
-def _as_saved(state):
-  """The stacked state as saved: one replica without its replica axis, many stacked."""
-  return ts.replica(state, 0) if ts.num_replicas(state) == 1 else state
+def _as_saved(tree):
+  """A stacked tree as saved: one replica without its replica axis, many stacked."""
+  if tree is None or ts.num_replicas(tree) > 1:
+    return tree
+  return ts.replica(tree, 0)
 
 
 def has_checkpoint(workdir):
@@ -300,7 +324,9 @@ def load_trained(workdir, step=None):
   """Rebuilds the trained state of a finished (or interrupted) run from its workdir.
 
   Needs no TensorFlow: reads workdir/config.json and the latest checkpoint (or `step`),
-  verified against its checksum; moves nothing.
+  verified against its checksum; moves nothing. A run with config.restore_best or
+  config.early_stopping_patience comes back with the parameters it was evaluated with
+  (each replica's best, or where it stopped); its optimizer state and step are the last.
 
   Returns:
     (config, state, progress): `state` is replica-stacked, one replica per seed of
@@ -310,14 +336,18 @@ def load_trained(workdir, step=None):
   config = ml_collections.ConfigDict(
       results_lib.read_json(os.path.join(workdir, results_lib.FILES['config'])))
   state = ts.create_train_states(config, ts.seeds_of(config))
+  kept_like = state.params if best_epoch.uses_kept(config) else None
   checkpointer = Checkpointer(workdir, read_only=True)
   try:
     if checkpointer.latest_step() is None:
       raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/.')
-    state, progress = checkpointer.restore(state, step)
+    restored = checkpointer.restore(state, step, kept_like)
   finally:
     checkpointer.close()
-  return config, state, progress
+  state = restored.state
+  if restored.kept_params is not None:
+    state = state.replace(params=restored.kept_params)
+  return config, state, restored.progress
 
 
 def load_network(workdir):

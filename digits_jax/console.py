@@ -60,24 +60,60 @@ def epoch_line(record, num_epochs):
           f'{record["accuracy"]:.4f}{val} - {fmt_seconds(record["seconds"])}')
 
 
-def seeds_epoch_line(records, num_epochs):
+def seeds_epoch_line(records, num_epochs, num_seeds=None):
   """An epoch of a many-seed run: `Epoch 3/14 - 4 seeds - loss: 0.1234 +- 0.0012 - ...`
-  (mean +- sample std over the seeds)."""
+  (mean +- sample std over the seeds; `2 of 4 seeds` once early stopping stopped some)."""
   def stat(key):
     values = np.array([r[key] for r in records], np.float64)
-    return f'{key}: {values.mean():.4f} +- {values.std(ddof=1):.4f}'
+    spread = f' +- {values.std(ddof=1):.4f}' if len(values) > 1 else ''
+    return f'{key}: {values.mean():.4f}{spread}'
   keys = ['loss', 'accuracy'] + ([] if math.isnan(records[0]['val_loss']) else
                                  ['val_loss', 'val_accuracy'])
-  return (f'Epoch {records[0]["epoch"]}/{num_epochs} - {len(records)} seeds - '
+  of = f' of {num_seeds}' if num_seeds and num_seeds != len(records) else ''
+  return (f'Epoch {records[0]["epoch"]}/{num_epochs} - {len(records)}{of} seeds - '
           + ' - '.join(stat(k) for k in keys) + f' - {fmt_seconds(records[0]["seconds"])}')
+
+
+def early_stop_line(history, patience, *, many):
+  """What Keras's EarlyStopping says of one seed's `history`, with the numbers behind it."""
+  from digits_jax import best_epoch  # pylint: disable=g-import-not-at-top
+  best = best_epoch.best_record(history)
+  who = f'Seed {history[-1]["seed"]}: early' if many else 'Early'
+  rest = ' (the other seeds train on)' if many else ''
+  return (f'{who} stopping after epoch {history[-1]["epoch"]}: validation accuracy has not '
+          f'improved for {patience} epoch(s) since epoch {best["epoch"]} '
+          f'({best["val_accuracy"]:.4f}){rest}.')
+
+
+def evaluated_line(config, history):
+  """Which epoch's parameters the test set sees, per seed (restore_best or early stopping)."""
+  from digits_jax import best_epoch  # pylint: disable=g-import-not-at-top
+  seeds = [config.seed + k for k in range(config.num_seeds)]
+  epochs = [best_epoch.summary(best_epoch.of_seed(history, s),
+                               restore_best=config.restore_best, patience=0,
+                               num_epochs=config.num_epochs)['evaluated_epoch'] for s in seeds]
+  what = ('the best validation accuracy' if config.restore_best else
+          'where early stopping left them')
+  which = (f'epoch {epochs[0]}' if len(seeds) == 1 else
+           ', '.join(f'seed {s}: epoch {e}' for s, e in zip(seeds, epochs)))
+  return f'Testing the weights of {which} ({what}).'
+
+
+def _kept_note(per_seed, k):
+  """' - tested epoch 4 - stopped after epoch 6' for a run that keeps parameters, else ''."""
+  if 'evaluated_epoch' not in per_seed:
+    return ''
+  stopped = per_seed['stopped_early_at_epoch'][k]
+  return (f' - tested epoch {per_seed["evaluated_epoch"][k]}'
+          + (f' - stopped after epoch {stopped}' if stopped else ''))
 
 
 def seed_lines(res):
   """The end of a many-seed run: one line per seed, then mean +- std and the 95% interval."""
   per = res['per_seed']
-  lines = [f'Seed {seed}: test accuracy {acc:.4f} - loss {loss:.4f} - best epoch {best}'
-           for seed, acc, loss, best in zip(res['seeds'], per['test_accuracy'],
-                                            per['test_loss'], per['best_epoch'])]
+  lines = [f'Seed {seed}: test accuracy {per["test_accuracy"][k]:.4f} - loss '
+           f'{per["test_loss"][k]:.4f} - best epoch {per["best_epoch"][k]}' + _kept_note(per, k)
+           for k, seed in enumerate(res['seeds'])]
   for key in ('test_accuracy', 'test_loss'):
     s = res['summary'][key]
     lines.append(f'{key.replace("_", " ").capitalize()} over {s["n"]} seeds: '

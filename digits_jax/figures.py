@@ -3,6 +3,7 @@
 import io
 import math
 import os
+import warnings
 
 import matplotlib
 
@@ -134,11 +135,19 @@ def _by_seed(history):
   return groups
 
 
+def _seeds_training(groups, epochs):
+  """'4 seeds', or '4 seeds (2 from epoch 7)' once early stopping ended some seeds' epochs."""
+  counts = [sum(any(h['epoch'] == e for h in rows) for rows in groups.values()) for e in epochs]
+  fewer = [(e, n) for e, n in zip(epochs, counts) if n < len(groups)]
+  return f'{len(groups)} seeds' + (f' ({fewer[0][1]} from epoch {fewer[0][0]})' if fewer else '')
+
+
 def curves(history, path):
   """Training and validation accuracy and loss per epoch.
 
   A many-seed history (rows with a 'seed') draws the mean over the seeds, with a band
-  from their minimum to their maximum.
+  from their minimum to their maximum; where early stopping ended some seeds' epochs,
+  over the seeds still training.
   """
   groups = _by_seed(history)
   epochs = sorted({h['epoch'] for h in history})
@@ -146,16 +155,21 @@ def curves(history, path):
   for ax, key, label in ((axes[0], 'accuracy', 'Accuracy'), (axes[1], 'loss', 'Loss')):
     for column, style, name in ((key, 'o-', f'training {key}'),
                                 ('val_' + key, 's--', f'validation {key}')):
-      values = np.array([[h[column] for h in rows] for rows in groups.values()], np.float64)
+      values = np.full((len(groups), len(epochs)), np.nan)  # NaN: the seed had stopped.
+      for row, rows in zip(values, groups.values()):
+        row[[epochs.index(h['epoch']) for h in rows]] = [h[column] for h in rows]
       if len(groups) == 1:
         ax.plot(epochs, values[0], style, label=name)
         continue
-      line, = ax.plot(epochs, values.mean(0), style, markersize=3, label=name)
-      ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2,
-                      linewidth=0)
+      with warnings.catch_warnings():  # An all-NaN column: no validation (split 0).
+        warnings.simplefilter('ignore', RuntimeWarning)
+        mean, low, high = (np.nanmean(values, 0), np.nanmin(values, 0),
+                           np.nanmax(values, 0))
+      line, = ax.plot(epochs, mean, style, markersize=3, label=name)
+      ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel('epoch')
     ax.set_title(label if len(groups) == 1 else
-                 f'{label}: mean of {len(groups)} seeds, band from min to max')
+                 f'{label}: mean of {_seeds_training(groups, epochs)}, band from min to max')
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())

@@ -273,14 +273,18 @@ def _results_section(run):
   """Headline numbers as tiles, then where and with what the run was made."""
   res = run['res']
   timings = res.get('timings', {})
-  tiles = [(analysis.pct(res['test_accuracy']), 'test accuracy'),
+  kept = res.get('restore_best') or res.get('early_stopping_patience')
+  tiles = [(analysis.pct(res['test_accuracy']), 'test accuracy' + (
+      f' (weights of epoch {res["evaluated_epoch"]})' if kept else '')),
            (f'{res["test_loss"]:.4f}', 'test loss'),
            (f'{res["misclassified_count"]:,} / {res["num_test"]:,}', 'misclassified'),
            (analysis.pct(res.get('best_val_accuracy')),
             f'best val. accuracy (epoch {res.get("best_epoch")})'),
            (f'{res["num_params"]:,}', 'parameters'),
            (f'{timings.get("train_seconds", math.nan):.1f} s',
-            f'training, {res["num_epochs"]} epochs')]
+            f'training, {res.get("epochs_trained", res["num_epochs"])} epochs'
+            + (f' (stopped early; of {res["num_epochs"]})' if res.get('stopped_early_at_epoch')
+               else ''))]
   kpi = ''.join(f'<div><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>'
                 for v, k in tiles)
   dev = res.get('devices', {})
@@ -295,7 +299,9 @@ SEED_COLUMNS = (('test_accuracy', 'test acc.', analysis.pct),
                 ('test_loss', 'test loss', '{:.4f}'.format),
                 ('misclassified_count', 'wrong', '{:,}'.format),
                 ('best_epoch', 'best epoch', str),
-                ('final_val_accuracy', 'final val. acc.', analysis.pct))
+                ('final_val_accuracy', 'final val. acc.', analysis.pct),
+                ('evaluated_epoch', 'tested epoch', str),  # These three with restore_best
+                ('epochs_trained', 'epochs trained', str))  # or early stopping only.
 
 
 def _seeds_table(res):

@@ -18,6 +18,7 @@ import tempfile
 import jax
 import numpy as np
 
+from digits_jax import best_epoch
 from digits_jax import models
 from digits_jax import parallel
 from digits_jax import stats
@@ -26,6 +27,8 @@ HISTORY_FIELDS = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seco
 # results.json's per_seed lists: one value per seed, in the order of its 'seeds'.
 PER_SEED_FIELDS = ('test_accuracy', 'test_loss', 'misclassified_count', 'best_epoch',
                    'final_val_accuracy')
+# Added to them, and to the top level, by config.restore_best / early_stopping_patience.
+KEPT_FIELDS = ('evaluated_epoch', 'stopped_early_at_epoch', 'epochs_trained')
 FILES = {
     'config': 'config.json',
     'summary': 'model_summary.txt',
@@ -234,8 +237,13 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
   the top-level fields describe replica 0, `per_seed` and `summary` all of them.
   """
   seeds = [int(config.seed) + k for k in range(len(tests))]
-  outcomes = [replica_outcome([h for h in history if h.get('seed', seed) == seed], test, p,
-                              data.test_labels) for seed, test, p in zip(seeds, tests, probs)]
+  outcomes = [{**replica_outcome(best_epoch.of_seed(history, seed), test, p, data.test_labels),
+               **best_epoch.summary(best_epoch.of_seed(history, seed),
+                                    restore_best=config.restore_best,
+                                    patience=config.early_stopping_patience,
+                                    num_epochs=config.num_epochs)}
+              for seed, test, p in zip(seeds, tests, probs)]
+  per_seed_fields = PER_SEED_FIELDS + (KEPT_FIELDS if best_epoch.uses_kept(config) else ())
   first = outcomes[0]
   res = {
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
@@ -249,8 +257,11 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
       'misclassified_count': first['misclassified_count'],
       'final_val_accuracy': first['final_val_accuracy'],
       'best_val_accuracy': first['best_val_accuracy'], 'best_epoch': first['best_epoch'],
+      'restore_best': bool(config.restore_best),
+      'early_stopping_patience': int(config.early_stopping_patience),
+      **{k: first[k] for k in KEPT_FIELDS},
       'seeds': seeds,
-      'per_seed': {k: [o[k] for o in outcomes] for k in PER_SEED_FIELDS},
+      'per_seed': {k: [o[k] for o in outcomes] for k in per_seed_fields},
       'summary': {k: stats.summarize([o[k] for o in outcomes])
                   for k in ('test_accuracy', 'test_loss')},
       'recognized': recognized(config.test_indices, probs[0], data.test_labels,
@@ -281,7 +292,7 @@ def write_outputs(config, workdir, data, *, summary_writer=None, res=None):
   figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
                    data.class_names)
   if summary_writer:
-    summary_writer.finish(res, config.num_epochs)
+    summary_writer.finish(res, res['epochs_trained'])
   elif config.tensorboard:
     from digits_jax import summaries  # pylint: disable=g-import-not-at-top
     summaries.write_run_summaries(workdir)

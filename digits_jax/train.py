@@ -7,6 +7,8 @@ without dropping examples, then writes every result file (process 0 only).
 With config.num_seeds = N the state is N replicas stacked on a leading axis (seeds
 config.seed ... config.seed + N - 1, each with its own shuffles) and every block, every
 evaluation trains or evaluates all of them in one call; one seed is the case N = 1.
+config.restore_best and config.early_stopping_patience (Keras's habits, best_epoch.py)
+choose which parameters each replica is evaluated with, and when its epochs end.
 
 The loop's helpers live in their own modules: workdir.py (whose run a workdir holds),
 steps.py (how the steps run: kernel or XLA, and the block runner), results.py (the
@@ -21,6 +23,7 @@ import time
 import jax
 import numpy as np
 
+from digits_jax import best_epoch
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
 from digits_jax import idx
@@ -81,47 +84,51 @@ class Progress:
       saved['sums'] = saved['sums'][0]
     return saved
 
-  def add_block(self, block_sums):
+  def add_block(self, block_sums, active):
     """Adds each replica's block metric sums on the host in float64 (same order on every
-    run)."""
+    run); `active` (one bool per replica): the replicas whose loss must stay finite."""
     block_sums = jax.device_get(block_sums)
     for r, sums in enumerate(self.sums):
       for k in sums:
         sums[k] += float(block_sums[k][r])
-    if not all(math.isfinite(sums['loss']) for sums in self.sums):
+    if not all(math.isfinite(s['loss']) for s, a in zip(self.sums, active) if a):
       raise NonFiniteLossError(
           'the training loss became non-finite (NaN or inf); training stopped and the last '
           'good checkpoint was kept. Lower config.learning_rate or check the input data.')
 
-  def close_epoch(self, vals, *, seeds, extra_seconds):
-    """Records the finished epoch (each replica's validation metrics `vals`), resets the
-    running sums and returns its history records (one per seed)."""
+  def close_epoch(self, vals, *, seeds, active, extra_seconds):
+    """Records the finished epoch (each replica's validation metrics `vals`) for the
+    `active` replicas, resets the running sums and returns its history records (one per
+    replica; None for a replica that early stopping has stopped)."""
     records = []
-    for seed, s, val in zip(seeds, self.sums, vals):
+    for seed, s, val, still in zip(seeds, self.sums, vals, active):
       record = {'epoch': self.epoch + 1, 'loss': s['loss'] / s['count'],
                 'accuracy': s['correct'] / s['count'], 'val_loss': val['loss'],
                 'val_accuracy': val['accuracy'], 'seconds': self.seconds + extra_seconds}
-      records.append(record if len(seeds) == 1 else {'seed': seed, **record})
-    self.history.extend(records)
+      records.append(None if not still else record if len(seeds) == 1 else
+                     {'seed': seed, **record})
+    self.history.extend(r for r in records if r is not None)
     self.epoch, self.step_in_epoch, self.seconds = self.epoch + 1, 0, 0.0
     self.sums = [_zero_sums() for _ in seeds]
     return records
 
 
 def restore_or_init(config, mesh, checkpointer):
-  """The stacked train state (placed on the mesh) and progress: from the newest intact
-  checkpoint, else fresh."""
+  """The stacked train state (placed on the mesh), progress and kept parameters (None
+  unless the run keeps some, see best_epoch.py): from the newest intact checkpoint, else
+  fresh."""
   seeds = ts.seeds_of(config)
   state = parallel.place_replicas(ts.create_train_states(config, seeds), mesh)
-  step, restored, saved, set_aside = checkpointer.restore_newest_intact(state)
+  kept = best_epoch.initial_kept(config, state.params)
+  restored, set_aside = checkpointer.restore_newest_intact(state, kept)
   for damaged in set_aside:
     console.say(f'The checkpoint at step {damaged.step} {damaged.reason}; moved it aside to '
                 f'{damaged.moved_to}.')
-  if step is None:
-    return state, Progress.fresh(len(seeds))
-  state, progress = restored, Progress.from_saved(saved)
-  console.say(console.resumed_line(step, progress))
-  return state, progress
+  if restored is None:
+    return state, Progress.fresh(len(seeds)), kept
+  progress = Progress.from_saved(restored.progress)
+  console.say(console.resumed_line(restored.step, progress))
+  return restored.state, progress, restored.kept_params
 
 
 def device_eval_batches(mesh, images, labels, batch_size):
@@ -164,18 +171,20 @@ def train_epoch(state, progress, *, runner, stop, config, num_train):
   bar = console.ProgressBar(steps, config.batch_size, config.progress_bar)
   start, first = time.perf_counter(), progress.step_in_epoch
   compiled_before = runner.compile_seconds
+  active = best_epoch.active(progress.history, ts.seeds_of(config),
+                             config.early_stopping_patience)
   pending = None  # Fetch a block's metrics only after the next block was dispatched.
   for (begin, end), args in zip(block_list, runner.feed(index, mask, block_list)):
     state, block_sums = runner.run(state, args)
     if pending is not None:
-      progress.add_block(pending)
+      progress.add_block(pending, active)
     pending = block_sums
     progress.step_in_epoch = end
     bar.update(end, first)
     if parallel.any_process(stop.requested):
       break
   if pending is not None:
-    progress.add_block(pending)
+    progress.add_block(pending, active)
   bar.close()  # Compilation is reported apart (results.json timings.compile_seconds).
   progress.seconds += time.perf_counter() - start - (runner.compile_seconds - compiled_before)
   return state, progress.step_in_epoch < steps
@@ -183,34 +192,54 @@ def train_epoch(state, progress, *, runner, stop, config, num_train):
 
 def finish_epoch(state, progress, *, val_batches, config, workdir, summary_writer=None):
   """Validates, logs and records the finished epoch (TensorBoard: replica 0's); resets the
-  running sums."""
+  running sums. Returns its records, one per replica (None for a stopped one)."""
   start = time.perf_counter()
   seeds = ts.seeds_of(config)
+  active = best_epoch.active(progress.history, seeds, config.early_stopping_patience)
   vals = (evaluate(state, val_batches) if val_batches else
           [{'loss': math.nan, 'accuracy': math.nan}] * len(seeds))
-  records = progress.close_epoch(vals, seeds=seeds, extra_seconds=time.perf_counter() - start)
-  console.say(console.epoch_line(records[0], config.num_epochs) if len(seeds) == 1 else
-              console.seeds_epoch_line(records, config.num_epochs))
+  records = progress.close_epoch(vals, seeds=seeds, active=active,
+                                 extra_seconds=time.perf_counter() - start)
+  shown = [r for r in records if r is not None]
+  console.say(console.epoch_line(shown[0], config.num_epochs) if len(seeds) == 1 else
+              console.seeds_epoch_line(shown, config.num_epochs, len(seeds)))
+  for seed, record in zip(seeds, records):
+    if record is not None and progress.epoch < config.num_epochs and best_epoch.stopped_early(
+        best_epoch.of_seed(progress.history, seed), config.early_stopping_patience):
+      console.say(console.early_stop_line(best_epoch.of_seed(progress.history, seed),
+                                          config.early_stopping_patience, many=len(seeds) > 1))
   if parallel.is_main_process():
     results_lib.write_history(workdir, progress.history)
-  if summary_writer:
+  if summary_writer and records[0] is not None:
     summary_writer.epoch(records[0])
+  return records
 
 
-def train_loop(config, workdir, *, state, progress, runner, checkpointer, num_train,
+def train_loop(config, workdir, *, state, progress, kept, runner, checkpointer, num_train,
                val_batches, summary_writer=None):
-  """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal."""
+  """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal.
+
+  Returns (state, kept): `kept` (None unless the run keeps parameters) is updated after
+  each epoch with the parameters each replica is to be evaluated with (best_epoch.py).
+  """
+  seeds, patience = ts.seeds_of(config), config.early_stopping_patience
   with preemption.GracefulStop() as stop:
-    while progress.epoch < config.num_epochs:
+    while progress.epoch < config.num_epochs and any(
+        best_epoch.active(progress.history, seeds, patience)):
       state, unfinished = train_epoch(state, progress, runner=runner, stop=stop,
                                       config=config, num_train=num_train)
       if not unfinished:
-        finish_epoch(state, progress, val_batches=val_batches, config=config, workdir=workdir,
-                     summary_writer=summary_writer)
+        records = finish_epoch(state, progress, val_batches=val_batches, config=config,
+                               workdir=workdir, summary_writer=summary_writer)
+        if kept is not None:  # New arrays: the state's are donated to the next block.
+          kept = best_epoch.keep(best_epoch.to_keep(records, progress.history,
+                                                    restore_best=config.restore_best),
+                                 state.params, kept)
       stopping = unfinished or parallel.any_process(stop.requested)  # Same on all hosts.
       if (stopping or progress.epoch % config.checkpoint_every_epochs == 0
-          or progress.epoch == config.num_epochs):
-        checkpointer.save(int(state.step[0]), state, progress.to_saved())
+          or progress.epoch == config.num_epochs
+          or not any(best_epoch.active(progress.history, seeds, patience))):
+        checkpointer.save(int(state.step[0]), state, progress.to_saved(), kept)
       if stopping:
         checkpointer.close()
         where = (f'epoch {progress.epoch + 1}, step {progress.step_in_epoch}' if unfinished
@@ -220,7 +249,7 @@ def train_loop(config, workdir, *, state, progress, runner, checkpointer, num_tr
             f'{signal_name} received: saved a checkpoint at step {int(state.step[0])} '
             f'({where}) in {workdir}. Rerun the same command to resume.',
             signum=stop.signum or signal.SIGTERM)
-  return state
+  return state, kept
 
 
 def open_summaries(config, workdir, history):
@@ -243,7 +272,8 @@ def train_and_evaluate(config, workdir, *, fresh=False):
 
   Returns:
     The trained TrainState, replica-stacked (a leading axis of config.num_seeds; take
-    replica k with `train_state.replica(state, k)`).
+    replica k with `train_state.replica(state, k)`), with the parameters the test set saw
+    (with config.restore_best, each replica's best epoch's).
 
   Raises:
     One of USER_ERRORS for bad inputs, a full disk or a damaged workdir (one clear
@@ -285,7 +315,7 @@ def _train_locked(config, workdir, *, data, fresh, t0):
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
   summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
-    state, progress = restore_or_init(config, mesh, checkpointer)
+    state, progress, kept = restore_or_init(config, mesh, checkpointer)
     summary_writer = open_summaries(config, workdir, progress.history)
     val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
                                       config.eval_batch_size)
@@ -293,25 +323,29 @@ def _train_locked(config, workdir, *, data, fresh, t0):
       start = time.perf_counter()
       jax.block_until_ready(ts.eval_step_stacked(state, val_batches[0]))
       runner.compile_seconds += time.perf_counter() - start
-    state = train_loop(config, workdir, state=state, progress=progress, runner=runner,
-                       checkpointer=checkpointer, num_train=len(data.train_labels),
-                       val_batches=val_batches, summary_writer=summary_writer)
+    state, kept = train_loop(config, workdir, state=state, progress=progress, kept=kept,
+                             runner=runner, checkpointer=checkpointer,
+                             num_train=len(data.train_labels), val_batches=val_batches,
+                             summary_writer=summary_writer)
   except BaseException:
     if summary_writer:
       summary_writer.close()
     raise
   finally:
     checkpointer.close()
+  if kept is not None:
+    state = state.replace(params=kept)
+    console.say(console.evaluated_line(config, progress.history))
   t_eval = time.perf_counter()
   tests, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
-  epochs = [h for h in progress.history if h.get('seed', config.seed) == config.seed]
-  train_seconds = sum(h['seconds'] for h in epochs)  # All replicas' (one clock).
+  seconds = {h['epoch']: h['seconds'] for h in progress.history}  # One clock for all seeds.
+  train_seconds = sum(seconds.values())
   steps = input_pipeline.steps_per_epoch(len(data.train_labels), config.batch_size)
   timings = {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
-             'examples_per_second': len(data.train_labels) * len(epochs) * config.num_seeds
+             'examples_per_second': len(data.train_labels) * len(seconds) * config.num_seeds
                                     / max(train_seconds, 1e-9),
-             'steps': steps * config.num_epochs,
+             'steps': steps * progress.epoch,
              'eval_seconds': time.perf_counter() - t_eval, **impl.timings()}
   res = results_lib.write_results(config, workdir, data=data, history=progress.history,
                                   tests=tests, probs=probs, timings=timings)

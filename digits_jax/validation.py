@@ -89,8 +89,13 @@ def check_fields(config):
                 'steps_per_call', 'eval_batch_size', 'checkpoint_every_epochs',
                 'max_checkpoints_to_keep', 'num_seeds'):
     _int_at_least(config, field, 1, problems)
-  for field in ('num_show', 'num_misclassified_show', 'seed'):
+  for field in ('num_show', 'num_misclassified_show', 'seed', 'early_stopping_patience'):
     _int_at_least(config, field, 0, problems)
+  if config.get('validation_split') == 0 and (config.get('restore_best')
+                                              or config.get('early_stopping_patience')):
+    problems.append('config.restore_best and config.early_stopping_patience watch the '
+                    'validation accuracy, and config.validation_split=0 leaves none: set '
+                    'config.validation_split > 0 (e.g. 0.2) or turn them off.')
   _number_in(config, 'validation_split', 0.0, 1.0, problems)
   _float32_positive(config, 'learning_rate', problems)
   _number_in(config, 'b1', 0.0, 1.0, problems)

@@ -40,7 +40,7 @@ RESUMABLE_FIELDS = frozenset({
 
 # Fields added to the config later, with the value a config.json written before them
 # implied: such a run resumes as if it had recorded that value.
-IMPLIED_BEFORE_ADDED = {'num_seeds': 1}
+IMPLIED_BEFORE_ADDED = {'num_seeds': 1, 'restore_best': False, 'early_stopping_patience': 0}
 
 
 class WorkdirMismatchError(ValueError):
