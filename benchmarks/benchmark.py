@@ -487,7 +487,7 @@ def fidelity_row(name, ours, keras, margin):
 
 FIDELITY_COLUMNS = tuple((h, None, h, spec, None) for h, spec in (
     ('config', 's'), ('n ours', 'd'), ('ours', 's'), ('n keras', 'd'), ('keras', 's'),
-    ('difference (pt)', 's'), ('Welch p', '.3f'), ('verdict', 's'),
+    ('difference (pt)', 's'), ('Welch p', '.3f'), ('Holm p', '.3f'), ('verdict', 's'),
     ('ours train s', '.2f'), ('keras train s', '.2f')))
 
 
@@ -514,10 +514,14 @@ def fidelity_section():
     row['keras train s'] = statistics.mean(r['train_seconds'] for r in keras_runs)
     rows.append(row)
   if rows:
+    from digits_jax import stats  # pylint: disable=g-import-not-at-top
+    for row, p in zip(rows, stats.holm([r['Welch p'] for r in rows])):
+      row['Holm p'] = p  # Adjusted over the configs of the table.
     say()
     say(table(rows, FIDELITY_COLUMNS))
     say('(test accuracy in %, mean +- sample std over seeds; difference = ours - Keras with '
-        "its 95% Welch interval; verdict: 'equivalent' when the interval lies within "
+        "its 95% Welch interval; Holm p: Welch's p Holm-adjusted over the table's configs; "
+        "verdict: 'equivalent' when the interval lies within "
         f"+-{_MARGIN.value} pt, 'better'/'worse' when it excludes 0, else 'inconclusive'; "
         'train s: mean per seed)')
   return ok

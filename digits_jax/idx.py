@@ -4,6 +4,7 @@ Pure numpy, so the checks run before TensorFlow or JAX is touched. Every problem
 reported as a `DataError` naming the file, what is wrong and how to fix it.
 """
 
+import functools
 import gzip
 import hashlib
 import os
@@ -103,8 +104,17 @@ def parse_idx(data, path, expected_ndim):
   return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def _stamp(path):
+  """What tells apart versions of a file without reading it: path, inode, size, mtime."""
+  info = os.stat(path)
+  return os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns
+
+
 def load_split(folder, split, dataset=None, verify_checksums=False):
   """Loads one split ('train' or 'test') of an IDX folder.
+
+  The last few splits loaded are kept (read-only arrays), so a sweep reads and checks
+  each file once, not once per run; a file changed since is read again.
 
   Args:
     folder: directory holding the four IDX files (gzipped or not).
@@ -115,6 +125,14 @@ def load_split(folder, split, dataset=None, verify_checksums=False):
   Returns:
     (images uint8 [N, 28, 28], labels uint8 [N]).
   """
+  stamps = tuple(_stamp(find_file(folder, stem)) for stem in FILES[split])
+  return _load_split(folder, split, dataset, verify_checksums, stamps)
+
+
+@functools.lru_cache(maxsize=4)  # Train and test of both datasets.
+def _load_split(folder, split, dataset, verify_checksums, stamps):
+  """load_split's reading and checking, cached on its arguments and the files' stamps."""
+  del stamps  # Only part of the cache key.
   image_stem, label_stem = FILES[split]
   arrays = []
   for stem, ndim in ((image_stem, 3), (label_stem, 1)):

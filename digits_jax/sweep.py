@@ -20,6 +20,10 @@ same command. A run that fails (bad data folder, a workdir of another config, a 
 loss) is reported and the others go on. At the end comparison.csv, comparison.md,
 significance.csv and report.html are (re)written in sweep_dir from every finished run
 there (--nosweep_report leaves that to a later --report_only, as the SLURM array does).
+With --background_outputs a finished run's figures, TensorBoard summaries and report are
+drawn in a background thread while the next run trains (background.py; worth it where
+training leaves CPU cores idle, e.g. on a GPU); all are written before the sweep ends,
+and a run whose outputs failed is reported failed.
 
 --override=FIELD=VALUE sets a field in every run, parsed as --config.FIELD=VALUE is
 (num_epochs=1, learning_rate=3e-4, test_indices=(1,2), progress_bar=false);
@@ -37,8 +41,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before anything imports Te
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
+from digits_jax import background
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import comparison
 from digits_jax import console
@@ -193,10 +199,11 @@ def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
   return runs, reference
 
 
-def run_one(config, workdir, tag='[sweep]'):
+def run_one(config, workdir, tag='[sweep]', write_outputs=None):
   """Trains (or resumes, or skips) one run; returns 'skipped', 'resumed' or 'trained'.
 
-  Its console lines start with `tag`, e.g. `[3/20] v6 fashion_mnist: training in ...`.
+  Its console lines start with `tag`, e.g. `[3/20] v6 fashion_mnist: training in ...`;
+  `write_outputs` as for train.train_and_evaluate.
   """
   what = f'{tag} {config.name} {config.dataset}'
   if is_finished(config, workdir):
@@ -204,12 +211,35 @@ def run_one(config, workdir, tag='[sweep]'):
     return 'skipped'
   status = 'resumed' if ckpt_lib.has_checkpoint(workdir) else 'trained'
   console.say(f'{what}: {"resuming" if status == "resumed" else "training"} in {workdir}.')
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, write_outputs=write_outputs)
   return status
 
 
+def _run_cell(config, workdir, tag, writer, spent):
+  """run_one, its user error as 'failed: <reason>'; adds a trained run's train and compile
+  seconds to `spent`."""
+  try:
+    status = run_one(config, workdir, tag, write_outputs=writer and writer.write_outputs)
+  except train.USER_ERRORS as e:
+    console.say(f'{tag} {config.name} {config.dataset}: FAILED in {workdir}: {e}')
+    return f'failed: {e}'
+  results = os.path.join(workdir, results_lib.FILES['results'])
+  if status in ('trained', 'resumed') and os.path.exists(results):
+    timings = results_lib.read_json(results)['timings']
+    for key in spent:
+      spent[key] += timings[key]
+  return status
+
+
+def _note_output_failures(failed, status):
+  """Marks (and says) the runs whose figures, summaries or report could not be written."""
+  for workdir, reason in failed.items():
+    console.say(f'[sweep] writing the figures and report in {workdir} FAILED: {reason}')
+    status[workdir] = f'failed: writing its outputs: {reason}'
+
+
 def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, num_seeds=0,
-              base=None, vary=None, sweep_report=True):
+              base=None, vary=None, sweep_report=True, background_outputs=False):
   """Runs every (config, dataset) cell, then writes the comparison and the sweep report.
 
   Args:
@@ -222,6 +252,8 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     base: with `vary`, the config file whose fields are varied (configs are then unused).
     vary: {field: [value texts]}: cells are the grid of these values (see vary_plan).
     sweep_report: write the comparison, significance and report at the end.
+    background_outputs: draw each run's figures, summaries and report in a background
+      thread while the next run trains (one process only).
 
   Returns:
     {workdir: 'skipped' | 'resumed' | 'trained' | 'failed: <reason>'}.
@@ -240,18 +272,19 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
   comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, spent = {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
-  for k, (workdir, config) in enumerate(runs, 1):
-    tag = f'[{k}/{len(runs)}]'
-    try:
-      status[workdir] = run_one(config, workdir, tag)
-    except train.USER_ERRORS as e:
-      console.say(f'{tag} {config.name} {config.dataset}: FAILED in {workdir}: {e}')
-      status[workdir] = f'failed: {e}'
-    results = os.path.join(workdir, results_lib.FILES['results'])
-    if status[workdir] in ('trained', 'resumed') and os.path.exists(results):
-      timings = results_lib.read_json(results)['timings']
-      for key in spent:
-        spent[key] += timings[key]
+  # Not with several processes: a background thread cannot join the collectives that
+  # their workdir lock takes.
+  writer = (background.OutputWriter() if background_outputs and jax.process_count() == 1
+            else None)
+  try:
+    for k, (workdir, config) in enumerate(runs, 1):
+      status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer, spent)
+      if writer:
+        writer.start()  # Its run released the workdir.
+        _note_output_failures(writer.failures(), status)
+  finally:
+    if writer:
+      _note_output_failures(writer.close(), status)
   path = report.write_sweep_report(sweep_dir) if sweep_report else 'not written (--nosweep_report)'
   console.say(f'[sweep] {len(status)} runs: ' + ', '.join(
       f'{sum(s.startswith(k) for s in status.values())} {k}'
@@ -292,7 +325,8 @@ def main(argv):
       raise SweepError(f'--num_seeds={f.num_seeds}: expected 1 or more (0 = the configs\').')
     run_sweep(_list(f.configs), _list(f.datasets), f.sweep_dir, f.override or (),
               f.config_dir or None, num_seeds=f.num_seeds, base=f.base or None,
-              vary=parse_vary(f.vary), sweep_report=f.sweep_report)
+              vary=parse_vary(f.vary), sweep_report=f.sweep_report,
+              background_outputs=f.background_outputs)
   except SweepError as e:
     sys.exit(f'error: {e}')
   except preemption.StopRequested as e:
@@ -322,6 +356,10 @@ def define_flags():
                             '--vary=hidden_units=64,128,256.')
   flags.DEFINE_bool('report_only', False, 'Train nothing: (re)write the comparison, '
                     'significance and report of the runs in --sweep_dir.')
+  flags.DEFINE_bool('background_outputs', False, 'Draw each finished run\'s figures, '
+                    'summaries and report in a background thread while the next run '
+                    'trains (pays where training leaves CPU cores idle, e.g. on a GPU; on '
+                    'a busy CPU it only slows the training it overlaps).')
   flags.DEFINE_bool('sweep_report', True, 'Write the comparison, significance and report '
                     'at the end (--nosweep_report: leave them to --report_only).')
 

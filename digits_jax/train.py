@@ -262,13 +262,16 @@ def open_summaries(config, workdir, history):
                                        if h.get('seed', config.seed) == config.seed])
 
 
-def train_and_evaluate(config, workdir, *, fresh=False):
+def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
   """Trains and evaluates the config's network, writing every result to `workdir`.
 
   Args:
     config: an ml_collections config as in configs/default.py.
     workdir: folder for checkpoints and results; a run already there is resumed.
     fresh: move a run already in `workdir` aside and start anew.
+    write_outputs: writes the figures, summaries and report once the results are saved,
+      called as results.write_outputs (the default, at once); a sweep with
+      --background_outputs passes one that draws them while its next run trains.
 
   Returns:
     The trained TrainState, replica-stacked (a leading axis of config.num_seeds; take
@@ -290,10 +293,11 @@ def train_and_evaluate(config, workdir, *, fresh=False):
         console.say(f'Took over the lock of process {lock.taken_over["pid"]} on '
                     f'{lock.taken_over["host"]} (since {lock.taken_over["since"]}), which '
                     'ended without releasing it.')
-      return _train_locked(config, workdir, data=data, fresh=fresh, t0=t0)
+      return _train_locked(config, workdir, data=data, fresh=fresh, t0=t0,
+                           write_outputs=write_outputs or results_lib.write_outputs)
 
 
-def _train_locked(config, workdir, *, data, fresh, t0):
+def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   """train_and_evaluate once the workdir is locked: checks and writes its config first."""
   workdir_lib.remove_temporaries(workdir)
   aside = workdir_lib.prepare_workdir(config, workdir, fresh=fresh)
@@ -350,7 +354,7 @@ def _train_locked(config, workdir, *, data, fresh, t0):
   res = results_lib.write_results(config, workdir, data=data, history=progress.history,
                                   tests=tests, probs=probs, timings=timings)
   console.report_test(config, res)
-  results_lib.write_outputs(config, workdir, data, summary_writer=summary_writer, res=res)
+  write_outputs(config, workdir, data, summary_writer=summary_writer, res=res)
   if parallel.is_main_process():
     console.list_written(workdir, time.perf_counter() - t0)
   return state

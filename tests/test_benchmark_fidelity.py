@@ -38,6 +38,7 @@ def test_fidelity_table_from_recorded_seeds(tmp_path):
   assert row[0].split() == [
       'default', '3', '97.76', '+-', '0.13', '3', '97.34', '+-', '0.23', '+0.42',
       f'[{w["ci95"][0]:+.2f},', f'{w["ci95"][1]:+.2f}]', f'{w["p_value"]:.3f}',
+      f'{w["p_value"]:.3f}',  # Holm over one config: the same p.
       'inconclusive', '2.00', '2.00']
   assert 'default: ours 0.9786 0.9781 0.9762; Keras (seeds 0,1,2) 0.9708 0.9753 0.9741' in (
       proc.stdout)
@@ -51,3 +52,26 @@ def test_fidelity_refuses_a_pattern_matching_nothing(tmp_path):
   assert proc.returncode != 0
   assert f"--keras_results: no file matches '{tmp_path}/none*'" in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_readme_fidelity_table_is_what_the_recorded_runs_give():
+  """The README's ten-config table is rebuilt, number for number, from benchmarks/records."""
+  records = os.path.join(REPO, 'benchmarks', 'records', 'fidelity_mnist_')
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/benchmark.py', '--sections=fidelity', '--seeds=5',
+       '--configs=default,v1,v2,v3,v4,v5,v6,v7,v8,v9',
+       f'--keras_results={records}keras.jsonl', f'--jax_results={records}digits_jax.jsonl'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  printed = {t[0]: t for t in (l.split() for l in proc.stdout.splitlines())
+             if len(t) > 15 and t[0] in ('default',) + tuple(f'v{i}' for i in range(1, 10))}
+  with open(os.path.join(REPO, 'README.md')) as f:
+    readme = f.read()
+  section = readme.split("### Against the lab's Keras program")[1].split('###')[0]
+  rows = [[c.strip() for c in l.strip('|').split('|')] for l in section.splitlines()
+          if l.startswith('| v') or l.startswith('| default')]
+  assert len(rows) == 10
+  for row in rows:
+    t = printed[row[0]]
+    assert row[1:] == [t[1], ' '.join(t[2:5]), t[5], ' '.join(t[6:9]), ' '.join(t[9:12]),
+                       t[12], t[13], t[14]], row[0]

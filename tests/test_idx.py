@@ -35,6 +35,17 @@ def test_round_trip(folder):
   assert labels.shape == (50,) and labels.max() < 10
 
 
+def test_a_split_is_read_once_until_its_files_change(folder):
+  """A sweep's runs share one read of the files; a rewritten file is read again."""
+  images, labels = idx.load_split(folder, 'train')
+  again = idx.load_split(folder, 'train')
+  assert again[0] is images and again[1] is labels
+  assert not images.flags.writeable  # Shared, so no run can change another's data.
+  idx.write_split(folder, 'train', np.full((7, 28, 28), 3), np.arange(7))
+  new_images, new_labels = idx.load_split(folder, 'train')
+  assert new_images.shape == (7, 28, 28) and list(new_labels) == list(range(7))
+
+
 def test_uncompressed_files_load(tmp_path):
   idx.write_split(str(tmp_path), 'test', np.zeros((3, 28, 28)), np.arange(3), compress=False)
   images, labels = idx.load_split(str(tmp_path), 'test')

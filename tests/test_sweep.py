@@ -10,10 +10,13 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from digits_jax import comparison
+from digits_jax import figures
+from digits_jax import preemption
 from digits_jax import report
 from digits_jax import results as results_lib
 from digits_jax import stats
@@ -127,6 +130,59 @@ def test_sweep_report(swept):
       ('v1', 'default', ''), ('v2', 'default', '')]
 
 
+def test_every_runs_figures_and_report_are_written_when_the_sweep_returns(swept):
+  for name in CONFIGS:
+    for file in (*figures.FILES.values(), report.REPORT):
+      assert os.path.getsize(os.path.join(workdir(swept, name), file)) > 0, (name, file)
+
+
+def test_outputs_are_drawn_in_the_background_and_their_failure_reported(tmp_path,
+                                                                          monkeypatch):
+  """With background_outputs, each run's outputs are written by the worker thread after
+  its run returned (while the next trains); a failure there marks that run failed and the
+  others go on."""
+  events = []
+
+  def fake_train(config, workdir, write_outputs):
+    events.append(('trained', config.name))
+    write_outputs(config, workdir, data=None, summary_writer=None, res=None)
+    events.append(('returned', config.name))
+
+  def fake_write_outputs(config, workdir, data, *, summary_writer, res):
+    del workdir, data, summary_writer, res
+    assert threading.current_thread() is not threading.main_thread()
+    events.append(('drawn', config.name))
+    if config.name == 'v1':
+      raise ValueError('no room for the legend')
+
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  monkeypatch.setattr(results_lib, 'write_outputs', fake_write_outputs)
+  monkeypatch.setattr(report, 'write_sweep_report', lambda d: events.append(('report',)))
+  with pytest.raises(sweep.SweepError, match='v1_mnist: failed: writing its outputs: '
+                     'ValueError: no room for the legend') as error:
+    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], background_outputs=True)
+  assert 'default_mnist' not in str(error.value) and 'v2_mnist' not in str(error.value)
+  for name in CONFIGS:
+    assert events.index(('returned', name)) < events.index(('drawn', name))
+  assert events[-1] == ('report',)  # After every output was written.
+
+
+def test_a_stopped_sweep_still_writes_the_finished_runs_outputs(tmp_path, monkeypatch):
+  drawn = []
+
+  def fake_train(config, workdir, write_outputs):
+    if config.name == 'v1':
+      raise preemption.StopRequested('SIGTERM received', signum=15)
+    write_outputs(config, workdir, data=None, summary_writer=None, res=None)
+
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  monkeypatch.setattr(results_lib, 'write_outputs',
+                      lambda config, *a, **k: drawn.append(config.name))
+  with pytest.raises(preemption.StopRequested):
+    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], background_outputs=True)
+  assert drawn == ['default']
+
+
 def test_rerun_skips_finished_runs(swept):
   mtimes = {n: os.stat(os.path.join(workdir(swept, n), 'results.json')).st_mtime_ns
             for n in CONFIGS}
@@ -149,7 +205,7 @@ def test_a_changed_setting_is_not_skipped(swept, tmp_path, monkeypatch):
   saved = os.path.join(sweep_dir, 'v2_mnist', 'config.json')
   results_lib.write_json(saved, {**results_lib.read_json(saved), 'test_indices': [4]})
   calls = []
-  monkeypatch.setattr(train, 'train_and_evaluate', lambda c, w: calls.append((c.name, w)))
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda c, w, **_: calls.append((c.name, w)))
   status, _ = quiet(sweep.run_sweep, CONFIGS, ['mnist'], sweep_dir,
                     tiny_overrides(swept['data']))
   assert calls == [('v2', os.path.join(sweep_dir, 'v2_mnist'))]
@@ -186,7 +242,7 @@ def test_overrides_take_the_fields_type():
 def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, tiny_data):
   calls = []
 
-  def fake_train(config, workdir):
+  def fake_train(config, workdir, **_):
     calls.append(config.name)
     if config.name == 'v1':
       raise workdir_lib.WorkdirMismatchError(f'{workdir} holds a run of a different config')

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from digits_jax import models
 from digits_jax import train_state as ts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,6 +182,16 @@ def test_stacked_states_are_the_single_seed_states():
   for k, seed in enumerate([5, 6, 7]):
     single = ts.create_train_state(config, jax.random.key(seed))
     _assert_same_leaves(ts.replica(stacked, k), single)
+
+
+@pytest.mark.parametrize('kernel_init', sorted(models.KERNEL_INITS))
+def test_fast_compiled_init_gives_the_op_by_op_parameters(kernel_init):
+  """Init compiled with less backend optimisation (INIT_COMPILER_OPTIONS) must give the
+  bits of the op-by-op flax init, which the configs' recorded accuracies come from."""
+  config = _config(num_hidden_layers=2, kernel_init=kernel_init)
+  model, tx = models.create_model(config), ts.create_optimizer(config)
+  want = ts._init(model, tx, jax.random.key(7))  # pylint: disable=protected-access
+  _assert_same_leaves(ts.create_train_state(config, jax.random.key(7)), want)
 
 
 def test_stacked_replica_k_trains_as_its_single_seed_run():
