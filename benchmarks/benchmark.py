@@ -210,11 +210,13 @@ def run_jax(name, cpu_kernel='auto', extra=()):
 
 
 def steps_by(timings):
-  """'kernel x2' or 'xla' from results.json's timings.step_impl and kernel_threads."""
+  """'kernel x2', 'kernel x2 1/thread' (replicas one per thread) or 'xla', from
+  results.json's timings.step_impl, kernel_threads and kernel_layout."""
   if not timings.get('step_impl'):
     return None
   if timings['step_impl'] == 'kernel':
-    return f'kernel x{timings["kernel_threads"]}'
+    per_thread = ' 1/thread' if timings.get('kernel_layout') == 'replica_per_thread' else ''
+    return f'kernel x{timings["kernel_threads"]}{per_thread}'
   return 'xla'
 
 

@@ -146,18 +146,40 @@ def unusable_because(config, mesh):
   return '; '.join(reasons) or None
 
 
-def default_threads():
-  """Threads per block: the CPUs this process may use, at most 2 (see the README)."""
+# How a block's threads share the replicas (the kernel's `layout` attribute is the index):
+# 'lanes': replicas in turn, each on the threads (up to 2, one per lane of its rows);
+# 'replica_per_thread': one replica per thread, replicas in parallel, each single-threaded.
+LAYOUTS = ('lanes', 'replica_per_thread')
+
+
+def default_threads(replicas=1):
+  """Threads per block: the CPUs this process may use, at most 2 for one replica (its two
+  lanes) and at most one per replica for many (see the README's Many seeds)."""
   cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-  return max(1, min(2, cpus or 1))
+  return max(1, min(2 if replicas == 1 else replicas, cpus or 1))
 
 
-def hyperparams(config, threads=None):
-  """The kernel's attributes; 1 - b is rounded as train_state.keras_adam rounds it."""
+def default_layout(replicas, threads):
+  """The layout for `replicas` on `threads` threads, chosen by measurement.
+
+  One replica splits its rows over the threads ('lanes'). Many run one per thread
+  ('replica_per_thread'): a replica's step at batch 5 is too short for two threads to
+  share without waiting for each other at every layer's barrier, while separate replicas
+  never wait (v6 on this 2-core CPU: see the README's Many seeds table).
+  """
+  return 'replica_per_thread' if replicas > 1 and threads > 1 else 'lanes'
+
+
+def hyperparams(config, threads=None, layout='replica_per_thread'):
+  """The kernel's attributes; 1 - b is rounded as train_state.keras_adam rounds it.
+
+  `layout` matters only with several replicas (one replica always runs on its lanes).
+  """
   f = np.float32
   return (('b1', f(config.b1)), ('b2', f(config.b2)), ('c1', f(1 - config.b1)),
           ('c2', f(1 - config.b2)), ('eps', f(config.eps)), ('lr', f(config.learning_rate)),
-          ('threads', np.int64(threads or default_threads())))
+          ('threads', np.int64(threads or default_threads())),
+          ('layout', np.int64(LAYOUTS.index(layout))))
 
 
 def _leaves(params):
@@ -174,34 +196,36 @@ def _tree(leaves):
 @functools.partial(jax.jit, donate_argnums=0, static_argnums=5)
 def train_steps_indexed(state, images, labels, index, mask, hparams):
   """`train_state.train_steps_indexed` computed by the fused kernel; same arguments."""
-  return _block(state, images, labels, index, mask, hparams)
+  one = lambda x: x[None]
+  state, sums = _block(jax.tree.map(one, state), images, labels, one(index), one(mask), hparams)
+  return ts.replica((state, sums), 0)
 
 
 @functools.partial(jax.jit, donate_argnums=0, static_argnums=5)
 def train_steps_indexed_stacked(state, images, labels, index, mask, hparams):
-  """`train_state.train_steps_indexed_stacked` by the kernel: the replicas one after
-  another in one program (each bit-identical to its unstacked run)."""
-  block = lambda *args: _block(*args, hparams)
-  return ts.over_replicas(block, (0, None, None, 0, 0))(state, images, labels, index, mask)
+  """`train_state.train_steps_indexed_stacked` by the kernel: every replica in one call,
+  laid out on the threads as hparams' `layout` says (each replica bit-identical to its
+  unstacked run whatever the layout)."""
+  return _block(state, images, labels, index, mask, hparams)
 
 
 def _block(state, images, labels, index, mask, hparams):
-  """The FFI call on one replica; vmapped, it runs once per replica (sequentially)."""
+  """The FFI call on a replica-stacked state: index and mask [R, K, B], sums [R]."""
   load()
   opt = state.opt_state
   assert isinstance(opt, ts.KerasAdamState), type(opt)
   p, mu, nu = _leaves(state.params), _leaves(opt.mu), _leaves(opt.nu)
   flat = p + mu + nu
+  replicas, steps = index.shape[:2]
   first = 5  # images, labels, index, mask, count come before the state arrays.
   call = jax.ffi.ffi_call(
-      TARGET, (jax.ShapeDtypeStruct((3,), jnp.float32),
+      TARGET, (jax.ShapeDtypeStruct((replicas, 3), jnp.float32),
                *(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in flat)),
       input_output_aliases={first + i: 1 + i for i in range(len(flat))},
       vmap_method='sequential')
   sums, *new = call(images, labels.astype(jnp.int32), index.astype(jnp.int32), mask,
-                    opt.count, *flat, **dict(hparams))
+                    opt.count.astype(jnp.int32), *flat, **dict(hparams))
   n = len(p)
-  steps = index.shape[0]
   new_opt = ts.KerasAdamState(opt.count + steps, _tree(new[n:2 * n]), _tree(new[2 * n:]))
   state = state.replace(step=state.step + steps, params=_tree(new[:n]), opt_state=new_opt)
-  return state, {'loss': sums[0], 'correct': sums[1], 'count': sums[2]}
+  return state, {'loss': sums[:, 0], 'correct': sums[:, 1], 'count': sums[:, 2]}

@@ -2,8 +2,9 @@
 
 Three implementations compute the same steps, for every replica of a replica-stacked
 state (config.num_seeds) at once:
-  'kernel'    the fused C++ CPU kernel (cpu_kernel.train_steps_indexed_stacked: the
-              replicas one after another, each exactly its one-seed run), dataset on device;
+  'kernel'    the fused C++ CPU kernel (cpu_kernel.train_steps_indexed_stacked: every
+              replica in one FFI call, one replica per thread, each exactly its one-seed
+              run), dataset on device;
   'xla_scan'  a lax.scan over the steps (train_state.train_steps_indexed_stacked, vmapped
               over the replicas), dataset on device;
   'xla_feed'  the same scan fed host batches by tf.data (train_state.train_steps_stacked).
@@ -37,21 +38,29 @@ class StepImpl:
   threads: Optional[int] = None  # The kernel's threads per block ('kernel' only).
   fallback_reason: Optional[str] = None  # Why cpu_kernel=auto did not use the kernel.
   replicas: int = 1  # Replicas trained at once (config.num_seeds).
+  kernel_layout: Optional[str] = None  # One of cpu_kernel.LAYOUTS ('kernel' only).
 
   def describe(self):
     """One line for the console, e.g. 'fused CPU kernel (2 thread(s))'."""
     if self.name == 'kernel':
-      many = f', its {self.replicas} replicas one after another' if self.replicas > 1 else ''
-      return f'fused CPU kernel ({self.threads} thread(s){many})'
+      return f'fused CPU kernel ({self.threads} thread(s){self._kernel_replicas()})'
     scan = f'XLA scan (vmapped over {self.replicas} replicas)' if self.replicas > 1 else 'XLA scan'
     if self.fallback_reason:
       return f'{scan} (fused CPU kernel not used: {self.fallback_reason})'
     return scan
 
+  def _kernel_replicas(self):
+    """How the kernel's replicas share its threads, for `describe` ('' for one)."""
+    if self.replicas == 1:
+      return ''
+    if self.kernel_layout == 'replica_per_thread':
+      return f', {self.replicas} replicas in one call, one per thread at a time'
+    return f', on each of {self.replicas} replicas in turn'
+
   def timings(self):
     """The fields results.json records under `timings`."""
     return {'step_impl': self.name, 'kernel_threads': self.threads,
-            'kernel_fallback': self.fallback_reason}
+            'kernel_layout': self.kernel_layout, 'kernel_fallback': self.fallback_reason}
 
 
 def _xla(config, reason=None):
@@ -68,8 +77,10 @@ def select_steps(config, mesh):
     return _xla(config)
   why_not = cpu_kernel.unusable_because(config, mesh)
   if why_not is None:
-    return StepImpl('kernel', threads=cpu_kernel.default_threads(),
-                    replicas=config.get('num_seeds', 1))
+    replicas = config.get('num_seeds', 1)
+    threads = cpu_kernel.default_threads(replicas)
+    return StepImpl('kernel', threads=threads, replicas=replicas,
+                    kernel_layout=cpu_kernel.default_layout(replicas, threads))
   if config.cpu_kernel == 'on':
     raise _required_but_unusable(why_not)
   return _xla(config, why_not)
@@ -111,8 +122,8 @@ class BlockRunner:
     self.impl, self.config, self.mesh, self.data = impl, config, mesh, data
     self.padded_batch = padded_batch
     self.compiled, self.compile_seconds = {}, 0.0
-    self.hparams = (cpu_kernel.hyperparams(config, impl.threads) if impl.name == 'kernel'
-                    else None)
+    self.hparams = (cpu_kernel.hyperparams(config, impl.threads, impl.kernel_layout)
+                    if impl.name == 'kernel' else None)
     if impl.name != 'xla_feed':  # The whole uint8 split on every device (47 MB for MNIST).
       self.images = parallel.replicate(data.train_images, mesh)
       self.labels = parallel.replicate(data.train_labels, mesh)

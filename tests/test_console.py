@@ -47,8 +47,9 @@ def test_the_first_kernel_build_is_announced(tmp_path, monkeypatch, capsys):
 
   def fake_compiler(cmd, **kwargs):
     del kwargs
-    with open(cmd[-1], 'wb') as f:  # The -o target.
-      f.write(b'')
+    if '-o' in cmd:  # A build (else the cache key's `-Q --help=target` query): its output.
+      with open(cmd[cmd.index('-o') + 1], 'wb') as f:
+        f.write(b'')
     return subprocess.CompletedProcess(cmd, 0, '', '')
 
   monkeypatch.setattr(cpu_kernel.subprocess, 'run', fake_compiler)

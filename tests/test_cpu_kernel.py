@@ -104,7 +104,7 @@ def test_used_only_where_it_applies(kw, reason):
   assert cpu_kernel.unusable_because(_config(), mesh) is None  # One CPU device: used.
   assert reason in cpu_kernel.unusable_because(_config(**kw), mesh)
   assert steps_lib.select_steps(_config(), mesh) == steps_lib.StepImpl(
-      'kernel', threads=cpu_kernel.default_threads())
+      'kernel', threads=cpu_kernel.default_threads(), kernel_layout='lanes')
   chosen = steps_lib.select_steps(_config(**kw), mesh)
   assert chosen.name == ('xla_scan' if kw.get('data_on_device', True) else 'xla_feed')
   assert chosen.threads is None
@@ -193,6 +193,7 @@ def test_training_with_and_without_the_kernel_agrees(tiny_data, tmp_path):
     runs[choice + '_history'] = results.read_history(workdir)
     runs[choice + '_by'] = results.read_json(workdir / results.FILES['results'])['timings']
   assert runs['on_by']['step_impl'] == 'kernel' and runs['on_by']['kernel_threads'] >= 1
+  assert runs['on_by']['kernel_layout'] == 'lanes' and runs['off_by']['kernel_layout'] is None
   assert runs['off_by']['step_impl'] == 'xla_scan'
   assert runs['off_by']['kernel_threads'] is None and runs['off_by']['kernel_fallback'] is None
   np.testing.assert_allclose(_flat(runs['on'].params), _flat(runs['off'].params), rtol=1e-3,
@@ -207,20 +208,63 @@ def _assert_same_leaves(a, b):
     np.testing.assert_array_equal(x, y)
 
 
-def test_stacked_kernel_replicas_are_bit_identical_to_single_runs():
+@pytest.fixture(scope='module')
+def three_replicas():
+  """A v6-shaped block of three replicas' own batches, and each replica's single run."""
   config = _config(batch_size=5, hidden_units=24)
-  images, labels, index, mask = _block(config, steps=10)
+  images, labels, index, mask = _block(config, steps=10, masked_tail=2)
   rng = np.random.default_rng(1)
   index = jnp.stack([index, jnp.asarray(rng.permutation(np.asarray(index))), index[::-1]])
-  mask = jnp.stack([mask] * 3)
-  hp = cpu_kernel.hyperparams(config)
+  mask = jnp.stack([mask, mask[::-1], mask])
+  singles = [cpu_kernel.train_steps_indexed(
+      ts.create_train_state(config, jax.random.key(k)), images, labels, index[k], mask[k],
+      cpu_kernel.hyperparams(config, 2)) for k in range(3)]
+  return config, (images, labels, index, mask), singles
+
+
+# Three replicas on two threads: two at once and the third on its lanes; on one thread, in turn.
+@pytest.mark.parametrize('layout', cpu_kernel.LAYOUTS)
+@pytest.mark.parametrize('threads', [1, 2, 3])
+def test_stacked_kernel_replicas_are_bit_identical_to_single_runs(three_replicas, layout,
+                                                                  threads):
+  config, (images, labels, index, mask), singles = three_replicas
+  hp = cpu_kernel.hyperparams(config, threads, layout)
   stacked, sums = cpu_kernel.train_steps_indexed_stacked(
       ts.create_train_states(config, [0, 1, 2]), images, labels, index, mask, hp)
-  for k in range(3):
-    single, single_sums = cpu_kernel.train_steps_indexed(
-        ts.create_train_state(config, jax.random.key(k)), images, labels, index[k], mask[k], hp)
+  for k, (single, single_sums) in enumerate(singles):
     _assert_same_leaves(ts.replica(stacked, k), single)
     jax.tree.map(np.testing.assert_array_equal, ts.replica(sums, k), single_sums)
+  assert len({float(loss) for loss in sums['loss']}) == 3  # Three different models.
   one, _ = cpu_kernel.train_steps_indexed_stacked(
       ts.create_train_states(config, [1]), images, labels, index[1:2], mask[1:2], hp)
   _assert_same_leaves(ts.replica(one, 0), ts.replica(stacked, 1))
+
+
+def test_many_replicas_run_one_per_thread(monkeypatch):
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: set(range(8)))
+  assert [cpu_kernel.default_threads(n) for n in (1, 2, 4, 16)] == [2, 2, 4, 8]
+  mesh = parallel.make_mesh()
+  one = steps_lib.select_steps(_config(), mesh)
+  assert (one.threads, one.kernel_layout) == (2, 'lanes')
+  assert one.describe() == 'fused CPU kernel (2 thread(s))'
+  many = steps_lib.select_steps(_config(num_seeds=4), mesh)
+  assert (many.threads, many.replicas, many.kernel_layout) == (4, 4, 'replica_per_thread')
+  assert many.describe() == ('fused CPU kernel (4 thread(s), 4 replicas in one call, one per '
+                             'thread at a time)')
+  assert many.timings() == {'step_impl': 'kernel', 'kernel_threads': 4,
+                            'kernel_layout': 'replica_per_thread', 'kernel_fallback': None}
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0})  # One CPU: nothing to share.
+  alone = steps_lib.select_steps(_config(num_seeds=4), mesh)
+  assert (alone.threads, alone.kernel_layout) == (1, 'lanes')
+  assert alone.describe() == 'fused CPU kernel (1 thread(s), on each of 4 replicas in turn)'
+  assert steps_lib.select_steps(_config(num_seeds=4, cpu_kernel='off'), mesh).timings()[
+      'kernel_layout'] is None
+
+
+def test_the_cache_key_changes_with_the_source(monkeypatch, tmp_path):
+  before = cpu_kernel.library_path()
+  edited = tmp_path / 'mlp_adam_cpu.cc'
+  with open(cpu_kernel.SOURCE) as f:
+    edited.write_text(f.read() + '\n// An edit.\n')
+  monkeypatch.setattr(cpu_kernel, 'SOURCE', str(edited))
+  assert cpu_kernel.library_path() != before

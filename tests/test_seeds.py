@@ -9,6 +9,7 @@ import pytest
 
 from helpers import tiny_config
 from digits_jax import checkpoint
+from digits_jax import cpu_kernel
 from digits_jax import results
 from digits_jax import train
 from digits_jax import train_state as ts
@@ -39,6 +40,9 @@ def test_replica_k_is_the_run_with_seed_s_plus_k(three_and_singles):
   kernel, _, (state, res), singles = three_and_singles
   assert res['seeds'] == [SEED, SEED + 1, SEED + 2]
   assert res['timings']['step_impl'] == ('kernel' if kernel == 'auto' else 'xla_scan')
+  if kernel == 'auto':  # Where the CPUs allow, the replicas ran one per thread.
+    threads = res['timings']['kernel_threads']
+    assert res['timings']['kernel_layout'] == cpu_kernel.default_layout(3, threads)
   assert ts.num_replicas(state) == 3
   exact = kernel == 'auto'  # The kernel runs each replica through the single-seed program.
   for k, (single_state, single_res) in enumerate(singles):

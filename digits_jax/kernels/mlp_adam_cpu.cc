@@ -10,13 +10,16 @@
 // (keras_adam, optax's softmax cross-entropy, jax.nn.relu's gradient), checked
 // against it by tests/test_cpu_kernel.py; only the summation order differs.
 //
+// One call trains R replicas (independent models, e.g. seeds) on one shared dataset.
 // Buffers: images u8[N, ...] (row = one flattened image), labels s32[N],
-// index s32[K, B], mask pred[K, B], count s32[] (Adam steps already taken),
-// then 3 * 2L f32 arrays: params (W0, b0, ..., W_{L-1}, b_{L-1}), first and
-// second moments in the same order. Results: metric sums f32[3] (loss, correct,
-// count) over the block, then the updated 3 * 2L arrays (aliased to the inputs).
-// Attributes: b1, b2, c1 = 1 - b1, c2 = 1 - b2, eps, lr (float32) and threads (1 or 2;
-// the rows are split into two lanes either way, so the result does not depend on it).
+// index s32[R, K, B], mask pred[R, K, B], count s32[R] (Adam steps already taken),
+// then 3 * 2L f32 arrays, each with the leading replica axis R: params (W0, b0, ...,
+// W_{L-1}, b_{L-1}), first and second moments in the same order. Results: metric sums
+// f32[R, 3] (loss, correct, count) over the block, then the updated 3 * 2L arrays
+// (aliased to the inputs). Attributes: b1, b2, c1 = 1 - b1, c2 = 1 - b2, eps, lr
+// (float32), threads and layout (how replicas share the threads, see TrainAll). A
+// replica's rows are split into two lanes whether it runs on 1 or 2 threads, so its
+// result does not depend on threads or layout: replica r is bit for bit its R = 1 run.
 
 #include <algorithm>
 #include <array>
@@ -377,81 +380,148 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
   }
 }
 
-ffi::Error Block(ffi::Buffer<ffi::U8> images, ffi::Buffer<ffi::S32> labels,
-                 ffi::Buffer<ffi::S32> index, ffi::Buffer<ffi::PRED> mask,
-                 ffi::Buffer<ffi::S32> count, ffi::RemainingArgs state,
-                 ffi::Result<ffi::Buffer<ffi::F32>> sums, ffi::RemainingRets new_state,
-                 float b1, float b2, float c1, float c2, float eps, float lr, int64_t threads) {
-  const auto idims = index.dimensions();
-  if (idims.size() != 2) return ffi::Error::InvalidArgument("index must be [K, B]");
-  Shared sh;
-  sh.steps = idims[0];
-  sh.batch = idims[1];
-  const int64_t num_images = images.dimensions()[0];
-  sh.pixels = num_images ? images.element_count() / num_images : 0;
-  const int64_t n = state.size();
-  if (n % 6 != 0 || new_state.size() != static_cast<size_t>(n) || n == 0)
-    return ffi::Error::InvalidArgument("expected params, mu and nu: 3 x (W, b) per layer");
-  const int64_t num_layers = n / 6;
-  if (labels.element_count() != static_cast<size_t>(num_images) ||
-      mask.element_count() != index.element_count())
-    return ffi::Error::InvalidArgument("labels must match images, mask must match index");
-  for (size_t k = 0; k < index.element_count(); ++k)
-    if (index.typed_data()[k] < 0 || index.typed_data()[k] >= num_images)
-      return ffi::Error::InvalidArgument("an index is out of range of the images");
+// The call's buffers for every replica: what TrainReplica reads its replica's slice of.
+struct Inputs {
+  const uint8_t* images;
+  const int32_t* labels;
+  const int32_t* index;  // [R, K, B].
+  const bool* mask;      // [R, K, B].
+  const int32_t* count;  // [R].
+  int64_t replicas, steps, batch, pixels;
+  std::vector<std::array<int64_t, 2>> dims;  // Per layer: (in, out).
+  std::vector<float*> state;  // 6L replica-stacked arrays: params, mu, nu as (W, b) per layer.
+  float b1, b2, c1, c2, eps, lr;
+};
 
-  // Results alias the inputs; copy where XLA gave them separate buffers.
-  std::vector<float*> buf(n);
-  for (int64_t k = 0; k < n; ++k) {
-    auto in = state.get<ffi::AnyBuffer>(k);
-    auto out = new_state.get<ffi::AnyBuffer>(k);
-    if (!in.has_value() || !out.has_value())
-      return ffi::Error::InvalidArgument("bad state buffer");
-    if (in->element_type() != ffi::DataType::F32)
-      return ffi::Error::InvalidArgument("state arrays must be float32");
-    float* dst = (*out)->typed_data<float>();
-    const float* src = in->typed_data<float>();
-    if (dst != src) std::memcpy(dst, src, in->size_bytes());
-    buf[k] = dst;
-  }
-  int64_t width = sh.pixels;
-  const int64_t p = 2 * num_layers;
+// Fills `sh` for replica r: pointers into its slice of every buffer, and its scratch.
+void SetUp(const Inputs& in, int64_t r, Shared& sh) {
+  const int64_t num_layers = static_cast<int64_t>(in.dims.size()), p = 2 * num_layers;
+  sh.steps = in.steps, sh.batch = in.batch, sh.pixels = in.pixels;
+  sh.classes = in.dims.back()[1];
+  sh.images = in.images, sh.labels = in.labels;
+  sh.index = in.index + r * in.steps * in.batch;
+  sh.mask = in.mask + r * in.steps * in.batch;
+  sh.t0 = in.count[r];
+  sh.b1 = in.b1, sh.b2 = in.b2, sh.c1 = in.c1, sh.c2 = in.c2, sh.eps = in.eps, sh.lr = in.lr;
   for (int64_t l = 0; l < num_layers; ++l) {
-    auto wd = state.get<ffi::AnyBuffer>(2 * l)->dimensions();
-    if (wd.size() != 2 || wd[0] != width)
-      return ffi::Error::InvalidArgument("layer " + std::to_string(l) + ": kernel shape mismatch");
-    sh.layers.push_back({wd[0], wd[1], buf[2 * l], buf[2 * l + 1], buf[p + 2 * l],
-                         buf[p + 2 * l + 1], buf[2 * p + 2 * l], buf[2 * p + 2 * l + 1]});
-    width = wd[1];
+    const int64_t rows = in.dims[l][0], out = in.dims[l][1];
+    auto w = [&](int64_t k) { return in.state[k] + r * rows * out; };
+    auto b = [&](int64_t k) { return in.state[k] + r * out; };
+    sh.layers.push_back({rows, out, w(2 * l), b(2 * l + 1), w(p + 2 * l), b(p + 2 * l + 1),
+                         w(2 * p + 2 * l), b(2 * p + 2 * l + 1)});
   }
-  sh.classes = width;
-  sh.images = images.typed_data();
-  sh.labels = labels.typed_data();
-  sh.index = index.typed_data();
-  sh.mask = mask.typed_data();
-  sh.t0 = *count.typed_data();
-  sh.b1 = b1, sh.b2 = b2, sh.c1 = c1, sh.c2 = c2, sh.eps = eps, sh.lr = lr;
   sh.acts.resize(num_layers + 1);
   sh.deltas.resize(num_layers + 1);
   sh.nzs.resize(num_layers);
+  sh.partials.resize(num_layers);
   sh.acts[0].resize(sh.batch * sh.pixels);
   for (int64_t l = 0; l < num_layers; ++l) {
     sh.acts[l + 1].resize(sh.batch * sh.layers[l].out);
     sh.deltas[l + 1].resize(sh.batch * sh.layers[l].out);
     sh.nzs[l].Resize(sh.layers[l].in, sh.batch);
-  }
-  sh.partials.resize(num_layers);
-  for (int64_t l = 0; l < num_layers; ++l)
     for (auto& partial : sh.partials[l]) partial.resize(sh.batch * sh.layers[l].out);
+  }
+}
 
-  const int team = threads >= kLanes ? kLanes : 1;
+// Trains replica r's block on `team` threads (1, or kLanes: its lanes split over them);
+// the result is the same bits either way. Writes its metric sums to sums[3r .. 3r + 2].
+void TrainReplica(const Inputs& in, int64_t r, int team, float* sums) {
+  Shared sh;
+  SetUp(in, r, sh);
   Barrier barrier(team);
   std::vector<std::thread> helpers;
   for (int tid = 1; tid < team; ++tid)
     helpers.emplace_back([&sh, &barrier, tid, team] { RunSteps(sh, barrier, tid, team); });
   RunSteps(sh, barrier, 0, team);
   for (auto& h : helpers) h.join();
-  std::copy(sh.sums, sh.sums + 3, sums->typed_data());
+  std::copy(sh.sums, sh.sums + 3, sums + 3 * r);
+}
+
+// How the replicas share the threads (attribute `layout`; cpu_kernel.LAYOUTS names them).
+// kLanesLayout: replicas in turn, each on up to kLanes threads (the one-replica path).
+// kReplicaPerThread: `threads` replicas at once, one per thread, each single-threaded
+// (no barrier between threads, so no thread waits for another inside a step); a remainder
+// of fewer replicas than threads trains after them, in turn, on the lanes.
+constexpr int64_t kLanesLayout = 0, kReplicaPerThread = 1;
+
+void TrainAll(const Inputs& in, int64_t threads, int64_t layout, float* sums) {
+  const int lanes_team = threads >= kLanes ? kLanes : 1;
+  const int64_t workers =
+      layout == kReplicaPerThread ? std::min<int64_t>(std::max<int64_t>(threads, 1), in.replicas)
+                                  : 1;
+  const int64_t paired = workers > 1 ? in.replicas / workers * workers : 0;
+  auto work = [&in, sums, paired, workers](int64_t w) {
+    for (int64_t r = w; r < paired; r += workers) TrainReplica(in, r, 1, sums);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t w = 1; w < workers && paired > 0; ++w) pool.emplace_back(work, w);
+  if (paired > 0) work(0);
+  for (auto& t : pool) t.join();
+  for (int64_t r = paired; r < in.replicas; ++r) TrainReplica(in, r, lanes_team, sums);
+}
+
+// Checks the buffers' shapes and copies the state into the results where XLA did not
+// alias them (the kernel then updates the results in place); fills `in`.
+ffi::Error ReadInputs(ffi::Buffer<ffi::U8>& images, ffi::Buffer<ffi::S32>& labels,
+                      ffi::Buffer<ffi::S32>& index, ffi::Buffer<ffi::PRED>& mask,
+                      ffi::Buffer<ffi::S32>& count, ffi::RemainingArgs& state,
+                      ffi::RemainingRets& new_state, Inputs& in) {
+  const auto idims = index.dimensions();
+  if (idims.size() != 3) return ffi::Error::InvalidArgument("index must be [R, K, B]");
+  in.replicas = idims[0], in.steps = idims[1], in.batch = idims[2];
+  const int64_t num_images = images.dimensions()[0];
+  in.pixels = num_images ? images.element_count() / num_images : 0;
+  const int64_t n = state.size();
+  if (n % 6 != 0 || new_state.size() != static_cast<size_t>(n) || n == 0)
+    return ffi::Error::InvalidArgument("expected params, mu and nu: 3 x (W, b) per layer");
+  if (labels.element_count() != static_cast<size_t>(num_images) ||
+      mask.element_count() != index.element_count() ||
+      count.element_count() != static_cast<size_t>(in.replicas))
+    return ffi::Error::InvalidArgument(
+        "labels must match images, mask must match index, count must be [R]");
+  for (size_t k = 0; k < index.element_count(); ++k)
+    if (index.typed_data()[k] < 0 || index.typed_data()[k] >= num_images)
+      return ffi::Error::InvalidArgument("an index is out of range of the images");
+  in.state.resize(n);
+  for (int64_t k = 0; k < n; ++k) {
+    auto src = state.get<ffi::AnyBuffer>(k);
+    auto dst = new_state.get<ffi::AnyBuffer>(k);
+    if (!src.has_value() || !dst.has_value())
+      return ffi::Error::InvalidArgument("bad state buffer");
+    if (src->element_type() != ffi::DataType::F32)
+      return ffi::Error::InvalidArgument("state arrays must be float32");
+    if (src->dimensions().size() < 2 || src->dimensions()[0] != in.replicas)
+      return ffi::Error::InvalidArgument("state arrays must have the replica axis of index");
+    in.state[k] = (*dst)->typed_data<float>();
+    if (in.state[k] != src->typed_data<float>())
+      std::memcpy(in.state[k], src->typed_data<float>(), src->size_bytes());
+  }
+  int64_t width = in.pixels;
+  for (int64_t l = 0; l < n / 6; ++l) {
+    auto wd = state.get<ffi::AnyBuffer>(2 * l)->dimensions();
+    if (wd.size() != 3 || wd[1] != width)
+      return ffi::Error::InvalidArgument("layer " + std::to_string(l) + ": kernel shape mismatch");
+    in.dims.push_back({wd[1], wd[2]});
+    width = wd[2];
+  }
+  in.images = images.typed_data(), in.labels = labels.typed_data();
+  in.index = index.typed_data(), in.mask = mask.typed_data(), in.count = count.typed_data();
+  return ffi::Error::Success();
+}
+
+ffi::Error Block(ffi::Buffer<ffi::U8> images, ffi::Buffer<ffi::S32> labels,
+                 ffi::Buffer<ffi::S32> index, ffi::Buffer<ffi::PRED> mask,
+                 ffi::Buffer<ffi::S32> count, ffi::RemainingArgs state,
+                 ffi::Result<ffi::Buffer<ffi::F32>> sums, ffi::RemainingRets new_state,
+                 float b1, float b2, float c1, float c2, float eps, float lr, int64_t threads,
+                 int64_t layout) {
+  Inputs in;
+  ffi::Error error = ReadInputs(images, labels, index, mask, count, state, new_state, in);
+  if (error.failure()) return error;
+  if (sums->element_count() != static_cast<size_t>(3 * in.replicas))
+    return ffi::Error::InvalidArgument("sums must be [R, 3]");
+  in.b1 = b1, in.b2 = b2, in.c1 = c1, in.c2 = c2, in.eps = eps, in.lr = lr;
+  TrainAll(in, threads, layout, sums->typed_data());
   return ffi::Error::Success();
 }
 
@@ -473,4 +543,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DigitsMlpAdamBlock, Block,
                                   .Attr<float>("c2")
                                   .Attr<float>("eps")
                                   .Attr<float>("lr")
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Attr<int64_t>("layout"));
