@@ -86,7 +86,9 @@ def test_ctrl_c_in_training_saves_and_exits_130(tmp_path):
 def test_ctrl_c_outside_the_loop_is_one_line(tmp_path):
   """Ctrl-C while the data loads (held there by a slow loader) stops with one line."""
   code = (
-      'import sys, time\n'
+      'import signal, sys, time\n'
+      # As in a terminal: a shell starts background jobs (nohup, `&`) with SIGINT ignored.
+      'signal.signal(signal.SIGINT, signal.default_int_handler)\n'
       'from digits_jax import input_pipeline\n'
       'def slow(config):\n'
       '  print("loading", flush=True)\n'
