@@ -85,17 +85,14 @@ def early_stop_line(history, patience, *, many):
           f'({best["val_accuracy"]:.4f}){rest}.')
 
 
-def evaluated_line(config, history):
-  """Which epoch's parameters the test set sees, per seed (restore_best or early stopping)."""
-  from digits_jax import best_epoch  # pylint: disable=g-import-not-at-top
-  seeds = [config.seed + k for k in range(config.num_seeds)]
-  epochs = [best_epoch.summary(best_epoch.of_seed(history, s),
-                               restore_best=config.restore_best, patience=0,
-                               num_epochs=config.num_epochs)['evaluated_epoch'] for s in seeds]
-  what = ('the best validation accuracy' if config.restore_best else
+def evaluated_line(res):
+  """Which epoch's parameters the test set sees, per seed (restore_best or early stopping),
+  from results.json's per_seed values."""
+  epochs = res['per_seed']['evaluated_epoch']
+  what = ('the best validation accuracy' if res['restore_best'] else
           'where early stopping left them')
-  which = (f'epoch {epochs[0]}' if len(seeds) == 1 else
-           ', '.join(f'seed {s}: epoch {e}' for s, e in zip(seeds, epochs)))
+  which = (f'epoch {epochs[0]}' if len(epochs) == 1 else
+           ', '.join(f'seed {s}: epoch {e}' for s, e in zip(res['seeds'], epochs)))
   return f'Testing the weights of {which} ({what}).'
 
 
@@ -164,7 +161,10 @@ def resumed_line(step, progress):
 
 def report_test(config, res):
   """Lab steps 7-9: test loss and accuracy, the chosen test images, the misclassified count
-  (of replica 0); then, for many seeds, a line per seed and their mean +- std."""
+  (of replica 0); then, for many seeds, a line per seed and their mean +- std. A run that
+  keeps parameters first says which epoch's the test set saw."""
+  if 'evaluated_epoch' in res['per_seed']:
+    say(evaluated_line(res))
   say(f'Test: loss {res["test_loss"]:.4f} - accuracy {res["test_accuracy"]:.4f} '
       f'({res["num_test"]:,} images)')
   for rec in res['recognized']:

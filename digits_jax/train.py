@@ -204,10 +204,11 @@ def finish_epoch(state, progress, *, val_batches, config, workdir, summary_write
   console.say(console.epoch_line(shown[0], config.num_epochs) if len(seeds) == 1 else
               console.seeds_epoch_line(shown, config.num_epochs, len(seeds)))
   for seed, record in zip(seeds, records):
-    if record is not None and progress.epoch < config.num_epochs and best_epoch.stopped_early(
-        best_epoch.of_seed(progress.history, seed), config.early_stopping_patience):
-      console.say(console.early_stop_line(best_epoch.of_seed(progress.history, seed),
-                                          config.early_stopping_patience, many=len(seeds) > 1))
+    own = best_epoch.of_seed(progress.history, seed)
+    if (record is not None and progress.epoch < config.num_epochs
+        and best_epoch.stopped_early(own, config.early_stopping_patience)):
+      console.say(console.early_stop_line(own, config.early_stopping_patience,
+                                          many=len(seeds) > 1))
   if parallel.is_main_process():
     results_lib.write_history(workdir, progress.history)
   if summary_writer and records[0] is not None:
@@ -339,7 +340,6 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
     checkpointer.close()
   if kept is not None:
     state = state.replace(params=kept)
-    console.say(console.evaluated_line(config, progress.history))
   t_eval = time.perf_counter()
   tests, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
