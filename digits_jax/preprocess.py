@@ -26,6 +26,8 @@ marks that run off the picture) change nothing on an evenly lit, noise-free draw
 framed alone, which is what the pad's canvas holds, so the pad has no copy of them.
 """
 
+import functools
+
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
@@ -48,6 +50,7 @@ MIN_STROKE, TARGET_STROKE = 1.6, 2.5
 # so evenly lit images prepare exactly as they always did.
 LIGHT_WINDOW, LIGHT_BLUR, LIGHT_SPREAD, PAPER_LEVEL = 3, 3, 24, 240
 LIGHT_PROXY = 200  # Light is estimated on block means of at most this many pixels a side.
+LIGHT_PERCENTILE = 75  # The paper's level in a window where ink covers under a quarter.
 INK_TAIL = 0.1  # Percent of the pixels at either extreme compared by `ink_is_dark`.
 SPECK = 0.05  # On photos of paper, marks under this share of the largest one are dropped.
 NOISE_SIGMAS = 4  # Ink starts this many standard deviations of paper noise above the paper.
@@ -198,18 +201,33 @@ def closing(values, size, sign=1):
 
 
 def paper_light(grey):
-  """The brightness of the paper under each pixel of a light-paper photo, float64 [H, W].
+  """(closing, light): the paper's brightness under each pixel of a light-paper photo.
 
-  A grey closing with a window wider than any pen stroke (1/LIGHT_WINDOW of the longer
-  side) fills the dark strokes with the paper around them and keeps the light's
-  gradients and shadows wider than the window. Light varies slowly, so this runs on
-  block means of at most LIGHT_PROXY px a side (a 2000-px photo takes milliseconds),
-  box-blurred so that the max filter does not pick the brightest paper grains.
+  The lower of two estimates, each blind to strokes in its own way: a grey closing with a
+  window wider than any pen stroke (1/LIGHT_WINDOW of the longer side) fills the dark
+  strokes with the paper around them and keeps straight shadow edges sharp, but also fills
+  the light's valleys (a dim corner); the LIGHT_PERCENTILE-th percentile of the same
+  window follows valleys, ink being a minority of any window. Light varies slowly, so
+  both run on block means (at most LIGHT_PROXY and LIGHT_PROXY / 4 px a side, so a
+  2000-px photo takes milliseconds); a box blur stops the closing picking paper grains.
+
+  Returns:
+    float64 [H, W] twice: the closing alone (flat on evenly lit paper, however dense the
+    ink) and the lower of the two estimates.
   """
-  factor = max(1, -(-max(grey.shape) // LIGHT_PROXY))
-  proxy = box_blur(block_mean(grey.astype(np.float64), factor), LIGHT_BLUR)
-  light = closing(proxy, max(max(proxy.shape) // LIGHT_WINDOW, 3) | 1)
-  return upsample(light, factor, grey.shape) if factor > 1 else light
+  estimates = []
+  for side, closing_not_percentile in ((LIGHT_PROXY, True), (LIGHT_PROXY // 4, False)):
+    factor = max(1, -(-max(grey.shape) // side))
+    proxy = block_mean(grey.astype(np.float64), factor)
+    size = max(max(proxy.shape) // LIGHT_WINDOW, 3) | 1
+    if closing_not_percentile:
+      light = closing(box_blur(proxy, LIGHT_BLUR), size)
+    else:
+      windows = np.lib.stride_tricks.sliding_window_view(
+          np.pad(proxy, size // 2, mode='edge'), (size, size))
+      light = np.percentile(windows, LIGHT_PERCENTILE, axis=(-2, -1))
+    estimates.append(upsample(light, factor, grey.shape) if factor > 1 else light)
+  return estimates[0], np.minimum(*estimates)
 
 
 def ink_is_dark(grey):
@@ -236,8 +254,8 @@ def even_out_light(grey):
   turns every pixel into its reflectance relative to the paper, which is what a scanner
   would see. Evenly lit paper is returned as it is.
   """
-  light = paper_light(grey)
-  if light.max() - light.min() < LIGHT_SPREAD:
+  closed, light = paper_light(grey)
+  if closed.max() - closed.min() < LIGHT_SPREAD:
     return grey, False
   ratio = np.clip(grey / np.maximum(light, 1.0), 0.0, 1.0)
   return to_uint8(ratio * (PAPER_LEVEL / 255.0)), True
@@ -272,8 +290,11 @@ def paper_noise(paper):
   return (percentile(paper, 84.1) - percentile(paper, 15.9)) / 2.0 if paper.size else 0.0
 
 
-def ink_of_paper(grey):
+def ink_of_paper(grey, marks=None):
   """The ink of a grey image of light strokes on dark paper.
+
+  `marks`, if given, filters the strokes found (a bool mask to a bool mask) before the
+  ink's level is measured, so that stray marks neither count as ink nor dilute it.
 
   Returns:
     (ink, strong): float64 [H, W] in [0, 1], paper 0 and the ink's median level 1; and
@@ -286,13 +307,14 @@ def ink_of_paper(grey):
   threshold = otsu_threshold(grey)
   if threshold is None:
     raise ImageError('blank: the image is one flat colour, no ink was found')
-  strong = grey > threshold
+  found = grey > threshold
+  strong = found if marks is None else marks(found)
   level, paper = lower_median(grey[strong]), lower_median(grey)
   if level - paper < INK_CONTRAST:
     raise ImageError(f'blank: no ink was found (the darkest marks differ from the paper by '
                      f'{level - paper} grey levels, fewer than {INK_CONTRAST})')
   # Halfway keeps the strokes' soft edges; grainy paper (a photo's noise) needs more.
-  low = max((paper + threshold) / 2, paper + NOISE_SIGMAS * paper_noise(grey[~strong]))
+  low = max((paper + threshold) / 2, paper + NOISE_SIGMAS * paper_noise(grey[~found]))
   low = min(low, (threshold + level) / 2)  # Never above the strokes themselves.
   return np.clip((grey.astype(np.float64) - low) / (level - low), 0.0, 1.0), strong
 
@@ -378,9 +400,8 @@ def prepare_digit(pixels):
   if dark_ink:  # Dark ink on paper, the usual photo: even out the light, invert.
     grey, evened = even_out_light(grey)
     grey = 255 - grey
-  ink, strong = ink_of_paper(grey)
-  if dark_ink:
-    strong = without_stray_marks(strong, evened)
+  marks = functools.partial(without_stray_marks, evened=evened) if dark_ink else None
+  ink, strong = ink_of_paper(grey, marks)
   top, bottom, left, right = bounding_box(strong)
   ink = thicken(ink[top:bottom, left:right])
   digit = resize(ink, *fitted_size(ink.shape, DIGIT_BOX))
