@@ -21,6 +21,7 @@ def lines(program, accs, epochs=10, config='default'):
                              'train_seconds': 1.0 + s}) + '\n' for s, a in enumerate(accs))
 
 
+@pytest.mark.slow
 def test_fidelity_table_from_recorded_seeds(tmp_path):
   keras, ours = tmp_path / 'keras.jsonl', tmp_path / 'ours.jsonl'
   # Keras's lines from keras_lab.py; another config's and other epochs' lines are ignored.
@@ -54,6 +55,7 @@ def test_fidelity_refuses_a_pattern_matching_nothing(tmp_path):
   assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_readme_fidelity_table_is_what_the_recorded_runs_give():
   """benchmarks/README.md's ten-config table is rebuilt, number for number, from the records."""
   records = os.path.join(REPO, 'benchmarks', 'records', 'fidelity_mnist_')

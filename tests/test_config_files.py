@@ -53,6 +53,7 @@ def test_unknown_config_is_one_line(tmp_path):
       'get_config()) or the name of a shipped one: default, v1, v2, v3, v4, v5, v6, v7, v8, v9.')
 
 
+@pytest.mark.slow
 def test_readme_snippet_runs_as_a_script_elsewhere(tmp_path):
   with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
     readme = f.read()
