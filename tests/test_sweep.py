@@ -363,6 +363,7 @@ def test_report_only_and_flag_errors(swept, tmp_path):
   assert proc.returncode == 1 and 'leave out --configs' in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BROWSER is None, reason='needs Chromium (apt-get install chromium)')
 def test_sweep_report_renders_in_a_browser(multi_seed, tmp_path):
   """Every figure (the mean +- interval one included) loads; the significance table is there."""
