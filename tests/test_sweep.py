@@ -136,6 +136,7 @@ def test_every_runs_figures_and_report_are_written_when_the_sweep_returns(swept)
       assert os.path.getsize(os.path.join(workdir(swept, name), file)) > 0, (name, file)
 
 
+@pytest.mark.slow
 def test_outputs_are_drawn_in_the_background_and_their_failure_reported(tmp_path,
                                                                           monkeypatch):
   """With background_outputs, each run's outputs are written by the worker thread after
@@ -167,6 +168,7 @@ def test_outputs_are_drawn_in_the_background_and_their_failure_reported(tmp_path
   assert events[-1] == ('report',)  # After every output was written.
 
 
+@pytest.mark.slow
 def test_a_stopped_sweep_still_writes_the_finished_runs_outputs(tmp_path, monkeypatch):
   drawn = []
 
@@ -239,6 +241,7 @@ def test_overrides_take_the_fields_type():
   assert sweep.load_config('v1', 'mnist', ['test_indices=4']).test_indices == (4,)
 
 
+@pytest.mark.slow
 def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, tiny_data):
   calls = []
 
@@ -273,6 +276,7 @@ def multi_seed(swept, tmp_path_factory):
   return sweep_dir
 
 
+@pytest.mark.slow
 def test_comparison_table_holds_each_cells_seeds(multi_seed):
   with open(os.path.join(multi_seed, 'comparison.csv'), newline='') as f:
     rows = {r['variant']: r for r in csv.DictReader(f)}
@@ -289,6 +293,7 @@ def test_comparison_table_holds_each_cells_seeds(multi_seed):
         res['timings']['train_seconds'] / 4)
 
 
+@pytest.mark.slow
 def test_significance_and_conclusions_from_the_seeds(multi_seed):
   with open(os.path.join(multi_seed, 'significance.csv'), newline='') as f:
     rows = {r['variant']: r for r in csv.DictReader(f)}
@@ -309,6 +314,7 @@ def test_significance_and_conclusions_from_the_seeds(multi_seed):
   assert re.findall(r'<h2>(.*?)</h2>', text) == list(report.SWEEP_SECTIONS)
 
 
+@pytest.mark.slow
 def test_vary_sweep_plots_the_effect(tiny_data, tmp_path):
   sweep_dir = str(tmp_path / 'width')
   status, log = quiet(sweep.run_sweep, (), ['mnist'], sweep_dir,
