@@ -199,7 +199,7 @@ def write_run_files(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   write_text(os.path.join(workdir, FILES['config']), config.to_json_best_effort(indent=2) + '\n')
   write_text(os.path.join(workdir, FILES['summary']),
-             models.summary(models.hidden_sizes(config), config.name) + '\n')
+             models.summary(models.hidden_sizes(config), config.name, config.activation) + '\n')
 
 
 def versions():

@@ -316,11 +316,12 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   runner.compile_seconds += build_seconds
   console.log_start(config, mesh=mesh, data=data, padded_batch=padded_batch)
   console.say(f'Training steps: {impl.describe()}, up to {config.steps_per_call} per call.')
-  console.say(models.summary(models.hidden_sizes(config), config.name))
+  console.say(models.summary(models.hidden_sizes(config), config.name, config.activation))
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
   summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
     state, progress, kept = restore_or_init(config, mesh, checkpointer)
+    runner = runner.checked(state, progress)  # The kernel proves itself before it is relied on.
     summary_writer = open_summaries(config, workdir, progress.history)
     val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
                                       config.eval_batch_size)
@@ -350,7 +351,7 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
              'examples_per_second': len(data.train_labels) * len(seconds) * config.num_seeds
                                     / max(train_seconds, 1e-9),
              'steps': steps * progress.epoch,
-             'eval_seconds': time.perf_counter() - t_eval, **impl.timings()}
+             'eval_seconds': time.perf_counter() - t_eval, **runner.impl.timings()}
   res = results_lib.write_results(config, workdir, data=data, history=progress.history,
                                   tests=tests, probs=probs, timings=timings)
   console.report_test(config, res)

@@ -105,6 +105,7 @@ def check_fields(config):
   _one_of(config, 'optimizer', ts.OPTIMIZERS, problems)
   _one_of(config, 'cpu_kernel', cpu_kernel.MODES, problems)
   _one_of(config, 'kernel_init', models.KERNEL_INITS, problems)
+  _one_of(config, 'activation', models.ACTIVATIONS, problems)
   indices = config.get('test_indices')
   if not isinstance(indices, (tuple, list)) or not all(_is_int(i) for i in indices):
     problems.append(f'config.test_indices={indices!r}: must be a tuple of integers, '
