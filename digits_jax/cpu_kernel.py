@@ -127,7 +127,7 @@ def load():
 # The kernel's contract: what it implements, as values. Every field of the config is either
 # in IMPLEMENTS (with the values the kernel implements) or in NEUTRAL; a field in neither
 # (a new idea) makes the kernel stand aside until someone says here what it does to the
-# training steps. tests/test_cpu_kernel.py fails when a field of configs/default.py is in
+# training steps. tests/test_kernel_contract.py fails when a field of configs/default.py is in
 # neither. A code edit is invisible to any list: the self-check (steps.self_check) covers it.
 
 
