@@ -36,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from digits_jax import best_epoch
+from digits_jax import errors
 from digits_jax import parallel
 from digits_jax import results as results_lib
 from digits_jax import storage
@@ -47,7 +48,7 @@ CHECKSUM_KEY = 'checksum'  # Progress-record key holding the checkpoint's checks
 TMP_MARK = '.orbax-checkpoint-tmp'  # In the name of a save's folder until it commits.
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
   """No checkpoint of the workdir can be restored intact."""
 
 

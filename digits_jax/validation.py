@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from digits_jax import cpu_kernel
+from digits_jax import errors
 from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
@@ -27,7 +28,7 @@ FRESH_SUFFIX_CHARS = len('.old-20261126-183000')  # What --fresh appends to the 
 RESULTS_BYTES = 2 << 20  # Result files and figures of a run (about 1 MB for MNIST).
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """One or more config fields are invalid; the message lists every problem."""
 
 
