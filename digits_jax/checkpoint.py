@@ -334,8 +334,7 @@ def load_trained(workdir, step=None):
     `train_state.seeds_of(config)` (one for a single-seed run); take replica k with
     `train_state.replica(state, k)`.
   """
-  config = ml_collections.ConfigDict(
-      results_lib.read_json(os.path.join(workdir, results_lib.FILES['config'])))
+  config = ml_collections.ConfigDict(results_lib.read_config(workdir))
   state = ts.create_train_states(config, ts.seeds_of(config))
   kept_like = state.params if best_epoch.uses_kept(config) else None
   checkpointer = Checkpointer(workdir, read_only=True)
@@ -357,10 +356,12 @@ def load_network(workdir):
   The one place that picks which trained network to use: the run's first replica.
 
   Raises:
-    FileNotFoundError: `workdir` holds no config.json.
+    errors.MissingFileError: `workdir` holds no config.json.
     CheckpointError: it holds no intact checkpoint.
   """
   if not os.path.isfile(os.path.join(workdir, 'config.json')):
-    raise FileNotFoundError(f'{workdir} holds no config.json')
+    raise errors.MissingFileError(workdir, 'holds no trained run (no config.json)',
+                                  'Give a trained run\'s folder (python -m digits_jax.main '
+                                  f'--workdir={workdir} trains one).')
   config, state, _ = load_trained(workdir)
   return config, ts.replica(state, 0)

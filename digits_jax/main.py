@@ -38,7 +38,7 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join('runs', f'{config.name}_{config.dataset}')
+  workdir = _WORKDIR.value or default_workdir(config)
   if _DRY_RUN.value:
     with cli.one_line(workdir):
       check_as_a_run_does(config, workdir)
@@ -52,6 +52,12 @@ def main(argv):
     logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
                  jax.process_count(), jax.local_devices())
     train.train_and_evaluate(config, workdir, fresh=_FRESH.value)
+
+
+def default_workdir(config):
+  """runs/<name>_<dataset>, one safe folder name whatever the config's name holds."""
+  from digits_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  return os.path.join('runs', workdir_lib.safe_name(f'{config.name}_{config.dataset}'))
 
 
 def check_as_a_run_does(config, workdir):

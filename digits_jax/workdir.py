@@ -18,6 +18,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 
@@ -121,6 +122,14 @@ def path_problem(workdir):
     return (f'it is {len(os.fsencode(path))} bytes long; the files a run writes inside need '
             f'it under {path_max - LONGEST_INSIDE}')
   return None
+
+
+def safe_name(text):
+  """`text` (a config name, a cell's values) as one folder name that stays where it is put:
+  characters other than letters, digits and `.,=+-_` become '_', and no leading dot (so
+  never '..', a hidden file or a path separator); at most 100 characters."""
+  name = re.sub(r'[^A-Za-z0-9.,=+_-]+', '_', text).lstrip('.')[:100]
+  return name or '_'
 
 
 def check_path(workdir):
