@@ -10,6 +10,7 @@ field's default from `get_config()`, its meaning from the comment beside (or abo
 import ast
 import io
 import os
+import sys
 import textwrap
 import tokenize
 
@@ -87,13 +88,18 @@ def _load(config_arg):
   values = flags.FlagValues()
   holder = config_flags.DEFINE_config_file('config', None, '', flag_values=values,
                                            sys_argv=['check'])
+  # ml_collections re-executes each file into the module 'config_config' it made before:
+  # a file without get_config() would find the last file's.
+  sys.modules.pop('config_config', None)
   try:
     values(['check', f'--config={config_arg}'])
     config = holder.value
   except Exception as e:  # pylint: disable=broad-except  (anything the user's file raises)
-    cause = e.__cause__ or e
-    raise ConfigFileError(f'cannot load the --config file {config_arg!r}: '
-                          f'{type(cause).__name__}: {cause}. {LOAD_FIX}') from None
+    text = f'{type(e).__name__}: {e}'
+    if 'Traceback' in text:  # ml_collections puts the traceback in Type/ValueErrors' text.
+      text = text.strip().splitlines()[-1]
+    raise ConfigFileError(f'cannot load the --config file {config_arg!r}: {text.rstrip(".")}. '
+                          f'{LOAD_FIX}') from None
   if not isinstance(config, config_dict.ConfigDict):
     raise ConfigFileError(f'cannot load the --config file {config_arg!r}: its get_config() '
                           f'returned a {type(config).__name__}, not an '

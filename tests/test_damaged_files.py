@@ -105,6 +105,7 @@ def test_readers_raise_their_typed_error(run):
     results.read_history(run)
 
 
+@pytest.mark.slow  # Two reruns: about 7 s on a loaded machine.
 def test_a_lost_or_cut_history_is_rebuilt_by_a_rerun(tiny_data, run):
   """Items 2 and 3(a): the accuracy log lives in the checkpoint too."""
   path = os.path.join(run, 'history.csv')

@@ -412,6 +412,7 @@ def test_a_bad_vary_value_names_vary():
     sweep.load_config('default', 'mnist', ['hiden_units=3'])
 
 
+@pytest.mark.slow  # Two processes that import jax.
 def test_help_exits_0_and_a_bad_flag_is_one_line(tmp_path):
   proc = sweep_cli('--help')
   assert proc.returncode == 0 and '--vary' in proc.stdout and 'Runs many' in proc.stdout
