@@ -250,7 +250,10 @@ def _run_cell(config, workdir, tag, writer, spent):
     console.say(f'{tag} {config.name} {config.dataset}: FAILED in {workdir}: {e}')
     return f'failed: {e}'
   if status in ('trained', 'resumed'):
-    timings = results_lib.read_results(workdir).get('timings', {})
+    try:  # (Absent on processes other than 0.)
+      timings = results_lib.read_results(workdir).get('timings', {})
+    except errors.FileProblem:
+      timings = {}
     for key in spent:
       spent[key] += timings.get(key, 0.0)
   return status

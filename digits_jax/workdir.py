@@ -67,6 +67,11 @@ def prepare_workdir(config, workdir, *, fresh):
 
   Returns the folder the old run was moved to, or None.
   """
+  folder = os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)
+  if not fresh and os.path.lexists(folder) and not os.path.isdir(folder):
+    raise errors.DamagedFileError(folder, 'is not a folder, and the run keeps its checkpoints '
+                                  'there', 'Move it out of the way, or pass --fresh to move '
+                                  'the old run aside and start anew.')
   path = os.path.join(workdir, results_lib.FILES['config'])
   if not os.path.exists(path) and not ckpt_lib.has_checkpoint(workdir):
     return None

@@ -229,3 +229,21 @@ def test_every_user_error_is_one_kind():
            config_files.ConfigFileError, sweep.SweepError, errors.UnfinishedRunError)
   assert all(issubclass(k, errors.UserError) for k in kinds)
   assert train.USER_ERRORS == (errors.UserError,)
+
+
+def test_checkpoints_as_a_plain_file_is_refused_before_training(tiny_data, run, capsys):
+  """Item 2: one line before any epoch, not an orbax traceback after one."""
+  shutil.rmtree(os.path.join(run, 'checkpoints'))
+  write(os.path.join(run, 'checkpoints'), b'x')
+  with pytest.raises(errors.DamagedFileError, match=r'checkpoints: is not a folder'):
+    train.train_and_evaluate(tiny_config(tiny_data, write_report=True), run)
+  assert 'Epoch' not in capsys.readouterr().out
+
+
+def test_the_files_listed_are_the_runs_own(tiny_data, tmp_path, capsys):
+  """Item 6: a workdir holding the user's files (e.g. --workdir=.) lists only the run's."""
+  (tmp_path / 'thesis.tex').write_text('mine')
+  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), str(tmp_path))
+  listed = capsys.readouterr().out.split('Wrote to ')[1].splitlines()[1:]
+  assert '  results.json' in listed and '  checkpoints/' in listed
+  assert not [n for n in listed if 'thesis' in n]
