@@ -35,6 +35,13 @@ def parse_flags(argv, doc=None):
     sys.exit(f'error: {errors.flag_error_line(e)}')
 
 
+def no_arguments(argv):
+  """Exits with one line if `argv` (as absl leaves it) holds more than the program name."""
+  if len(argv) > 1:
+    sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}. Every setting is a flag '
+             '(--name=value); see --help.')
+
+
 def _ignore_interrupts_from_now():
   """Ctrl-C once the work is done would only interrupt the interpreter's shutdown (and
   print 'Exception ignored in ...'): the command has finished, so it is ignored."""

@@ -25,7 +25,7 @@ class FileProblem(UserError, ValueError):
   """
 
   def __init__(self, path, problem, fix):
-    super().__init__(f'{path}: {problem}. {fix}'.strip())
+    super().__init__(f'{path} {problem}. {fix}'.strip())  # 'PATH is damaged ...'
     self.path, self.problem, self.fix = str(path), problem, fix
 
 
@@ -57,7 +57,8 @@ def flag_error_line(error):
   missing = re.search(r'flag --(\w+)=None', text)
   if missing:
     return f'--{missing.group(1)} is required (see --help).'
-  return f'{text.rstrip(".")}. See --help for the flags and their values.'
+  text = text if text.endswith('?') else text.rstrip('.') + '.'
+  return f'{text} See --help for the flags and their values.'
 
 
 def os_error_line(error):

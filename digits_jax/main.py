@@ -33,8 +33,7 @@ _DRY_RUN = flags.DEFINE_bool('dry_run', False,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_arguments(argv)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   config = _CONFIG.value

@@ -131,7 +131,8 @@ def main(argv):
   """Prints each image's prediction (or error); exit status 1 if any image failed."""
   paths = argv[1:]
   if not paths:
-    raise app.UsageError('Name at least one image file.')
+    sys.exit('error: name at least one image file, e.g. python -m digits_jax.predict '
+             '--workdir=runs/v6_mnist docs/handwritten_4.jpg.')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs at INFO.
   args = flags.FLAGS

@@ -535,8 +535,7 @@ def warn_unreadable_runs(sweep_dir):
 
 def main(argv):
   """Writes the report of --workdir (a run or a sweep folder) and prints its path."""
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_arguments(argv)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs at INFO when the pad loads weights.
   folder = flags.FLAGS.workdir

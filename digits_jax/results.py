@@ -242,7 +242,7 @@ def check_one_run(workdir, res, config, history):
   if config.get('num_epochs', res['num_epochs']) != res['num_epochs'] or (
       epochs > epochs_described(res)):
     raise errors.UnfinishedRunError(workdir, (
-        f'the run is unfinished: results.json describes {epochs_described(res)} epoch(s) of '
+        f'holds an unfinished run: results.json describes {epochs_described(res)} epoch(s) of '
         f'{res["num_epochs"]}, but a later run of {config.get("num_epochs")} epochs began '
         f'since and has reached epoch {epochs} (history.csv, config.json)'),
         'Rerun its training command to finish it (it resumes from its last checkpoint), '

@@ -335,8 +335,7 @@ def _list(text):
 
 def main(argv):
   """Runs the sweep the flags describe."""
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_arguments(argv)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   f = flags.FLAGS

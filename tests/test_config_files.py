@@ -130,6 +130,8 @@ def test_an_override_of_no_field_names_the_near_ones(arg, message):
                  'unknown dataset', marks=pytest.mark.slow),
     (('--config.hidden_units=abc',), "error: flag --config.hidden_units=abc: invalid literal "
      "for int() with base 10: 'abc'. See --help"),
+    (('extra',), 'error: unexpected arguments: extra. Every setting is a flag'),
+    (('--fresh_start',), "error: Unknown command line flag 'fresh_start'"),
     (('--config.activation=tanh',), "error: bad --config override '--config.activation=tanh':"
      " the config has no field 'activation'."),
     pytest.param(('--config.seed=18446744073709551617', '--dry_run'), 'the seeds run to '

@@ -10,11 +10,13 @@ import errno
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from helpers import tiny_config
+from helpers import REPO, tiny_config
 from digits_jax import cli
 from digits_jax import comparison
 from digits_jax import errors
@@ -101,7 +103,7 @@ def test_readers_raise_their_typed_error(run):
   assert raised.value.path == os.path.join(run, 'results.json')
   assert 'holds a JSON list, not the dict that was written' in raised.value.problem
   os.remove(os.path.join(run, 'history.csv'))
-  with pytest.raises(errors.MissingFileError, match='history.csv: is missing'):
+  with pytest.raises(errors.MissingFileError, match='history.csv is missing'):
     results.read_history(run)
 
 
@@ -130,7 +132,7 @@ def test_a_killed_extension_is_reported_unfinished(tiny_data, tmp_path, monkeypa
   monkeypatch.setattr(results, 'write_results', killed)
   with pytest.raises(preemption.StopRequested):
     train.train_and_evaluate(tiny_config(tiny_data, num_epochs=3), workdir)
-  with pytest.raises(errors.UnfinishedRunError, match=r'the run is unfinished: results\.json '
+  with pytest.raises(errors.UnfinishedRunError, match=r'holds an unfinished run: results\.json '
                      r'describes 1 epoch\(s\) of 1, but a later run of 3 epochs began since and '
                      r'has reached epoch 3'):
     report.load_run(workdir)
@@ -150,7 +152,7 @@ def test_one_damaged_cell_leaves_the_others_report(finished, tmp_path, capsys):
   assert list(comparison.find_runs(str(sweep_dir))) == [str(sweep_dir / 'a_mnist')]
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('warning: left out of the sweep report: '
-                                             f'{sweep_dir / "b_mnist" / "results.json"}: is '
+                                             f'{sweep_dir / "b_mnist" / "results.json"} is '
                                              'damaged or truncated')
   truncate(sweep_dir / 'a_mnist' / 'config.json')
   code, text = exit_line(lambda: report.warn_unreadable_runs(str(sweep_dir)))
@@ -171,14 +173,14 @@ def test_a_read_only_workdir_is_one_line(run, monkeypatch):
 
 def test_a_config_json_that_is_not_an_object_is_refused_by_a_rerun(tiny_data, run):
   write(os.path.join(run, 'config.json'), b'[]')
-  with pytest.raises(errors.DamagedFileError, match='config.json: holds a JSON list'):
+  with pytest.raises(errors.DamagedFileError, match='config.json holds a JSON list'):
     train.train_and_evaluate(tiny_config(tiny_data, write_report=True), run)
 
 
 def test_checkpoints_without_config_json_name_the_missing_file(tiny_data, run):
   """Item 6: not 'a different config' with every field None."""
   os.remove(os.path.join(run, 'config.json'))
-  with pytest.raises(errors.MissingFileError, match=r'config\.json: is missing\. It records '
+  with pytest.raises(errors.MissingFileError, match=r'config\.json is missing\. It records '
                      'the config of the run'):
     train.train_and_evaluate(tiny_config(tiny_data, write_report=True), run)
 
@@ -186,7 +188,7 @@ def test_checkpoints_without_config_json_name_the_missing_file(tiny_data, run):
 def test_predict_reads_a_damaged_run_as_one_typed_error(run):
   from digits_jax import predict  # pylint: disable=g-import-not-at-top
   write(os.path.join(run, 'config.json'), b'[]')
-  with pytest.raises(errors.DamagedFileError, match='config.json: holds a JSON list'):
+  with pytest.raises(errors.DamagedFileError, match='config.json holds a JSON list'):
     predict.predict_files(['x.png'], workdir=run)
   os.remove(os.path.join(run, 'config.json'))
   with pytest.raises(errors.MissingFileError, match='holds no trained run'):
@@ -235,7 +237,7 @@ def test_checkpoints_as_a_plain_file_is_refused_before_training(tiny_data, run, 
   """Item 2: one line before any epoch, not an orbax traceback after one."""
   shutil.rmtree(os.path.join(run, 'checkpoints'))
   write(os.path.join(run, 'checkpoints'), b'x')
-  with pytest.raises(errors.DamagedFileError, match=r'checkpoints: is not a folder'):
+  with pytest.raises(errors.DamagedFileError, match=r'checkpoints is not a folder'):
     train.train_and_evaluate(tiny_config(tiny_data, write_report=True), run)
   assert 'Epoch' not in capsys.readouterr().out
 
@@ -247,3 +249,17 @@ def test_the_files_listed_are_the_runs_own(tiny_data, tmp_path, capsys):
   listed = capsys.readouterr().out.split('Wrote to ')[1].splitlines()[1:]
   assert '  results.json' in listed and '  checkpoints/' in listed
   assert not [n for n in listed if 'thesis' in n]
+
+
+@pytest.mark.slow  # The real command: a process that imports jax and matplotlib.
+def test_the_report_command_on_a_cut_results_json_is_one_line(run):
+  """Item 1 as filed: `head -c 500 RUN/results.json > t && mv t RUN/results.json; report`."""
+  truncate(os.path.join(run, 'results.json'), 500 / os.path.getsize(
+      os.path.join(run, 'results.json')))
+  proc = subprocess.run([sys.executable, '-m', 'digits_jax.report', f'--workdir={run}'],
+                        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+                        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+  assert proc.returncode == 1 and proc.stdout == ''
+  assert proc.stderr.startswith(f'error: {run}/results.json is damaged or truncated ('), (
+      proc.stderr[-2000:])
+  assert proc.stderr.count('\n') == 1

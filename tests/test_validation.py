@@ -167,6 +167,6 @@ def test_truncated_workdir_config_names_the_file(tiny_data, tmp_path):
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), str(workdir))
   path = workdir / 'config.json'
   path.write_text(path.read_text()[:100])
-  with pytest.raises(results.DamagedFileError, match=f'{re.escape(str(path))}: is damaged or '
+  with pytest.raises(results.DamagedFileError, match=f'{re.escape(str(path))} is damaged or '
                      'truncated'):
     train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), str(workdir))
