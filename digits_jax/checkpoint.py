@@ -340,7 +340,9 @@ def load_trained(workdir, step=None):
   checkpointer = Checkpointer(workdir, read_only=True)
   try:
     if checkpointer.latest_step() is None:
-      raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/.')
+      raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/: it is '
+                            'not a trained run (python -m digits_jax.main '
+                            f'--workdir={workdir} trains one).')
     restored = checkpointer.restore(state, step, kept_like)
   finally:
     checkpointer.close()

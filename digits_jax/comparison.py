@@ -169,7 +169,8 @@ def write_sweep_info(sweep_dir, *, reference, vary):
 def read_sweep_info(sweep_dir):
   """sweep.json, or a plain sweep's (the lab's variants, compared with 'default')."""
   path = os.path.join(sweep_dir, FILES['info'])
-  info = results_lib.read_json(path) if os.path.exists(path) else {}
+  fix = 'Rerun the sweep\'s command: it rewrites sweep.json and skips the finished cells.'
+  info = results_lib.read_json(path, fix=fix) if os.path.exists(path) else {}
   return {'reference': info.get('reference', 'default'), 'vary': info.get('vary', {})}
 
 
