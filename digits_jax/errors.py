@@ -41,10 +41,6 @@ class UnfinishedRunError(FileProblem):
   """A workdir's files describe different runs: results of one, a later run's progress."""
 
 
-class FlagError(UserError):
-  """A malformed or unknown command-line flag."""
-
-
 def near(name, names):
   """' Did you mean "a", "b"?' with the names of `names` close to `name` (difflib), else ''."""
   close = difflib.get_close_matches(name, list(names), n=4, cutoff=0.6)
