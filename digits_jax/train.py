@@ -26,7 +26,7 @@ import numpy as np
 from digits_jax import best_epoch
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
-from digits_jax import idx
+from digits_jax import errors
 from digits_jax import input_pipeline
 from digits_jax import models
 from digits_jax import parallel
@@ -39,15 +39,14 @@ from digits_jax import validation
 from digits_jax import workdir as workdir_lib
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 # Failures caused by the inputs, reported as one clear line (no traceback) by the entry
 # points; a sweep records them and goes on with its other runs.
-USER_ERRORS = (validation.ConfigError, idx.DataError, workdir_lib.WorkdirMismatchError,
-               NonFiniteLossError, ckpt_lib.CheckpointError, results_lib.DamagedFileError,
-               storage.StorageError, workdir_lib.WorkdirInUseError)
+# Every such error subclasses errors.UserError (kept as a tuple for older callers).
+USER_ERRORS = (errors.UserError,)
 
 
 def _zero_sums():
