@@ -297,7 +297,7 @@ def test_slurm_submit_to_a_cpu_cluster(sandbox):
   """GPUS_PER_NODE=0: no --gres, TASKS_PER_NODE processes per node, CPUS_PER_TASK each."""
   sbatch, = commands(launch(sandbox, SLURM, '--dry-run', NODES='1', GPUS_PER_NODE='0',
                             TASKS_PER_NODE='2', CPUS_PER_TASK='1', LOG_DIR='/tmp/logs'))
-  assert not [a for a in sbatch if a.startswith('--gres')]
+  assert [a for a in sbatch if a.startswith('--gres')] == ['--gres=none']  # Not the header's.
   for opt in ['--nodes=1', '--ntasks-per-node=2', '--cpus-per-task=1',
               '--output=/tmp/logs/slurm-%x-%j.out']:
     assert opt in sbatch

@@ -182,3 +182,67 @@ def test_sweep_on_slurm_equals_the_local_sweep(cluster, mnist_slice, tmp_path):
   assert rows == read_csv(local / 'comparison.csv', SECONDS_COLUMNS)
   assert read_csv(slurm / 'significance.csv') == read_csv(local / 'significance.csv')
   assert report_without_timings(slurm) == report_without_timings(local)
+
+
+def trained(workdir):
+  """(params as flat numpy arrays, history) of a finished run."""
+  import jax  # pylint: disable=g-import-not-at-top
+  _, state, _ = checkpoint.load_trained(workdir)
+  params = {'/'.join(str(k.key) for k in path): np.asarray(v)
+            for path, v in jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
+  return params, results.read_history(workdir)
+
+
+def assert_same_run(workdir, reference):
+  """Every output is there, from two processes, and the network equals the reference's."""
+  assert not set(OUTPUTS) - set(os.listdir(workdir)), os.listdir(workdir)
+  res = results.read_json(os.path.join(workdir, 'results.json'))
+  assert res['devices']['processes'] == 2
+  params, history = trained(workdir)
+  assert params.keys() == reference[0].keys()
+  for k, v in params.items():
+    np.testing.assert_allclose(v, reference[0][k], rtol=1e-6, atol=1e-7)
+  keys = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy')
+  assert [r[k] for r in history for k in keys] == pytest.approx(
+      [r[k] for r in reference[1] for k in keys], rel=1e-6)
+
+
+def two_processes_by_hand(workdir, flags):
+  """The trainer started by hand as two processes of one CPU device each (as srun's)."""
+  port = _free_port()
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('SLURM_', 'XLA_'))}
+  env.update(TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu')
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'digits_jax.main', '--config=configs/default.py',
+       f'--workdir={workdir}', '--distributed', f'--coordinator_address=localhost:{port}',
+       '--num_processes=2', f'--process_id={i}', *flags], cwd=REPO, env=env,
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    errs = [p.communicate(timeout=JOB_SECONDS)[1] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [0, 0], errs[0][-3000:]
+
+
+def test_two_process_training_under_salloc_and_sbatch(cluster, tiny_data, tmp_path):
+  """launch/slurm_gpu.sbatch in an allocation and as a batch job on a CPU cluster: both
+  end by themselves with every output (report.html too) and equal the run by hand."""
+  flags = config_flags(**{**TINY_FLAGS, 'tensorboard': True, 'write_report': True,
+                          'data_dir': tiny_data})
+  two_processes_by_hand(tmp_path / 'by_hand', flags)
+  reference = trained(tmp_path / 'by_hand')
+  script = LAUNCH / 'slurm_gpu.sbatch'
+  run = dict(CONFIG='configs/default.py', WORKDIR=str(tmp_path / 'salloc'))
+  out = cluster.run('salloc', '-N1', '-n2', '--cpus-per-task=1', 'bash', script, *flags,
+                    env=run)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "Devices: 2 x cpu (cpu), 2 process(es)" in out.stdout
+  assert_same_run(tmp_path / 'salloc', reference)
+  out = cluster.run('bash', script, *flags, timeout=60, env=dict(
+      run, WORKDIR=str(tmp_path / 'sbatch'), GPUS_PER_NODE='0', TASKS_PER_NODE='2',
+      CPUS_PER_TASK='1', NODES='1'))
+  assert out.returncode == 0, out.stderr
+  job = re.search(r'Submitted batch job (\d+)', out.stdout).group(1)
+  assert wait_for(cluster, job) == {job: ('COMPLETED', '0:0')}, cluster.log(f'*-{job}.out')
+  assert_same_run(tmp_path / 'sbatch', reference)
