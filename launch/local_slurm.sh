@@ -35,7 +35,8 @@ cannot() { echo "$(basename "$0"): SLURM cannot start here: $*" >&2; exit 3; }
 
 check_can_start() {
   [[ "$(id -u)" == 0 ]] ||
-    cannot "it needs root (slurmd starts jobs as their user); run it as root, or use a real cluster."
+    cannot "it needs root (slurmd starts jobs as their user); run it as root," \
+      "or use a real cluster."
   local d
   for d in "${DAEMONS[@]}" sbatch salloc srun squeue scancel sinfo scontrol; do
     command -v "$d" > /dev/null || [[ -x "/usr/sbin/$d" ]] ||
@@ -102,7 +103,8 @@ wait_idle() {  # Until the node takes jobs, or WAIT seconds.
     [[ "$state" == idle* || "$state" == mixed* || "$state" == allocated* ]] && return 0
     sleep 0.5
   done
-  die "the node is '${state:-not answering}' after ${WAIT:-60}s; see $SLURM_DIR/slurmctld.log and slurmd.log"
+  die "the node is '${state:-not answering}' after ${WAIT:-60}s;" \
+    "see $SLURM_DIR/slurmctld.log and slurmd.log"
 }
 
 start() {

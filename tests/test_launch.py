@@ -397,7 +397,8 @@ def test_slurm_sweep_dry_run_one_array_task_per_cell(sandbox):
 @pytest.mark.parametrize('task,cell', [('0', ('default', 'mnist')),
                                        ('11', ('v1', 'fashion_mnist'))])
 def test_slurm_sweep_array_task_runs_its_cell(sandbox, task, cell):
-  cmds = commands(launch(sandbox, SWEEP, '--step=cell', DRY_RUN='1', SLURM_JOB_ID='7', SLURM_ARRAY_TASK_ID=task,
+  cmds = commands(launch(sandbox, SWEEP, '--step=cell', DRY_RUN='1', SLURM_JOB_ID='7',
+                         SLURM_ARRAY_TASK_ID=task,
                          SWEEP_DIR='/shared/sweep'))
   assert ['export', 'XLA_PYTHON_CLIENT_PREALLOCATE=false'] in cmds
   srun, = find(cmds, 'srun')

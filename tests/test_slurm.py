@@ -8,7 +8,6 @@ waited for with a time limit, so that a hang fails the test instead of holding i
 
 import csv
 import dataclasses
-import json
 import os
 import pathlib
 import re
@@ -246,3 +245,44 @@ def test_two_process_training_under_salloc_and_sbatch(cluster, tiny_data, tmp_pa
   job = re.search(r'Submitted batch job (\d+)', out.stdout).group(1)
   assert wait_for(cluster, job) == {job: ('COMPLETED', '0:0')}, cluster.log(f'*-{job}.out')
   assert_same_run(tmp_path / 'sbatch', reference)
+
+
+def wait_for_line(cluster, pattern, text, timeout=JOB_SECONDS):
+  """Waits until the newest log matching `pattern` holds `text`; fails on a hang."""
+  deadline = time.monotonic() + timeout
+  while text not in cluster.log(pattern):
+    assert time.monotonic() < deadline, f'no {text!r} in {pattern} after {timeout}s'
+    time.sleep(0.2)
+
+
+def per_seed(sweep_dir, cell):
+  """What a finished cell measured: per-seed test results and its history, as numbers."""
+  res = results.read_json(os.path.join(sweep_dir, cell, 'results.json'))
+  history = results.read_history(os.path.join(sweep_dir, cell))
+  keys = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy')
+  return ([*res['per_seed']['test_accuracy'], *res['per_seed']['test_loss']],
+          [float(r[k]) for r in history for k in keys])
+
+
+def test_array_task_stopped_mid_run_resumes_to_the_same_result(cluster, mnist_slice,
+                                                                  tmp_path):
+  args = ['--configs=v2', '--datasets=mnist', '--num_seeds=2', '--',
+          *sweep_overrides(mnist_slice, 12, '--override=batch_size=2')]
+  sweep_dir = tmp_path / 'slurm'
+  array, gather = submit_sweep(cluster, sweep_dir, *args)
+  wait_for_line(cluster, f'*-{array}_0.out', 'Epoch 2/12')
+  stop = cluster.run('scancel', '--signal=TERM', f'{array}_0', timeout=60)
+  assert stop.returncode == 0, stop.stderr
+  state, _ = wait_for(cluster, array)[f'{array}_0']
+  assert state != 'COMPLETED', cluster.log(f'*-{array}_0.out')
+  assert 'saved a checkpoint' in cluster.log(f'*-{array}_0.out')
+  assert not (sweep_dir / 'v2_mnist' / 'results.json').exists()
+  wait_for(cluster, gather)
+  array, gather = submit_sweep(cluster, sweep_dir, *args)  # The same command again.
+  local_sweep(tmp_path / 'local', *args[:3], *args[4:])  # Meanwhile, uninterrupted.
+  assert wait_for(cluster, array) == {f'{array}_0': ('COMPLETED', '0:0')}
+  assert wait_for(cluster, gather) == {gather: ('COMPLETED', '0:0')}
+  assert 'Resumed from the checkpoint' in cluster.log(f'*-{array}_0.out')
+  resumed = per_seed(sweep_dir, 'v2_mnist')
+  for a, b in zip(resumed, per_seed(tmp_path / 'local', 'v2_mnist')):
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
