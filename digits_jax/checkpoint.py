@@ -164,6 +164,17 @@ class Restored:
   kept_params: object = None
 
 
+def _processes(read_only):
+  """The processes a CheckpointManager involves: all for a writer (orbax's default), only
+  its own for a reader. Orbax makes every manager a collective (sync_global_processes),
+  which hung multi-process runs: process 0 reads alone after training (the report's
+  drawing pad) while the others wait in jax.distributed.shutdown."""
+  if not read_only:
+    return ocp.options.MultiprocessingOptions()
+  me = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
 class Checkpointer:
   """Saves and restores (state, progress) under workdir/checkpoints, keyed by global step."""
 
@@ -179,7 +190,8 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only,
             # A save cut short leaves nothing behind (a reader must not touch a run's).
-            cleanup_tmp_directories=not read_only))
+            cleanup_tmp_directories=not read_only,
+            multiprocessing_options=_processes(read_only)))
 
   def latest_step(self):
     return self.manager.latest_step()
