@@ -14,6 +14,7 @@ import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from digits_jax import results as results_lib
+from digits_jax import train_state as ts
 
 FILES = {
     'samples': 'samples.png',
@@ -143,7 +144,8 @@ def _seeds_training(groups, epochs):
 
 
 def curves(history, path):
-  """Training and validation accuracy and loss per epoch.
+  """Training and validation value per epoch of each declared metric (one panel each, in
+  train_state.METRICS order).
 
   A many-seed history (rows with a 'seed') draws the mean over the seeds, with a band
   from their minimum to their maximum; where early stopping ended some seeds' epochs,
@@ -151,8 +153,9 @@ def curves(history, path):
   """
   groups = _by_seed(history)
   epochs = sorted({h['epoch'] for h in history})
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-  for ax, key, label in ((axes[0], 'accuracy', 'Accuracy'), (axes[1], 'loss', 'Loss')):
+  metrics = ts.METRICS
+  fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+  for ax, key, label in zip(axes[0], [m.name for m in metrics], [m.title for m in metrics]):
     for column, style, name in ((key, 'o-', f'training {key}'),
                                 ('val_' + key, 's--', f'validation {key}')):
       values = np.full((len(groups), len(epochs)), np.nan)  # NaN: the seed had stopped.

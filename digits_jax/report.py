@@ -34,6 +34,7 @@ from digits_jax import input_pipeline
 from digits_jax import results as results_lib
 from digits_jax import significance
 from digits_jax import stats
+from digits_jax import train_state as ts
 
 REPORT = 'report.html'
 # The <h2> headings of a run's report, in order (tests and links rely on these texts).
@@ -274,17 +275,17 @@ def _results_section(run):
   res = run['res']
   timings = res.get('timings', {})
   kept = res.get('restore_best') or res.get('early_stopping_patience')
-  tiles = [(analysis.pct(res['test_accuracy']), 'test accuracy' + (
-      f' (weights of epoch {res["evaluated_epoch"]})' if kept else '')),
-           (f'{res["test_loss"]:.4f}', 'test loss'),
-           (f'{res["misclassified_count"]:,} / {res["num_test"]:,}', 'misclassified'),
-           (analysis.pct(res.get('best_val_accuracy')),
-            f'best val. accuracy (epoch {res.get("best_epoch")})'),
-           (f'{res["num_params"]:,}', 'parameters'),
-           (f'{timings.get("train_seconds", math.nan):.1f} s',
-            f'training, {res.get("epochs_trained", res["num_epochs"])} epochs'
-            + (f' (stopped early; of {res["num_epochs"]})' if res.get('stopped_early_at_epoch')
-               else ''))]
+  note = f' (weights of epoch {res["evaluated_epoch"]})' if kept else ''
+  tiles = [(metric_text(m)(res['test_' + m.name]), f'test {m.name}' + (note if not k else ''))
+           for k, m in enumerate(ts.METRICS)]
+  tiles += [(f'{res["misclassified_count"]:,} / {res["num_test"]:,}', 'misclassified'),
+            (analysis.pct(res.get('best_val_accuracy')),
+             f'best val. accuracy (epoch {res.get("best_epoch")})'),
+            (f'{res["num_params"]:,}', 'parameters'),
+            (f'{timings.get("train_seconds", math.nan):.1f} s',
+             f'training, {res.get("epochs_trained", res["num_epochs"])} epochs'
+             + (f' (stopped early; of {res["num_epochs"]})'
+                if res.get('stopped_early_at_epoch') else ''))]
   kpi = ''.join(f'<div><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>'
                 for v, k in tiles)
   dev = res.get('devices', {})
@@ -295,9 +296,19 @@ def _results_section(run):
   return section('Results', Raw(f'<div class="kpi">{kpi}</div>'), where, *_seeds_table(res))
 
 
-SEED_COLUMNS = (('test_accuracy', 'test acc.', analysis.pct),
-                ('test_loss', 'test loss', '{:.4f}'.format),
-                ('misclassified_count', 'wrong', '{:,}'.format),
+def metric_text(metric):
+  """How a page writes the metric's values: a percentage or four decimals."""
+  return analysis.pct if metric.percent else '{:.4f}'.format
+
+
+def seed_columns():
+  """The per-seed table's (results.json per_seed key, title, format): each declared
+  metric's test value (train_state.METRICS), then OUTCOME_COLUMNS."""
+  return tuple(('test_' + m.name, f'test {m.name}', metric_text(m))
+               for m in ts.METRICS) + OUTCOME_COLUMNS
+
+
+OUTCOME_COLUMNS = (('misclassified_count', 'wrong', '{:,}'.format),
                 ('best_epoch', 'best epoch', str),
                 ('final_val_accuracy', 'final val. acc.', analysis.pct),
                 ('evaluated_epoch', 'tested epoch', str),  # These three with restore_best
@@ -309,7 +320,7 @@ def _seeds_table(res):
   seeds, per_seed = res.get('seeds') or [], res.get('per_seed') or {}
   if len(seeds) < 2:
     return []
-  columns = [c for c in SEED_COLUMNS if c[0] in per_seed]
+  columns = [c for c in seed_columns() if c[0] in per_seed]
   rows = [[seed] + [fmt(per_seed[key][k]) for key, _, fmt in columns]
           for k, seed in enumerate(seeds)]
   acc = stats.summarize(per_seed['test_accuracy'])

@@ -50,10 +50,6 @@ USER_ERRORS = (validation.ConfigError, idx.DataError, workdir_lib.WorkdirMismatc
                storage.StorageError, workdir_lib.WorkdirInUseError)
 
 
-def _zero_sums():
-  return {'loss': 0., 'correct': 0., 'count': 0.}
-
-
 @dataclasses.dataclass
 class Progress:
   """Where training stands; saved in every checkpoint beside the state.
@@ -64,13 +60,13 @@ class Progress:
   """
   epoch: int = 0  # Epochs finished.
   step_in_epoch: int = 0  # Steps done in the unfinished epoch `epoch` (0 at epoch ends).
-  sums: list = dataclasses.field(default_factory=lambda: [_zero_sums()])
+  sums: list = dataclasses.field(default_factory=lambda: [ts.zero_sums()])
   seconds: float = 0.0  # Training seconds spent in the unfinished epoch so far.
   history: list = dataclasses.field(default_factory=list)
 
   @classmethod
   def fresh(cls, num_replicas):
-    return cls(sums=[_zero_sums() for _ in range(num_replicas)])
+    return cls(sums=[ts.zero_sums() for _ in range(num_replicas)])
 
   @classmethod
   def from_saved(cls, saved):
@@ -102,14 +98,14 @@ class Progress:
     replica; None for a replica that early stopping has stopped)."""
     records = []
     for seed, s, val, still in zip(seeds, self.sums, vals, active):
-      record = {'epoch': self.epoch + 1, 'loss': s['loss'] / s['count'],
-                'accuracy': s['correct'] / s['count'], 'val_loss': val['loss'],
-                'val_accuracy': val['accuracy'], 'seconds': self.seconds + extra_seconds}
+      record = {'epoch': self.epoch + 1, **ts.epoch_values(s),
+                **{'val_' + k: v for k, v in val.items()},
+                'seconds': self.seconds + extra_seconds}
       records.append(None if not still else record if len(seeds) == 1 else
                      {'seed': seed, **record})
     self.history.extend(r for r in records if r is not None)
     self.epoch, self.step_in_epoch, self.seconds = self.epoch + 1, 0, 0.0
-    self.sums = [_zero_sums() for _ in seeds]
+    self.sums = [ts.zero_sums() for _ in seeds]
     return records
 
 
@@ -143,8 +139,8 @@ def device_eval_batches(mesh, images, labels, batch_size):
 
 
 def evaluate(state, batches, with_probabilities=False):
-  """Each replica's loss and accuracy over every example of `batches` (a list of dicts),
-  and the probabilities [replicas, examples, 10] if asked."""
+  """Each replica's metrics ({name: value}, train_state.METRICS) over every example of
+  `batches` (a list of dicts), and the probabilities [replicas, examples, 10] if asked."""
   sums, probs = [], []
   for batch in batches:
     if with_probabilities:
@@ -155,9 +151,8 @@ def evaluate(state, batches, with_probabilities=False):
     sums.append(m)
   total = jax.tree.map(lambda *x: np.sum(np.asarray(x, np.float64), axis=0),
                        *jax.device_get(sums))
-  out = [{'loss': float(total['loss'][k] / total['count'][k]),
-          'accuracy': float(total['correct'][k] / total['count'][k])}
-         for k in range(len(total['count']))]
+  out = [{name: float(v) for name, v in ts.epoch_values(replica_sums).items()}
+         for replica_sums in (ts.replica(total, k) for k in range(len(total[ts.COUNT])))]
   return (out, np.concatenate(probs, axis=1)) if with_probabilities else out
 
 
@@ -197,7 +192,7 @@ def finish_epoch(state, progress, *, val_batches, config, workdir, summary_write
   seeds = ts.seeds_of(config)
   active = best_epoch.active(progress.history, seeds, config.early_stopping_patience)
   vals = (evaluate(state, val_batches) if val_batches else
-          [{'loss': math.nan, 'accuracy': math.nan}] * len(seeds))
+          [dict.fromkeys(ts.metric_names(), math.nan)] * len(seeds))
   records = progress.close_epoch(vals, seeds=seeds, active=active,
                                  extra_seconds=time.perf_counter() - start)
   shown = [r for r in records if r is not None]

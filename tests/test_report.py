@@ -143,9 +143,9 @@ def test_many_seed_run_shows_the_per_seed_table(run_dir, tmp_path):
   results = text[text.index('<h2>Results</h2>'):text.index('<h2>Configuration</h2>')]
   rows = re.findall(r'<tr>(.*?)</tr>', results)
   assert re.findall(r'<th[^>]*>(.*?)</th>', rows[0]) == [
-      'seed', 'test acc.', 'test loss', 'wrong', 'best epoch', 'final val. acc.']
+      'seed', 'test loss', 'test accuracy', 'wrong', 'best epoch', 'final val. acc.']
   assert re.findall(r'<td[^>]*>(.*?)</td>', rows[2]) == [
-      '4', '97.00%', '0.1000', '300', '2', '96.00%']
+      '4', '0.1000', '97.00%', '300', '2', '96.00%']
   # mean 0.97, std 0.01, t(0.975, 2) * 0.01 / sqrt(3) = 2.48 pt.
   assert ('Over the 3 seeds the test accuracy is 97.00% +- 1.00 pt (sample std), 95% '
           'interval [94.52%, 99.48%], range 96.00% - 98.00%.') in results
