@@ -8,6 +8,7 @@ import time
 import jax
 import numpy as np
 
+from digits_jax import best_epoch
 from digits_jax import results as results_lib
 from digits_jax import train_state as ts
 
@@ -82,7 +83,6 @@ def seeds_epoch_line(records, num_epochs, num_seeds=None):
 
 def early_stop_line(history, patience, *, many):
   """What Keras's EarlyStopping says of one seed's `history`, with the numbers behind it."""
-  from digits_jax import best_epoch  # pylint: disable=g-import-not-at-top
   best = best_epoch.best_record(history)
   who = f'Seed {history[-1]["seed"]}: early' if many else 'Early'
   rest = ' (the other seeds train on)' if many else ''

@@ -14,6 +14,7 @@ import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from digits_jax import results as results_lib
+from digits_jax import stats
 from digits_jax import train_state as ts
 
 FILES = {
@@ -130,10 +131,7 @@ def recognized(images, records, class_names, path, note=''):
 
 def _by_seed(history):
   """{seed: rows} of a history whose rows carry a 'seed' (one group when they do not)."""
-  groups = {}
-  for h in history:
-    groups.setdefault(h.get('seed'), []).append(h)
-  return groups
+  return _by_dataset((h.get('seed'), h) for h in history)
 
 
 def _seeds_training(groups, epochs):
@@ -245,7 +243,7 @@ def draw_all(workdir, config, train_images, train_labels, test_images, class_nam
 
 
 def _by_dataset(items):
-  """Groups (dataset, item) pairs into an ordered dict of lists, one per dataset."""
+  """Groups (key, item) pairs, e.g. (dataset, run), into an ordered dict of lists."""
   groups = {}
   for dataset, item in items:
     groups.setdefault(dataset, []).append(item)
@@ -376,7 +374,6 @@ def prediction(original, prepared, probabilities, class_names, path, title=''):
 
 def _mean_ci(values):
   """(mean, lower error, upper error) in percent: the 95% t-interval, or none for one seed."""
-  from digits_jax import stats  # pylint: disable=g-import-not-at-top
   s = stats.summarize(values)
   ci = s['ci95'] or [s['mean'], s['mean']]
   return 100 * s['mean'], 100 * (s['mean'] - ci[0]), 100 * (ci[1] - s['mean'])

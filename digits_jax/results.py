@@ -2,8 +2,8 @@
 
 A crash never leaves a half-written file: readers see the old version or the new one.
 `write_run_files` writes what is known before training, `write_results` what a finished
-run measured (results.json with its predictions), `write_outputs` the figures and pages
-drawn from those files.
+run measured (results.json with its predictions); outputs.py draws the figures and pages
+from those files.
 """
 
 import csv
@@ -293,24 +293,3 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
     write_misclassified(workdir, probs[0], data.test_labels, data.class_names)
     write_json(os.path.join(workdir, FILES['results']), res)
   return res
-
-
-def write_outputs(config, workdir, data, *, summary_writer=None, res=None):
-  """The figures, TensorBoard summaries and report page, drawn from the saved results.
-
-  `summary_writer`: the run's open summaries.RunWriter, which gets the test values and
-  figures (else, with config.tensorboard, the event file is rebuilt from the results)."""
-  if not parallel.is_main_process():
-    return
-  # Imported here: they import this module.
-  from digits_jax import figures  # pylint: disable=g-import-not-at-top
-  figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
-                   data.class_names)
-  if summary_writer:
-    summary_writer.finish(res, res['epochs_trained'])
-  elif config.tensorboard:
-    from digits_jax import summaries  # pylint: disable=g-import-not-at-top
-    summaries.write_run_summaries(workdir)
-  if config.write_report:
-    from digits_jax import report  # pylint: disable=g-import-not-at-top
-    report.write_run_report(workdir)

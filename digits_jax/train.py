@@ -29,11 +29,13 @@ from digits_jax import console
 from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
+from digits_jax import outputs
 from digits_jax import parallel
 from digits_jax import preemption
 from digits_jax import results as results_lib
 from digits_jax import steps as steps_lib
 from digits_jax import storage
+from digits_jax import summaries
 from digits_jax import train_state as ts
 from digits_jax import validation
 from digits_jax import workdir as workdir_lib
@@ -253,7 +255,6 @@ def open_summaries(config, workdir, history):
   else None."""
   if not (config.tensorboard and parallel.is_main_process()):
     return None
-  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
   return summaries.RunWriter(workdir, [h for h in history
                                        if h.get('seed', config.seed) == config.seed])
 
@@ -266,7 +267,7 @@ def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
     workdir: folder for checkpoints and results; a run already there is resumed.
     fresh: move a run already in `workdir` aside and start anew.
     write_outputs: writes the figures, summaries and report once the results are saved,
-      called as results.write_outputs (the default, at once); a sweep with
+      called as outputs.write_outputs (the default, at once); a sweep with
       --background_outputs passes one that draws them while its next run trains.
 
   Returns:
@@ -290,7 +291,7 @@ def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
                     f'{lock.taken_over["host"]} (since {lock.taken_over["since"]}), which '
                     'ended without releasing it.')
       return _train_locked(config, workdir, data=data, fresh=fresh, t0=t0,
-                           write_outputs=write_outputs or results_lib.write_outputs)
+                           write_outputs=write_outputs or outputs.write_outputs)
 
 
 def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from digits_jax import figures
-from digits_jax import report
+from digits_jax import html_page
 from digits_jax import results as results_lib
 from digits_jax import summaries
 from digits_jax import train
@@ -83,7 +83,7 @@ def test_a_metric_declared_once_reaches_every_output(with_top2, tiny_data, tmp_p
   assert f'top2_accuracy {res["test_top2_accuracy"]:.4f}' in out.getvalue()
   with Image.open(os.path.join(workdir, figures.FILES['curves'])) as png:
     assert png.size[0] > 1300  # Three panels of 5 inches at 100 dpi (two: about 1000 px).
-  with open(os.path.join(workdir, report.REPORT)) as f:
+  with open(os.path.join(workdir, html_page.REPORT)) as f:
     page = f.read()
   assert page.count('test top2_accuracy') == 2  # Its tile and its per-seed column.
   assert np.isfinite(res['per_seed']['test_top2_accuracy']).all()

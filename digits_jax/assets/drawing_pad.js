@@ -3,7 +3,7 @@
 // <script id="digits-jax-model"> (see digits_jax/drawing_pad.py):
 //   {dataset, classNames, constants: {size, digitBox, ...}, layers: [{in, out, kernel,
 //    bias}]}, kernel [in, out] row-major and bias as base64 little-endian float32.
-// Exposes window.digitsJax.prepare(imageData[, dataset]) -> 784 grey levels 0..255 (null if blank)
+// Exposes window.digitsJax.prepare(imageData[, preparation]) -> 784 grey levels 0..255 (null if blank)
 // and window.digitsJax.predict(pixels) -> the 10 probabilities.
 (function () {
   'use strict';
@@ -212,9 +212,9 @@
     return paste(item, Math.floor((K.size - item.h) / 2), Math.floor((K.size - item.w) / 2));
   }
 
-  function prepare(imageData, dataset) {  // dataset: default the model's.
+  function prepare(imageData, preparation) {  // 'digit' or 'fashion'; default the dataset's.
     var grey = toGrey(imageData);
-    return (dataset || model.dataset) === 'fashion_mnist' ? prepareFashion(grey) : prepareDigit(grey);
+    return (preparation || model.preparation) === 'fashion' ? prepareFashion(grey) : prepareDigit(grey);
   }
 
   // ------------------------------------------------------------------ the network
