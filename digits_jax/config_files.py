@@ -104,8 +104,10 @@ def help_text():
   """The shipped configs, every config field (default and meaning) and the data variables."""
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
+  datasets = ', '.join(input_pipeline.DATASETS)
   lines = ['', f'Shipped configs (in {config_dir()}): --config=configs/NAME.py, or '
-           '--config=NAME; add :fashion_mnist for Task 2, e.g. --config=v6:fashion_mnist.']
+           f'--config=NAME; add :DATASET for another dataset ({datasets}), e.g. '
+           '--config=v6:fashion_mnist (Task 2).']
   lines += [f'  {name:<8} {doc}' for name, doc in shipped().items()]
   lines += ['', 'Config fields, with the default config\'s values; override any with '
             '--config.FIELD=VALUE:']
