@@ -285,7 +285,8 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
   finally:
     if writer:
       _note_output_failures(writer.close(), status)
-  path = sweep_report_lib.write_sweep_report(sweep_dir) if sweep_report else 'not written (--nosweep_report)'
+  path = (sweep_report_lib.write_sweep_report(sweep_dir) if sweep_report
+          else 'not written (--nosweep_report)')
   console.say(f'[sweep] {len(status)} runs: ' + ', '.join(
       f'{sum(s.startswith(k) for s in status.values())} {k}'
       for k in ('trained', 'resumed', 'skipped', 'failed')) + f'. Report: {path}')

@@ -52,7 +52,8 @@ def _sweep_tables(sweep_dir, runs):
                    variant=names[workdir], differs=differs[workdir])
       if os.path.exists(os.path.join(workdir, hp.REPORT)):
         link = f'{os.path.basename(workdir)}/{hp.REPORT}'
-        cells['variant'] = hp.Raw(f'<a href="{html.escape(link)}">{html.escape(names[workdir])}</a>')
+        cells['variant'] = hp.Raw(
+            f'<a href="{html.escape(link)}">{html.escape(names[workdir])}</a>')
       rows.append([cells[k] for k in titles])
     parts.append(hp.Raw(f'<h3>{html.escape(input_pipeline.title(dataset))}</h3>'))
     parts.append(hp.table(list(titles.values()), rows, left=tuple(
@@ -155,7 +156,8 @@ def sweep_sections(sweep, vary_cells):
       hp.section('Comparison table', *_sweep_tables(sweep.sweep_dir, sweep.runs),
                  'Mean, sample std, 95% t-interval, min and max of the test accuracy over '
                  'the seeds of each cell; train s: the cell\'s training, all seeds together. '
-                 f'The exact values, with seed 0\'s own numbers, are in {comparison.FILES["csv"]}.'),
+                 'The exact values, with seed 0\'s own numbers, are in '
+                 f'{comparison.FILES["csv"]}.'),
       hp.section('Mean test accuracy over seeds',
                  plot('means', 'mean test accuracy and 95% interval per config')),
       hp.section('Significance', *_significance_tables(sig, label),
