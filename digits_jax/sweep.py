@@ -59,6 +59,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The cells a plain `python -m digits_jax.sweep` runs (launch/slurm_sweep.sbatch's too).
 DEFAULT_CONFIGS = 'default,v1,v2,v3,v4,v5,v6,v7,v8,v9'
 DEFAULT_DATASETS = 'mnist,fashion_mnist'  # Named: a registered dataset joins by --datasets.
+NO_REPORT = 'not written (--nosweep_report)'  # Said in place of the report's path.
 # Settings that leave a finished run's results as they are: a run saved with other values
 # of any other field is redone (an extended num_epochs resumes from the last checkpoint;
 # other lab outputs re-evaluate).
@@ -285,8 +286,7 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
   finally:
     if writer:
       _note_output_failures(writer.close(), status)
-  path = (sweep_report_lib.write_sweep_report(sweep_dir) if sweep_report
-          else 'not written (--nosweep_report)')
+  path = sweep_report_lib.write_sweep_report(sweep_dir) if sweep_report else NO_REPORT
   console.say(f'[sweep] {len(status)} runs: ' + ', '.join(
       f'{sum(s.startswith(k) for s in status.values())} {k}'
       for k in ('trained', 'resumed', 'skipped', 'failed')) + f'. Report: {path}')
