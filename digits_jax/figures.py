@@ -147,11 +147,12 @@ def curves(history, path):
 
   A many-seed history (rows with a 'seed') draws the mean over the seeds, with a band
   from their minimum to their maximum; where early stopping ended some seeds' epochs,
-  over the seeds still training.
+  over the seeds still training. A metric declared after the run was made (not in its
+  history) is left out.
   """
   groups = _by_seed(history)
   epochs = sorted({h['epoch'] for h in history})
-  metrics = ts.METRICS
+  metrics = [m for m in ts.METRICS if not history or m.name in history[0]]
   fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
   for ax, key, label in zip(axes[0], [m.name for m in metrics], [m.title for m in metrics]):
     for column, style, name in ((key, 'o-', f'training {key}'),

@@ -113,8 +113,9 @@ def _results_section(run):
   timings = res.get('timings', {})
   kept = res.get('restore_best') or res.get('early_stopping_patience')
   note = f' (weights of epoch {res["evaluated_epoch"]})' if kept else ''
+  shown = [m for m in ts.METRICS if 'test_' + m.name in res]  # An older run: its own.
   tiles = [(metric_text(m)(res['test_' + m.name]), f'test {m.name}' + (note if not k else ''))
-           for k, m in enumerate(ts.METRICS)]
+           for k, m in enumerate(shown)]
   tiles += [(f'{res["misclassified_count"]:,} / {res["num_test"]:,}', 'misclassified'),
             (analysis.pct(res.get('best_val_accuracy')),
              f'best val. accuracy (epoch {res.get("best_epoch")})'),

@@ -56,9 +56,10 @@ class RunWriter:
     self._writer.flush()
 
   def epoch(self, record, flush=True):
-    """One point per tag at step = epoch (a run without validation has none there)."""
+    """One point per tag at step = epoch (a run without validation has none there, an
+    older run none of a metric declared since)."""
     for column, tag in scalars(EPOCH_TAGS).items():
-      if not math.isnan(record[column]):
+      if column in record and not math.isnan(record[column]):
         self._writer.add_scalar(tag, record[column], record['epoch'])
     if flush:
       self._writer.flush()
@@ -66,7 +67,8 @@ class RunWriter:
   def finish(self, res, step):
     """The test scalars and the saved figures, at the last epoch; closes the file."""
     for key, tag in scalars(TEST_TAGS).items():
-      self._writer.add_scalar(tag, res[key], step)
+      if key in res:  # An older run has none of a metric declared since.
+        self._writer.add_scalar(tag, res[key], step)
     from PIL import Image  # pylint: disable=g-import-not-at-top
     for key, tag in IMAGES.items():
       path = os.path.join(self.workdir, figures.FILES[key])

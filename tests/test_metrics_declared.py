@@ -14,6 +14,7 @@ from PIL import Image
 from digits_jax import figures
 from digits_jax import html_page
 from digits_jax import results as results_lib
+from digits_jax import run_report
 from digits_jax import summaries
 from digits_jax import train
 from digits_jax import train_state as ts
@@ -87,3 +88,20 @@ def test_a_metric_declared_once_reaches_every_output(with_top2, tiny_data, tmp_p
     page = f.read()
   assert page.count('test top2_accuracy') == 2  # Its tile and its per-seed column.
   assert np.isfinite(res['per_seed']['test_top2_accuracy']).all()
+
+
+@pytest.mark.slow
+def test_a_run_made_before_a_metric_was_declared_still_reports(tiny_data, tmp_path,
+                                                               monkeypatch):
+  workdir = str(tmp_path / 'old')
+  with contextlib.redirect_stdout(io.StringIO()):
+    train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
+  monkeypatch.setattr(ts, 'METRICS', ts.METRICS + (TOP2,))
+  os.remove(os.path.join(workdir, figures.FILES['curves']))  # Redrawn from the history.
+  with open(run_report.write_run_report(workdir), encoding='utf-8') as f:
+    page = f.read()
+  assert 'test accuracy' in page and 'top2' not in page
+  acc = event_accumulator.EventAccumulator(summaries.write_run_summaries(workdir))
+  acc.Reload()
+  assert 'test/accuracy' in acc.Tags()['scalars']
+  assert not [t for t in acc.Tags()['scalars'] if 'top2' in t]
