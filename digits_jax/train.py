@@ -71,9 +71,18 @@ class Progress:
     return cls(sums=[ts.zero_sums() for _ in range(num_replicas)])
 
   @classmethod
-  def from_saved(cls, saved):
+  def from_saved(cls, saved, workdir=''):
+    """The progress a checkpoint saved; refuses one summed with other metrics than
+    train_state.METRICS declares (its history could not be continued)."""
     sums = saved['sums']
-    return cls(**{**saved, 'sums': [sums] if isinstance(sums, dict) else sums})
+    sums = [sums] if isinstance(sums, dict) else sums
+    if set(sums[0]) != set(ts.sum_names()):
+      raise workdir_lib.WorkdirMismatchError(
+          f'the run in {workdir} was trained with the metric sums {sorted(sums[0])}, and '
+          f'train_state.METRICS now declares {sorted(ts.sum_names())}: its history cannot '
+          'go on with other metrics. Rerun with --fresh (the old run is moved aside) or '
+          'another --workdir, or restore the declaration to resume it.')
+    return cls(**{**saved, 'sums': sums})
 
   def to_saved(self):
     """The JSON record a checkpoint holds (a one-seed run's sums as one dict)."""
@@ -124,7 +133,7 @@ def restore_or_init(config, mesh, checkpointer):
                 f'{damaged.moved_to}.')
   if restored is None:
     return state, Progress.fresh(len(seeds)), kept
-  progress = Progress.from_saved(restored.progress)
+  progress = Progress.from_saved(restored.progress, checkpointer.workdir)
   console.say(console.resumed_line(restored.step, progress))
   return restored.state, progress, restored.kept_params
 

@@ -18,6 +18,7 @@ from digits_jax import run_report
 from digits_jax import summaries
 from digits_jax import train
 from digits_jax import train_state as ts
+from digits_jax import workdir as workdir_lib
 from helpers import tiny_config
 
 event_accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
@@ -105,3 +106,8 @@ def test_a_run_made_before_a_metric_was_declared_still_reports(tiny_data, tmp_pa
   acc.Reload()
   assert 'test/accuracy' in acc.Tags()['scalars']
   assert not [t for t in acc.Tags()['scalars'] if 'top2' in t]
+  try:  # Resuming it with other metrics would leave holes in its history: refused.
+    with pytest.raises(workdir_lib.WorkdirMismatchError, match='--fresh'):
+      train.train_and_evaluate(tiny_config(tiny_data, num_epochs=2), workdir)
+  finally:
+    jax.clear_caches()
