@@ -13,6 +13,16 @@ the index of a shard), and a flipped bit in a data file restores silently otherw
 A restore recomputes the checksum; a checkpoint that fails to restore or to verify is
 moved aside to `damaged_checkpoints/` (never deleted) and the next older one is tried.
 
+A checkpoint does not hold the state's `rng` (the replicas' keys: key(seed), from the
+config), so checkpoints saved before it existed restore as they are. Its progress record
+also holds `params_checksum`, a checksum of the parameters alone (and the kept ones), which
+a params-only reader can verify without knowing the optimizer's state's structure.
+
+Loading weights (`read_params`, `load_trained`, `load_network`: predict, the report and
+its pad) reads the parameters alone, by a plain single-process read (no CheckpointManager,
+no barrier: process 0 may call it alone in a multi-process run), and builds no optimizer:
+a run trained with any optimizer reads back.
+
 The loop's state is replica-stacked (config.num_seeds replicas on a leading axis). A
 one-replica state is saved without that axis, exactly as before num_seeds existed, so
 old checkpoints resume and load; N replicas are saved stacked.
@@ -31,19 +41,19 @@ import traceback
 
 from absl import logging as absl_logging
 import jax
-import ml_collections
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from digits_jax import best_epoch
+from digits_jax import config_files
 from digits_jax import parallel
-from digits_jax import results as results_lib
 from digits_jax import storage
 from digits_jax import train_state as ts
 
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged_checkpoints'  # Checkpoints that failed to restore or verify.
 CHECKSUM_KEY = 'checksum'  # Progress-record key holding the checkpoint's checksum.
+PARAMS_CHECKSUM_KEY = 'params_checksum'  # ... and the checksum of its parameters alone.
 TMP_MARK = '.orbax-checkpoint-tmp'  # In the name of a save's folder until it commits.
 
 
@@ -74,19 +84,32 @@ def _host(x):
   return np.asarray(x)
 
 
-def checksum(state, progress, kept_params=None):
-  """SHA-256 of every array of `state` and `kept_params` (with its path, dtype and shape)
-  and of `progress`."""
-  digest = hashlib.sha256()
-  for tree in (state, kept_params):  # None adds nothing: old checksums stay valid.
+def _digest_trees(digest, trees):
+  """Adds every array of `trees` (with its path, dtype and shape) to `digest`."""
+  for tree in trees:  # None adds nothing: old checksums stay valid.
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
       value = np.ascontiguousarray(_host(leaf))
       if value.dtype.kind in 'iu':  # The step is an int32 array when saved, an int restored.
         value = value.astype(np.int64)
       digest.update(f'{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape};'.encode())
       digest.update(value.tobytes())
+
+
+def checksum(state, progress, kept_params=None):
+  """SHA-256 of every array of `state` and `kept_params` (with its path, dtype and shape)
+  and of `progress`."""
+  digest = hashlib.sha256()
+  _digest_trees(digest, (state, kept_params))
   record = {k: v for k, v in progress.items() if k != CHECKSUM_KEY}
   digest.update(json.dumps(record, sort_keys=True, allow_nan=True).encode())
+  return digest.hexdigest()
+
+
+def params_checksum(params, kept_params=None):
+  """SHA-256 of the parameter trees alone (plain dicts: their paths read back the same
+  from a checkpoint read without the train state's structure)."""
+  digest = hashlib.sha256()
+  _digest_trees(digest, (params, kept_params))
   return digest.hexdigest()
 
 
@@ -187,7 +210,8 @@ class Checkpointer:
     """Saves a replica-stacked state asynchronously; `progress` is a JSON-serialisable dict;
     `kept_params`, if given, the replica-stacked parameters each replica is evaluated with."""
     state, kept_params = _as_saved(state), _as_saved(kept_params)
-    progress = dict(progress, **{CHECKSUM_KEY: checksum(state, progress, kept_params)})
+    progress = dict(progress, **{PARAMS_CHECKSUM_KEY: params_checksum(state.params, kept_params)})
+    progress[CHECKSUM_KEY] = checksum(state, progress, kept_params)
     items = {'state': ocp.args.StandardSave(state), 'progress': ocp.args.JsonSave(progress)}
     if kept_params is not None:
       items['kept_params'] = ocp.args.StandardSave(kept_params)
@@ -223,9 +247,10 @@ class Checkpointer:
     recorded = progress.pop(CHECKSUM_KEY, None)
     if recorded is not None and recorded != checksum(state, progress, kept):
       raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
+    progress.pop(PARAMS_CHECKSUM_KEY, None)
     if ts.num_replicas(state_like) == 1:
       state, kept = jax.tree.map(lambda x: x[None], (state, kept))
-    return Restored(step, state, progress, kept)
+    return Restored(step, state.replace(rng=state_like.rng), progress, kept)
 
   def restore_newest_intact(self, state_like, kept_like=None):
     """Restores the newest checkpoint that is intact, moving damaged ones aside.
@@ -288,7 +313,10 @@ class Checkpointer:
 
 
 def _as_saved(tree):
-  """A stacked tree as saved: one replica without its replica axis, many stacked."""
+  """A stacked tree as saved: one replica without its replica axis, many stacked; a train
+  state without its `rng` (the config's seeds)."""
+  if isinstance(tree, ts.TrainState):
+    tree = tree.replace(rng=None)
   if tree is None or ts.num_replicas(tree) > 1:
     return tree
   return ts.replica(tree, 0)
@@ -320,34 +348,99 @@ def epochs_begun(workdir):
   return 0
 
 
-def load_trained(workdir, step=None):
-  """Rebuilds the trained state of a finished (or interrupted) run from its workdir.
+@dataclasses.dataclass(frozen=True)
+class Weights:
+  """A checkpoint's parameters, read without its optimizer state (numpy, as saved: one
+  replica without a replica axis, many stacked)."""
+  step: object  # The state's step (optimizer steps taken), as saved.
+  params: object
+  kept_params: object  # The parameters each replica is evaluated with, or None.
+  progress: dict
 
-  Needs no TensorFlow: reads workdir/config.json and the latest checkpoint (or `step`),
-  verified against its checksum; moves nothing. A run with config.restore_best or
+
+def _single_process_reader():
+  """An orbax Checkpointer that reads in this process alone: its restore's barrier spans
+  only this process, so process 0 may read while the others do something else."""
+  me = jax.process_index()
+  options = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+  handler = ocp.CompositeCheckpointHandler(
+      state=ocp.PyTreeCheckpointHandler(multiprocessing_options=options),
+      kept_params=ocp.PyTreeCheckpointHandler(multiprocessing_options=options),
+      progress=ocp.JsonCheckpointHandler(multiprocessing_options=options))
+  return ocp.Checkpointer(handler, multiprocessing_options=options)
+
+
+def _as_numpy(tree_metadata):
+  """Restore arguments reading every array of a tree (given by its metadata) as numpy."""
+  return jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree_metadata)
+
+
+def read_params(workdir, step=None):
+  """The parameters of the checkpoint of `step` (default the latest), verified against the
+  checksum of the parameters that the checkpoint records (one saved before that checksum
+  existed is trusted). Reads no optimizer state; a plain single-process read.
+
+  Raises:
+    CheckpointError: the workdir holds no checkpoint (or not `step`).
+    DamagedCheckpointError: it cannot be read, or its parameters do not match.
+  """
+  steps = sorted(int(n) for n in os.listdir(os.path.join(workdir, CHECKPOINT_DIR))
+                 if n.isdigit()) if has_checkpoint(workdir) else []
+  step = (steps[-1] if steps else None) if step is None else step
+  if step not in steps:
+    raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/'
+                          + ('' if step is None else f' at step {step}') + '.')
+  try:
+    weights = _read_weights(os.path.join(workdir, CHECKPOINT_DIR, str(step)))
+  except Exception as e:  # pylint: disable=broad-except
+    if (storage.find(e) or (None,))[0] in (errno.EACCES, errno.EPERM):
+      raise
+    raise DamagedCheckpointError(step, f'cannot be restored ({_first_line(e)})') from e
+  recorded = weights.progress.pop(PARAMS_CHECKSUM_KEY, None)
+  weights.progress.pop(CHECKSUM_KEY, None)
+  if recorded is not None and recorded != params_checksum(weights.params, weights.kept_params):
+    raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
+  return weights
+
+
+def _read_weights(path):
+  """`Weights` of one checkpoint folder: its params, step, kept params and progress."""
+  reader = _single_process_reader()
+  items = reader.metadata(path).item_metadata
+  tree = items['state'].tree
+  wanted = {'params': tree['params'], 'step': tree['step']}
+  args = {'state': ocp.args.PyTreeRestore(item=wanted, restore_args=_as_numpy(wanted),
+                                          partial_restore=True),
+          'progress': ocp.args.JsonRestore()}
+  if items.get('kept_params') is not None:  # Present in runs that keep parameters.
+    kept = items['kept_params'].tree
+    args['kept_params'] = ocp.args.PyTreeRestore(item=kept, restore_args=_as_numpy(kept))
+  restored = reader.restore(path, args=ocp.args.Composite(**args))
+  kept = restored['kept_params'] if 'kept_params' in args else None
+  state = restored['state']
+  return Weights(state['step'], state['params'], kept, dict(restored['progress']))
+
+
+def load_trained(workdir, step=None):
+  """The trained network of a finished (or interrupted) run, for evaluation and inference.
+
+  Needs no TensorFlow and builds no optimizer: reads workdir/config.json (completed by
+  config_files.read_run_config) and the parameters of the latest checkpoint (or `step`),
+  verified against their checksum; moves nothing. A run with config.restore_best or
   config.early_stopping_patience comes back with the parameters it was evaluated with
-  (each replica's best, or where it stopped); its optimizer state and step are the last.
+  (each replica's best, or where it stopped).
 
   Returns:
-    (config, state, progress): `state` is replica-stacked, one replica per seed of
-    `train_state.seeds_of(config)` (one for a single-seed run); take replica k with
-    `train_state.replica(state, k)`.
+    (config, state, progress): `state` is a replica-stacked TrainState without an
+    optimizer (tx and opt_state None; its step is the checkpoint's), one replica per seed
+    of `train_state.seeds_of(config)`; take replica k with `train_state.replica(state, k)`.
   """
-  config = ml_collections.ConfigDict(
-      results_lib.read_json(os.path.join(workdir, results_lib.FILES['config'])))
-  state = ts.create_train_states(config, ts.seeds_of(config))
-  kept_like = state.params if best_epoch.uses_kept(config) else None
-  checkpointer = Checkpointer(workdir, read_only=True)
-  try:
-    if checkpointer.latest_step() is None:
-      raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/.')
-    restored = checkpointer.restore(state, step, kept_like)
-  finally:
-    checkpointer.close()
-  state = restored.state
-  if restored.kept_params is not None:
-    state = state.replace(params=restored.kept_params)
-  return config, state, restored.progress
+  config = config_files.read_run_config(workdir)
+  weights = read_params(workdir, step)
+  params = weights.params if weights.kept_params is None else weights.kept_params
+  stacked = lambda x: jnp.asarray(x if config.num_seeds > 1 else x[None])
+  state = ts.inference_state(config, jax.tree.map(stacked, params), stacked(weights.step))
+  return config, state, weights.progress
 
 
 def load_network(workdir):
@@ -359,7 +452,5 @@ def load_network(workdir):
     FileNotFoundError: `workdir` holds no config.json.
     CheckpointError: it holds no intact checkpoint.
   """
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
-    raise FileNotFoundError(f'{workdir} holds no config.json')
   config, state, _ = load_trained(workdir)
   return config, ts.replica(state, 0)

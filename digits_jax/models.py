@@ -22,13 +22,16 @@ class MLP(nn.Module):
   num_classes: int = NUM_CLASSES
   kernel_init: str = 'glorot_uniform'
   dtype: Any = jnp.float32  # Computation dtype; parameters are always float32.
+  dropout_rate: float = 0.0  # Dropout after each hidden activation, in training only.
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train=False):
+    """Logits of `x`; `train` turns dropout on (it then needs a 'dropout' rng)."""
     x = x.reshape((x.shape[0], -1)).astype(self.dtype)  # Flatten 28x28 -> 784.
     init = KERNEL_INITS[self.kernel_init]
     for i, units in enumerate(self.hidden_sizes):
       x = nn.relu(nn.Dense(units, dtype=self.dtype, kernel_init=init, name=layer_name(i))(x))
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init,
                  name=layer_name(len(self.hidden_sizes)))(x)
     return x.astype(jnp.float32)
@@ -57,7 +60,7 @@ def hidden_sizes(config):
 def create_model(config):
   """Builds the MLP that `config` describes."""
   return MLP(hidden_sizes=hidden_sizes(config), kernel_init=config.kernel_init,
-             dtype=jnp.dtype(config.compute_dtype))
+             dtype=jnp.dtype(config.compute_dtype), dropout_rate=float(config.dropout_rate))
 
 
 def count_params(sizes, num_inputs=int(np.prod(INPUT_SHAPE)), num_classes=NUM_CLASSES):
