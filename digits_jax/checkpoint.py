@@ -15,8 +15,8 @@ moved aside to `damaged_checkpoints/` (never deleted) and the next older one is 
 
 A checkpoint does not hold the state's `rng` (the replicas' keys: key(seed), from the
 config), so checkpoints saved before it existed restore as they are. Its progress record
-also holds `params_checksum`, a checksum of the parameters alone (and the kept ones), which
-a params-only reader can verify without knowing the optimizer's state's structure.
+also holds `arrays_checksum`, a checksum of its arrays that does not depend on their
+tree's structure, which a reader that does not know the optimizer's state verifies.
 
 Loading weights (`read_params`, `load_trained`, `load_network`: predict, the report and
 its pad) reads the parameters alone, by a plain single-process read (no CheckpointManager,
@@ -53,7 +53,7 @@ from digits_jax import train_state as ts
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged_checkpoints'  # Checkpoints that failed to restore or verify.
 CHECKSUM_KEY = 'checksum'  # Progress-record key holding the checkpoint's checksum.
-PARAMS_CHECKSUM_KEY = 'params_checksum'  # ... and the checksum of its parameters alone.
+ARRAYS_CHECKSUM_KEY = 'arrays_checksum'  # ... and that of its arrays, in no order.
 TMP_MARK = '.orbax-checkpoint-tmp'  # In the name of a save's folder until it commits.
 
 
@@ -84,33 +84,37 @@ def _host(x):
   return np.asarray(x)
 
 
-def _digest_trees(digest, trees):
-  """Adds every array of `trees` (with its path, dtype and shape) to `digest`."""
-  for tree in trees:  # None adds nothing: old checksums stay valid.
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-      value = np.ascontiguousarray(_host(leaf))
-      if value.dtype.kind in 'iu':  # The step is an int32 array when saved, an int restored.
-        value = value.astype(np.int64)
-      digest.update(f'{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape};'.encode())
-      digest.update(value.tobytes())
+def _as_digested(leaf):
+  """An array as the checksums digest it (integers as int64: the step is an int32 array
+  when saved, an int when restored)."""
+  value = np.ascontiguousarray(_host(leaf))
+  return value.astype(np.int64) if value.dtype.kind in 'iu' else value
 
 
 def checksum(state, progress, kept_params=None):
   """SHA-256 of every array of `state` and `kept_params` (with its path, dtype and shape)
   and of `progress`."""
   digest = hashlib.sha256()
-  _digest_trees(digest, (state, kept_params))
+  for tree in (state, kept_params):  # None adds nothing: old checksums stay valid.
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      value = _as_digested(leaf)
+      digest.update(f'{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape};'.encode())
+      digest.update(value.tobytes())
   record = {k: v for k, v in progress.items() if k != CHECKSUM_KEY}
   digest.update(json.dumps(record, sort_keys=True, allow_nan=True).encode())
   return digest.hexdigest()
 
 
-def params_checksum(params, kept_params=None):
-  """SHA-256 of the parameter trees alone (plain dicts: their paths read back the same
-  from a checkpoint read without the train state's structure)."""
-  digest = hashlib.sha256()
-  _digest_trees(digest, (params, kept_params))
-  return digest.hexdigest()
+def arrays_checksum(*trees):
+  """SHA-256 of every array of `trees` (dtype, shape and bytes), in no order: each array is
+  digested apart and the digests sorted. A reader that restores the raw tree (whose
+  structure, e.g. the optimizer's state's, it does not know) can verify it."""
+  parts = []
+  for leaf in jax.tree.leaves(trees):
+    value = _as_digested(leaf)
+    parts.append(hashlib.sha256(f'{value.dtype}:{value.shape};'.encode() + value.tobytes())
+                 .hexdigest())
+  return hashlib.sha256(''.join(sorted(parts)).encode()).hexdigest()
 
 
 def _first_line(exc):
@@ -210,7 +214,7 @@ class Checkpointer:
     """Saves a replica-stacked state asynchronously; `progress` is a JSON-serialisable dict;
     `kept_params`, if given, the replica-stacked parameters each replica is evaluated with."""
     state, kept_params = _as_saved(state), _as_saved(kept_params)
-    progress = dict(progress, **{PARAMS_CHECKSUM_KEY: params_checksum(state.params, kept_params)})
+    progress = dict(progress, **{ARRAYS_CHECKSUM_KEY: arrays_checksum(state, kept_params)})
     progress[CHECKSUM_KEY] = checksum(state, progress, kept_params)
     items = {'state': ocp.args.StandardSave(state), 'progress': ocp.args.JsonSave(progress)}
     if kept_params is not None:
@@ -247,7 +251,7 @@ class Checkpointer:
     recorded = progress.pop(CHECKSUM_KEY, None)
     if recorded is not None and recorded != checksum(state, progress, kept):
       raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
-    progress.pop(PARAMS_CHECKSUM_KEY, None)
+    progress.pop(ARRAYS_CHECKSUM_KEY, None)
     if ts.num_replicas(state_like) == 1:
       state, kept = jax.tree.map(lambda x: x[None], (state, kept))
     return Restored(step, state.replace(rng=state_like.rng), progress, kept)
@@ -376,13 +380,13 @@ def _as_numpy(tree_metadata):
 
 
 def read_params(workdir, step=None):
-  """The parameters of the checkpoint of `step` (default the latest), verified against the
-  checksum of the parameters that the checkpoint records (one saved before that checksum
-  existed is trusted). Reads no optimizer state; a plain single-process read.
+  """The parameters of the checkpoint of `step` (default the latest), verified against its
+  `arrays_checksum` (one saved before that checksum existed is trusted). Builds no
+  optimizer: the state is read as the raw tree it was saved as; a single-process read.
 
   Raises:
     CheckpointError: the workdir holds no checkpoint (or not `step`).
-    DamagedCheckpointError: it cannot be read, or its parameters do not match.
+    DamagedCheckpointError: it cannot be read, or does not match its checksum.
   """
   steps = sorted(int(n) for n in os.listdir(os.path.join(workdir, CHECKPOINT_DIR))
                  if n.isdigit()) if has_checkpoint(workdir) else []
@@ -391,34 +395,31 @@ def read_params(workdir, step=None):
     raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/'
                           + ('' if step is None else f' at step {step}') + '.')
   try:
-    weights = _read_weights(os.path.join(workdir, CHECKPOINT_DIR, str(step)))
+    return _read_weights(os.path.join(workdir, CHECKPOINT_DIR, str(step)), step)
+  except DamagedCheckpointError:
+    raise
   except Exception as e:  # pylint: disable=broad-except
     if (storage.find(e) or (None,))[0] in (errno.EACCES, errno.EPERM):
       raise
     raise DamagedCheckpointError(step, f'cannot be restored ({_first_line(e)})') from e
-  recorded = weights.progress.pop(PARAMS_CHECKSUM_KEY, None)
-  weights.progress.pop(CHECKSUM_KEY, None)
-  if recorded is not None and recorded != params_checksum(weights.params, weights.kept_params):
-    raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
-  return weights
 
 
-def _read_weights(path):
-  """`Weights` of one checkpoint folder: its params, step, kept params and progress."""
+def _read_weights(path, step):
+  """`Weights` of one checkpoint folder, its arrays verified against its arrays_checksum."""
   reader = _single_process_reader()
   items = reader.metadata(path).item_metadata
-  tree = items['state'].tree
-  wanted = {'params': tree['params'], 'step': tree['step']}
-  args = {'state': ocp.args.PyTreeRestore(item=wanted, restore_args=_as_numpy(wanted),
-                                          partial_restore=True),
-          'progress': ocp.args.JsonRestore()}
-  if items.get('kept_params') is not None:  # Present in runs that keep parameters.
-    kept = items['kept_params'].tree
-    args['kept_params'] = ocp.args.PyTreeRestore(item=kept, restore_args=_as_numpy(kept))
-  restored = reader.restore(path, args=ocp.args.Composite(**args))
-  kept = restored['kept_params'] if 'kept_params' in args else None
-  state = restored['state']
-  return Weights(state['step'], state['params'], kept, dict(restored['progress']))
+  names = [name for name in ('state', 'kept_params') if items.get(name) is not None]
+  args = {name: ocp.args.PyTreeRestore(restore_args=_as_numpy(items[name].tree))
+          for name in names}
+  restored = reader.restore(path, args=ocp.args.Composite(
+      **args, progress=ocp.args.JsonRestore()))
+  state, kept = restored['state'], restored['kept_params'] if 'kept_params' in names else None
+  progress = dict(restored['progress'])
+  progress.pop(CHECKSUM_KEY, None)
+  recorded = progress.pop(ARRAYS_CHECKSUM_KEY, None)
+  if recorded is not None and recorded != arrays_checksum(state, kept):
+    raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
+  return Weights(state['step'], state['params'], kept, progress)
 
 
 def load_trained(workdir, step=None):

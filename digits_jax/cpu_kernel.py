@@ -138,6 +138,8 @@ def unusable_because(config, mesh):
     reasons.append('it implements keras_adam only')
   if config.compute_dtype != 'float32':
     reasons.append('it computes in float32 only')
+  if config.dropout_rate != 0:
+    reasons.append('it implements dropout_rate=0 only')
   if not config.data_on_device:
     reasons.append('it needs config.data_on_device')
   if config.cpu_kernel == 'auto' and config.batch_size > AUTO_MAX_BATCH:
