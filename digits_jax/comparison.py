@@ -10,6 +10,7 @@ import os
 import re
 
 from digits_jax import analysis
+from digits_jax import config_files
 from digits_jax import results as results_lib
 from digits_jax import significance
 from digits_jax import stats
@@ -121,8 +122,7 @@ def differing_fields(runs):
   for workdirs in groups.values():
     if len(workdirs) < 2:
       continue
-    configs = {w: results_lib.read_json(os.path.join(w, results_lib.FILES['config']))
-               for w in workdirs}
+    configs = {w: config_files.read_run_config(w).to_dict() for w in workdirs}
     fields = sorted({k for c in configs.values() for k in c})
     differ = [k for k in fields
               if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
@@ -175,7 +175,7 @@ def vary_cells(cells, vary):
   first, others = list(vary)[0], list(vary)[1:]
   out = []
   for cell in cells:
-    config = results_lib.read_json(os.path.join(cell['workdir'], results_lib.FILES['config']))
+    config = config_files.read_run_config(cell['workdir'])
     if isinstance(config.get(first), bool) or not isinstance(config.get(first), (int, float)):
       return []
     out.append(dict(cell, x=config[first],

@@ -80,7 +80,7 @@ def hyperparameter_fields(config):
 
 def hyperparameters(config):
   """{parameter: value} of the config's optimizer: the fields its signature names."""
-  return {p: config[p] for p in parameters(config.optimizer) if p in config}
+  return {p: config[p] for p in parameters(config['optimizer']) if p in config}
 
 
 def fields(config):
@@ -100,10 +100,10 @@ def create_optimizer(config):
 
 
 def describe(config):
-  """One line naming the optimizer and its hyperparameters, e.g.
-  'sgd (learning_rate=0.01, momentum=0.9, nesterov=False)'."""
+  """One line naming the optimizer of a config (a ConfigDict, or config.json's dict) and
+  its hyperparameters, e.g. 'sgd (learning_rate=0.01, momentum=0.9, nesterov=False)'."""
   items = ', '.join(f'{k}={v!r}' for k, v in hyperparameters(config).items())
-  return f'{config.optimizer} ({items})'
+  return f'{config["optimizer"]} ({items})'
 
 
 def problems(config, defaults):

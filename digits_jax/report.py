@@ -27,10 +27,12 @@ from absl import flags
 from absl import logging
 
 from digits_jax import analysis
+from digits_jax import config_files
 from digits_jax import comparison
 from digits_jax import drawing_pad
 from digits_jax import figures
 from digits_jax import input_pipeline
+from digits_jax import optimizers
 from digits_jax import results as results_lib
 from digits_jax import significance
 from digits_jax import stats
@@ -170,20 +172,22 @@ def _title(dataset):
   return input_pipeline.DATASET_TITLES.get(dataset, dataset)
 
 
-def _goal(dataset=None):
-  """One paragraph on what the lab does (on one dataset, or on both when None)."""
+def _goal(dataset=None, optimizer=None):
+  """One paragraph on what the lab does (on one dataset, or on both when None), with
+  which optimizer (`optimizers.describe`; None: each run's own, in its config)."""
   if dataset is None:
     what = ('handwritten digits (MNIST, Task 1) and of clothing items (Fashion-MNIST, '
             'Task 2)')
   else:
     what = f'{SUBJECTS.get(dataset, "images")} from {_title(dataset)}'
+  optimizer = optimizer or "the one each run's config names"
   return ('The lab trains a fully connected network (Flatten 28×28 → Dense+ReLU hidden '
           'layer(s) → Dense(10) with softmax) to recognise 28×28 grey-level images of '
           f'{what} '
           '(60,000 training and 10,000 test images, 10 classes). Inputs are scaled to [0, 1]; '
-          'the loss is categorical cross-entropy and the optimizer Adam. The last fraction of '
-          'the training set is held out for validation, as Keras does. After training, the '
-          'network is evaluated on the test set, chosen test images are recognised with their '
+          f'the loss is categorical cross-entropy and the optimizer {optimizer}. The last '
+          'fraction of the training set is held out for validation, as Keras does. After '
+          'training, the network is evaluated on the test set, chosen test images are recognised with their '
           '10 output probabilities, and the misclassified test images are counted and shown.')
 
 
@@ -200,7 +204,8 @@ def load_run(workdir):
   if os.path.exists(path('summary')):
     with open(path('summary')) as f:
       summary = f.read()
-  config = results_lib.read_json(path('config')) if os.path.exists(path('config')) else {}
+  config = (config_files.read_run_config(workdir).to_dict() if os.path.exists(path('config'))
+            else {})
   history = results_lib.read_history(workdir) if os.path.exists(path('history')) else []
   return {'workdir': workdir, 'res': results_lib.read_json(path('results')),
           'config': config, 'summary': summary, 'history': history,
@@ -365,7 +370,8 @@ def run_sections(run, figs, cm):
   """The sections of a run's page, in order (RUN_SECTIONS)."""
   res = run['res']
   return [
-      section('Goal', _goal(res['dataset'])),
+      section('Goal', _goal(res['dataset'], run['config'] and
+                            optimizers.describe(run['config']))),
       _results_section(run),
       _config_section(run['config']),
       section('Model summary', Raw(f'<pre>{html.escape(run["summary"])}</pre>')),
