@@ -2,6 +2,7 @@
 whose keys come from (seed, step)) resume to exactly the uninterrupted result; NaN stops
 cleanly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from digits_jax import checkpoint
 from digits_jax import results
 from digits_jax import steps
 from digits_jax import train
+from digits_jax import workdir as workdir_lib
 
 # Long enough epochs (2,400 single-step calls) for a signal to land inside epoch 2.
 LONG = dict(TINY_FLAGS, num_epochs=3, batch_size=2, steps_per_call=1)
@@ -144,3 +146,17 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monke
   _, state, progress = checkpoint.load_trained(workdir)
   assert progress['epoch'] == 1 and int(state.step[0]) == 15
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
+
+
+def test_a_run_from_before_newer_fields_resumes_at_their_defaults_and_guards_them(
+    tiny_data, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
+  path = os.path.join(workdir, results.FILES['config'])
+  newer = ('dropout_rate', 'momentum', 'nesterov', 'weight_decay')
+  old = {k: v for k, v in results.read_json(path).items() if k not in newer}
+  results.write_text(path, json.dumps(old))  # As config.json was before those fields.
+  with pytest.raises(workdir_lib.WorkdirMismatchError, match=r'dropout_rate: 0.0 -> 0.1\)'):
+    train.train_and_evaluate(tiny_config(tiny_data, num_epochs=2, dropout_rate=0.1), workdir)
+  state = train.train_and_evaluate(tiny_config(tiny_data, num_epochs=2), workdir)
+  assert int(state.step[0]) == 2 * 15
