@@ -33,11 +33,8 @@ import datetime
 import errno
 import hashlib
 import json
-import logging
 import os
 import shutil
-import sys
-import traceback
 
 from absl import logging as absl_logging
 import jax
@@ -46,6 +43,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from digits_jax import config_files
+from digits_jax import orbax_quiet
 from digits_jax import parallel
 from digits_jax import storage
 from digits_jax import train_state as ts
@@ -54,7 +52,7 @@ CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged_checkpoints'  # Checkpoints that failed to restore or verify.
 CHECKSUM_KEY = 'checksum'  # Progress-record key holding the checkpoint's checksum.
 ARRAYS_CHECKSUM_KEY = 'arrays_checksum'  # ... and that of its arrays, in no order.
-TMP_MARK = '.orbax-checkpoint-tmp'  # In the name of a save's folder until it commits.
+TMP_MARK = orbax_quiet.TMP_MARK
 
 
 class CheckpointError(RuntimeError):
@@ -125,61 +123,6 @@ def _first_line(exc):
   return f'{type(exc).__name__}: {text[:160]}' if text else type(exc).__name__
 
 
-class _QuietStorageFailures(logging.Filter):
-  """Drops orbax's logged tracebacks of a disk-full or permission failure: the failure
-  is raised to the caller too, which explains it once, in one paragraph."""
-
-  def filter(self, record):
-    if f'{os.sep}orbax{os.sep}' not in record.pathname or record.levelno < logging.WARNING:
-      return True
-    if TMP_MARK in record.getMessage():  # About the temporary folder of a failed save.
-      return False
-    exc = record.exc_info[1] if record.exc_info else None
-    return storage.find(exc) is None and storage.find(Exception(record.getMessage())) is None
-
-
-class _QuietOrphanedReads(logging.Filter):
-  """Drops asyncio's 'Task exception was never retrieved' for orbax's other reads of a
-  checkpoint that failed to restore: that failure is already reported, in one line."""
-
-  def filter(self, record):
-    return not _orphaned(record.exc_info[1] if record.exc_info else None)
-
-
-def _orphaned(exc):
-  """Whether `exc` is the echo of a failure already reported: a TensorStore callback into
-  orbax's closed event loop, or an orbax read or write left running after it failed."""
-  if isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed':
-    return True
-  frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
-  return any(f'{os.sep}orbax{os.sep}' in frame.filename for frame in frames)
-
-
-def _quiet_orphaned_callbacks():
-  """After a failed save or restore, orbax's other reads and writes of that checkpoint
-  still finish and report their errors (as unraisable exceptions, or through
-  sys.excepthook from a callback thread); drops those, since the failure itself is
-  raised and reported in one line. Idempotent."""
-  if getattr(sys.unraisablehook, 'digits_jax_quiet', False):
-    return
-  previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
-
-  def unraisable_hook(unraisable):
-    if not _orphaned(unraisable.exc_value):
-      previous_unraisable(unraisable)
-
-  def except_hook(exc_type, exc, tb):
-    if not _orphaned(exc):
-      previous_except(exc_type, exc, tb)
-
-  unraisable_hook.digits_jax_quiet = True
-  sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
-
-
-_QUIET = _QuietStorageFailures()
-_QUIET_READS = _QuietOrphanedReads()
-
-
 @dataclasses.dataclass(frozen=True)
 class Restored:
   """A checkpoint's contents: the replica-stacked state, its progress record, and the
@@ -197,9 +140,7 @@ class Checkpointer:
     """`read_only`: for reading a run's checkpoints, even while it saves (never save)."""
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
-    absl_logging.get_absl_logger().addFilter(_QUIET)  # Both idempotent.
-    logging.getLogger('asyncio').addFilter(_QUIET_READS)
-    _quiet_orphaned_callbacks()  # Before any save: their echoes can come before the failure.
+    orbax_quiet.install(absl_logging.get_absl_logger())
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
