@@ -47,6 +47,7 @@ from ml_collections import config_flags
 from digits_jax import background
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import comparison
+from digits_jax import config_files
 from digits_jax import console
 from digits_jax import input_pipeline
 from digits_jax import preemption
@@ -129,7 +130,7 @@ def is_finished(config, workdir):
   saved = os.path.join(workdir, results_lib.FILES['config'])
   if not (os.path.exists(results) and os.path.exists(saved)):
     return False
-  old, new = results_lib.read_json(saved), config.to_dict()
+  old, new = config_files.read_run_config(workdir).to_dict(), config.to_dict()
   return not workdir_lib.changed_fields(old, new, may_change=RESULT_NEUTRAL_FIELDS)
 
 
