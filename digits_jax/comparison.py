@@ -176,10 +176,10 @@ def vary_cells(cells, vary):
   out = []
   for cell in cells:
     config = config_files.read_run_config(cell['workdir'])
-    if isinstance(config.get(first), bool) or not isinstance(config.get(first), (int, float)):
+    if isinstance(config[first], bool) or not isinstance(config[first], (int, float)):
       return []
     out.append(dict(cell, x=config[first],
-                    series=','.join(f'{f}={config.get(f)}' for f in others)))
+                    series=','.join(f'{f}={config[f]}' for f in others)))
   return out
 
 
