@@ -31,7 +31,8 @@ class MLP(nn.Module):
     init = KERNEL_INITS[self.kernel_init]
     for i, units in enumerate(self.hidden_sizes):
       x = nn.relu(nn.Dense(units, dtype=self.dtype, kernel_init=init, name=layer_name(i))(x))
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      if self.dropout_rate:  # (None at 0: the lab's network and its summary unchanged.)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f'dropout_{i}')(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init,
                  name=layer_name(len(self.hidden_sizes)))(x)
     return x.astype(jnp.float32)
