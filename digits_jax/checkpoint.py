@@ -43,6 +43,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from digits_jax import config_files
+from digits_jax import errors
 from digits_jax import orbax_quiet
 from digits_jax import parallel
 from digits_jax import storage
@@ -55,7 +56,7 @@ ARRAYS_CHECKSUM_KEY = 'arrays_checksum'  # ... and that of its arrays, in no ord
 TMP_MARK = orbax_quiet.TMP_MARK
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
   """No checkpoint of the workdir can be restored intact."""
 
 
@@ -133,6 +134,17 @@ class Restored:
   kept_params: object = None
 
 
+def _processes(read_only):
+  """The processes a CheckpointManager involves: all for a writer (orbax's default), only
+  its own for a reader. Orbax makes every manager a collective (sync_global_processes),
+  which hung multi-process runs: process 0 reads alone after training (the report's
+  drawing pad) while the others wait in jax.distributed.shutdown."""
+  if not read_only:
+    return ocp.options.MultiprocessingOptions()
+  me = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
 class Checkpointer:
   """Saves and restores (state, progress) under workdir/checkpoints, keyed by global step."""
 
@@ -146,7 +158,8 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only,
             # A save cut short leaves nothing behind (a reader must not touch a run's).
-            cleanup_tmp_directories=not read_only))
+            cleanup_tmp_directories=not read_only,
+            multiprocessing_options=_processes(read_only)))
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -306,8 +319,7 @@ class Weights:
 def _single_process_reader():
   """An orbax Checkpointer that reads in this process alone: its restore's barrier spans
   only this process, so process 0 may read while the others do something else."""
-  me = jax.process_index()
-  options = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+  options = _processes(read_only=True)
   handler = ocp.CompositeCheckpointHandler(
       state=ocp.PyTreeCheckpointHandler(multiprocessing_options=options),
       kept_params=ocp.PyTreeCheckpointHandler(multiprocessing_options=options),
@@ -333,8 +345,10 @@ def read_params(workdir, step=None):
                  if n.isdigit()) if has_checkpoint(workdir) else []
   step = (steps[-1] if steps else None) if step is None else step
   if step not in steps:
-    raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/'
-                          + ('' if step is None else f' at step {step}') + '.')
+    raise CheckpointError(
+        f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/' + (
+            f' at step {step}.' if step is not None else ': it is not a trained run (python '
+            f'-m digits_jax.main --workdir={workdir} trains one).'))
   try:
     return _read_weights(os.path.join(workdir, CHECKPOINT_DIR, str(step)), step)
   except DamagedCheckpointError:
@@ -391,8 +405,12 @@ def load_network(workdir):
   The one place that picks which trained network to use: the run's first replica.
 
   Raises:
-    FileNotFoundError: `workdir` holds no config.json.
+    errors.MissingFileError: `workdir` holds no config.json.
     CheckpointError: it holds no intact checkpoint.
   """
+  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+    raise errors.MissingFileError(workdir, 'holds no trained run (no config.json)',
+                                  'Give a trained run\'s folder (python -m digits_jax.main '
+                                  f'--workdir={workdir} trains one).')
   config, state, _ = load_trained(workdir)
   return config, ts.replica(state, 0)
