@@ -23,6 +23,7 @@ import numpy as np
 from digits_jax import best_epoch
 from digits_jax import errors
 from digits_jax import models
+from digits_jax import optimizers
 from digits_jax import parallel
 from digits_jax import stats
 from digits_jax import train_state as ts
@@ -384,6 +385,7 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
       'hidden_sizes': list(models.hidden_sizes(config)),
       'num_params': models.count_params(models.hidden_sizes(config)),
+      'optimizer': optimizers.describe(config), 'dropout_rate': config.dropout_rate,
       'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
       'validation_split': config.validation_split, 'seed': config.seed,
       'num_train': len(data.train_labels), 'num_val': len(data.val_labels),

@@ -47,6 +47,7 @@ from digits_jax import background
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import comparison
 from digits_jax import cli
+from digits_jax import config_files
 from digits_jax import console
 from digits_jax import errors
 from digits_jax import input_pipeline
@@ -134,7 +135,7 @@ def is_finished(config, workdir):
   run then resumes and rewrites them)."""
   try:
     results_lib.read_finished(workdir)
-    old = results_lib.read_config(workdir)
+    old = config_files.read_run_config(workdir).to_dict()
   except errors.FileProblem:
     return False
   return not workdir_lib.changed_fields(old, config.to_dict(), may_change=RESULT_NEUTRAL_FIELDS)
