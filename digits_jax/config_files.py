@@ -23,6 +23,7 @@ import tokenize
 import ml_collections
 
 from digits_jax import errors
+from digits_jax import input_pipeline
 from digits_jax import results as results_lib
 
 
@@ -201,10 +202,11 @@ def field_docs():
 
 def help_text():
   """The shipped configs, every config field (default and meaning) and the data variables."""
-  from digits_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   config = defaults()
+  datasets = ', '.join(input_pipeline.DATASETS)
   lines = ['', f'Shipped configs (in {config_dir()}): --config=configs/NAME.py, or '
-           '--config=NAME; add :fashion_mnist for Task 2, e.g. --config=v6:fashion_mnist.']
+           f'--config=NAME; add :DATASET for another dataset ({datasets}), e.g. '
+           '--config=v6:fashion_mnist (Task 2).']
   lines += [f'  {name:<8} {doc}' for name, doc in shipped().items()]
   lines += ['', 'Config fields, with the default config\'s values; override any with '
             '--config.FIELD=VALUE:']
@@ -212,8 +214,8 @@ def help_text():
     lines.append(textwrap.fill(comment, width=100, initial_indent=f'  {name} = {config[name]!r}'
                                .ljust(38) + ' ', subsequent_indent=' ' * 39))
   lines += ['', 'Environment variables (the data folders, see config.data_source):']
-  for dataset in input_pipeline.DATASETS:
-    lines.append(f'  {input_pipeline.env_var(dataset):<30} a folder of the four {dataset} '
+  for name, record in input_pipeline.DATASETS.items():
+    lines.append(f'  {record.env_var:<30} a folder of the four {name} '
                  'IDX files, tried after config.data_dir')
   lines.append(f'  {"TFDS_DATA_DIR":<30} where tensorflow-datasets keeps prepared data '
                '(default ~/tensorflow_datasets)')

@@ -17,8 +17,9 @@ batch, or of a batch that does not divide by the device count) add nothing to th
 the gradients or the metrics, so a padded step is exactly the unpadded one.
 """
 
+import dataclasses
 import functools
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -146,18 +147,75 @@ def preprocess(images):
   return images.astype(jnp.float32)
 
 
-def compute_metrics(logits, labels, mask):
-  """Sums of loss and correct predictions over the unmasked examples, and their count.
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  """One per-epoch metric, declared once (METRICS); every output follows the declaration.
 
-  Sums (not means) so that blocks, devices and epochs combine exactly; divide by
-  'count' to report. The loss is categorical cross-entropy of softmax(logits) against
-  one-hot labels, as Keras's `categorical_crossentropy` on a softmax output.
+  A batch contributes `batch_sum(logits, labels, mask)`, the metric summed over its
+  unmasked examples (mask float32 [B], 1 for a real example), kept under `sum_name`;
+  the epoch's value is that sum over the epoch divided by the examples counted. Sums (not
+  means) so that blocks, devices and epochs combine exactly.
+  history.csv has the columns `name` (training) and `val_<name>`, results.json
+  `test_<name>` (top level and per seed), TensorBoard `train/<name>`, `validation/<name>`
+  and `test/<name>`; the console, curves.png (one panel each) and the report show it.
+  """
+  name: str  # E.g. 'accuracy'.
+  sum_name: str  # Its per-batch sum's key, e.g. 'correct' (saved in checkpoints).
+  batch_sum: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+  title: str  # Plot and page title, e.g. 'Accuracy'.
+  percent: bool = False  # Shown as a percentage on pages (a fraction in [0, 1]).
+
+
+def _cross_entropy_sum(logits, labels, mask):
+  """Categorical cross-entropy of softmax(logits) against one-hot labels (as Keras's
+  `categorical_crossentropy` on a softmax output), summed over the unmasked examples."""
+  return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask)
+
+
+def _correct_sum(logits, labels, mask):
+  """Examples whose highest logit is the true class, over the unmasked examples."""
+  return jnp.sum((jnp.argmax(logits, -1) == labels).astype(jnp.float32) * mask)
+
+
+# The per-epoch metrics, in display order. The first is the training loss (its mean is
+# what the optimizer minimises). The fused C++ kernel computes the sums of exactly
+# ('loss', 'correct', 'count'): see `sum_names`.
+METRICS = (
+    Metric('loss', 'loss', _cross_entropy_sum, 'Loss'),
+    Metric('accuracy', 'correct', _correct_sum, 'Accuracy', percent=True),
+)
+COUNT = 'count'  # The sum of the mask: the examples counted.
+
+
+def metric_names():
+  """The declared metrics' names, in order, e.g. ('loss', 'accuracy')."""
+  return tuple(m.name for m in METRICS)
+
+
+def sum_names():
+  """The keys of a batch's metric sums, e.g. ('loss', 'correct', 'count'): a fast path
+  that computes other sums must stand aside."""
+  return tuple(m.sum_name for m in METRICS) + (COUNT,)
+
+
+def zero_sums():
+  """Host running sums of an epoch: 0.0 under every key of `sum_names()`."""
+  return {k: 0.0 for k in sum_names()}
+
+
+def epoch_values(sums, prefix=''):
+  """{prefix + metric name: its sum / count} from the sums of an epoch (or a split)."""
+  return {prefix + m.name: sums[m.sum_name] / sums[COUNT] for m in METRICS}
+
+
+def compute_metrics(logits, labels, mask):
+  """Each declared metric's sum over the unmasked examples, and their 'count'.
+
+  Divide by 'count' to report (`epoch_values`).
   """
   mask = mask.astype(jnp.float32)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-  return {'loss': jnp.sum(losses * mask), 'correct': jnp.sum(correct * mask),
-          'count': jnp.sum(mask)}
+  return {**{m.sum_name: m.batch_sum(logits, labels, mask) for m in METRICS},
+          COUNT: jnp.sum(mask)}
 
 
 def dropout_key(state):
@@ -175,7 +233,7 @@ def _train_step(state, batch):
     logits = state.apply_fn({'params': params}, images, train=True,
                             rngs={'dropout': dropout_key(state)})
     metrics = compute_metrics(logits, batch['label'], batch['mask'])
-    return metrics['loss'] / jnp.maximum(metrics['count'], 1.0), metrics
+    return metrics['loss'] / jnp.maximum(metrics[COUNT], 1.0), metrics
 
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
   return state.apply_gradients(grads=grads), metrics
@@ -186,7 +244,7 @@ def _sum_metrics(a, b):
 
 
 def _zero_metrics():
-  return {'loss': jnp.zeros(()), 'correct': jnp.zeros(()), 'count': jnp.zeros(())}
+  return {k: jnp.zeros(()) for k in sum_names()}
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -271,7 +329,7 @@ def _eval_and_predict(state, batch):
 
 @jax.jit
 def eval_step(state, batch):
-  """Metric sums (loss, correct, count) of one batch, masked examples excluded."""
+  """Metric sums (`sum_names()`) of one batch, masked examples excluded."""
   return _eval_step(state, batch)
 
 

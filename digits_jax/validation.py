@@ -12,6 +12,7 @@ import shutil
 import ml_collections
 import numpy as np
 
+from digits_jax import checkpoint
 from digits_jax import config_files
 from digits_jax import cpu_kernel
 from digits_jax import errors
@@ -143,7 +144,7 @@ def check_data_dir(config):
   if kind != 'idx':
     return []
   where = ('config.data_dir' if config.data_dir else
-           f'${input_pipeline.env_var(config.dataset)}')
+           f'${input_pipeline.dataset(config.dataset).env_var}')
   if not os.path.isdir(folder):
     return [f'{where}={folder!r}: no such folder; point it at a folder holding the four '
             'IDX files, or use --config.data_source=tfds.']
@@ -167,7 +168,6 @@ def check_workdir(workdir, config=None):
   if not os.path.isdir(probe):
     return [f'workdir {workdir!r}: {probe} is a file, not a folder; choose another --workdir.']
   problems = _name_lengths(workdir, path, probe)
-  from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top  (imports orbax)
   for folder in (probe, os.path.join(path, checkpoint.CHECKPOINT_DIR)):
     if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
       problems.append(f'workdir {workdir!r}: {folder} is not writable; make it writable '

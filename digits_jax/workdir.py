@@ -27,6 +27,7 @@ import socket
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import config_files
 from digits_jax import errors
+from digits_jax import outputs
 from digits_jax import parallel
 from digits_jax import results as results_lib
 
@@ -232,10 +233,7 @@ def _read_record(path):
 def _run_names():
   """Names of what a run writes into its workdir: results, figures, report, TensorBoard
   logs, checkpoints (the lock excepted)."""
-  # pylint: disable=g-import-not-at-top  (matplotlib: imported only when needed)
-  from digits_jax import figures, report, summaries
-  return {*results_lib.FILES.values(), *figures.FILES.values(), report.REPORT,
-          summaries.LOGDIR, ckpt_lib.CHECKPOINT_DIR, ckpt_lib.DAMAGED_DIR}
+  return {*outputs.run_file_names(), ckpt_lib.CHECKPOINT_DIR, ckpt_lib.DAMAGED_DIR}
 
 
 def temporaries(workdir):

@@ -81,7 +81,7 @@ def test_help_lists_configs_fields_and_variables(tmp_path):
   assert docs['batch_size'] == 'Global training batch size (the last partial batch is kept).'
   assert docs['cpu_kernel'].startswith('Fused C++ CPU kernel')  # From the lines above it.
   for dataset in input_pipeline.DATASETS:
-    assert input_pipeline.env_var(dataset) in text
+    assert input_pipeline.DATASETS[dataset].env_var in text
   assert '--dry_run' in text
 
 
@@ -111,7 +111,7 @@ def test_a_config_file_that_does_not_load_is_one_line(tmp_path, case):
 
 
 @pytest.mark.parametrize('arg, message', [
-    ('--config.activation=tanh', "the config has no field 'activation'. Run with --help"),
+    ('--config.colour_scheme=dark', "the config has no field 'colour_scheme'. Run with --help"),
     ('--config.batchsize=3', "no field 'batchsize'. Did you mean \"batch_size\""),
     ('--config.num_epochs.x=3', "no field 'num_epochs.x'")])
 def test_an_override_of_no_field_names_the_near_ones(arg, message):
@@ -132,8 +132,8 @@ def test_an_override_of_no_field_names_the_near_ones(arg, message):
      "for int() with base 10: 'abc'. See --help"),
     (('extra',), 'error: unexpected arguments: extra. Every setting is a flag'),
     (('--fresh_start',), "error: Unknown command line flag 'fresh_start'"),
-    (('--config.activation=tanh',), "error: bad --config override '--config.activation=tanh':"
-     " the config has no field 'activation'."),
+    (('--config.colour_scheme=dark',), "error: bad --config override '--config.colour_scheme=dark':"
+     " the config has no field 'colour_scheme'."),
     pytest.param(('--config.seed=18446744073709551617', '--dry_run'), 'the seeds run to '
                  '18446744073709551617, past 9223372036854775807', marks=pytest.mark.slow)])
 def test_dry_run_validates_and_bad_flags_are_one_paragraph(tmp_path, args, message):

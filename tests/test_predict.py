@@ -26,7 +26,7 @@ from digits_jax import input_pipeline
 from digits_jax import optimizers
 from digits_jax import predict
 from digits_jax import preprocess
-from digits_jax import report
+from digits_jax import html_page
 from digits_jax import results
 from digits_jax import train
 from digits_jax import train_state as ts
@@ -57,7 +57,7 @@ def mnist_run(tmp_path_factory):
   try:
     input_pipeline.resolve_source(config)
   except idx.DataError:
-    pytest.skip(f'no local MNIST IDX folder: set ${input_pipeline.env_var("mnist")}')
+    pytest.skip(f'no local MNIST IDX folder: set ${input_pipeline.DATASETS["mnist"].env_var}')
   workdir = quiet_train(config, str(tmp_path_factory.mktemp('mnist') / 'run'))
   _, state = load_network(workdir)  # Replica 0, the network predict uses.
   return workdir, input_pipeline.load(config).test_images, state
@@ -151,8 +151,8 @@ ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, pad.width, pad.height);
 ctx.drawImage(img, 17, 41, 230, 200);
 bitmaps.push(grab());
 const drawings = bitmaps.map((b) => ({width: b.width, height: b.height, rgba: b64(b.data),
-    digit: window.digitsJax.prepare(b, 'mnist'),
-    fashion: window.digitsJax.prepare(b, 'fashion_mnist')}));
+    digit: window.digitsJax.prepare(b, 'digit'),
+    fashion: window.digitsJax.prepare(b, 'fashion')}));
 """
 
 
@@ -168,7 +168,7 @@ def test_the_pad_predicts_and_prepares_as_python(mnist_run, tmp_path):
   script = (f'const PAPER = "{paper}";\n'
             f'const predicted = {json.dumps(images.tolist())}.map(window.digitsJax.predict);\n'
             + DRAWINGS + 'return {predicted, drawings};')
-  with open(os.path.join(workdir, report.REPORT), encoding='utf-8') as f:
+  with open(os.path.join(workdir, html_page.REPORT), encoding='utf-8') as f:
     out = run_in_browser(f.read(), tmp_path, script)
   # (b) The forward pass: the same probabilities as train_state.predict.
   expected = np.asarray(ts.predict(state, images))
@@ -178,10 +178,10 @@ def test_the_pad_predicts_and_prepares_as_python(mnist_run, tmp_path):
   for drawing in out['drawings']:
     rgba = np.frombuffer(base64.b64decode(drawing['rgba']), np.uint8).reshape(
         drawing['height'], drawing['width'], 4)
-    for dataset, key in (('mnist', 'digit'), ('fashion_mnist', 'fashion')):
-      python = preprocess.prepare(rgba, dataset).astype(int)
+    for key in preprocess.PREPARATIONS:
+      python = preprocess.prepare(rgba, key).astype(int)
       js = np.asarray(drawing[key]).reshape(28, 28)
-      assert (np.abs(js - python) <= 1).mean() >= 0.99, dataset
+      assert (np.abs(js - python) <= 1).mean() >= 0.99, key
       assert python.max() > 100  # Something was drawn (a thin line stays faint as fashion).
   # The pad's own reading of the drawn '7' is the network's reading of Python's preparation.
   first = out['drawings'][0]
@@ -191,7 +191,7 @@ def test_the_pad_predicts_and_prepares_as_python(mnist_run, tmp_path):
 
 
 def test_the_report_embeds_the_pad_with_the_weights(tiny_run):
-  with open(os.path.join(tiny_run, report.REPORT), encoding='utf-8') as f:
+  with open(os.path.join(tiny_run, html_page.REPORT), encoding='utf-8') as f:
     text = f.read()
   assert '<canvas id="pad-canvas"' in text and 'window.digitsJax' in text
   model = json.loads(re.search(r'<script type="application/json" id="digits-jax-model">'
@@ -277,7 +277,7 @@ def test_a_run_of_another_optimizer_reads_back_without_building_an_optimizer(
   probs = np.asarray(ts.predict(state, images))  # Deterministic: no dropout at inference.
   np.testing.assert_allclose(probs, results.read_predictions(sgd_run)['probabilities'],
                              rtol=1e-5, atol=1e-6)
-  with open(os.path.join(sgd_run, report.REPORT), encoding='utf-8') as f:
+  with open(os.path.join(sgd_run, html_page.REPORT), encoding='utf-8') as f:
     assert '<canvas id="pad-canvas"' in f.read()  # The report's pad loaded it too.
 
 
