@@ -2,8 +2,8 @@
 
 A crash never leaves a half-written file: readers see the old version or the new one.
 `write_run_files` writes what is known before training, `write_results` what a finished
-run measured (results.json with its predictions), `write_outputs` the figures and pages
-drawn from those files.
+run measured (results.json with its predictions); outputs.py draws the figures and pages
+from those files.
 """
 
 import csv
@@ -14,21 +14,28 @@ import math
 import os
 import platform
 import tempfile
+import zipfile
+import zlib
 
 import jax
 import numpy as np
 
 from digits_jax import best_epoch
+from digits_jax import errors
 from digits_jax import models
+from digits_jax import optimizers
 from digits_jax import parallel
 from digits_jax import stats
+from digits_jax import train_state as ts
 
-HISTORY_FIELDS = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seconds')
-# results.json's per_seed lists: one value per seed, in the order of its 'seeds'.
-PER_SEED_FIELDS = ('test_accuracy', 'test_loss', 'misclassified_count', 'best_epoch',
-                   'final_val_accuracy')
+# results.json's per_seed lists (one value per seed, in the order of its 'seeds'): these,
+# after test_<metric> for each of train_state.METRICS (`per_seed_fields`).
+PER_SEED_OUTCOMES = ('misclassified_count', 'best_epoch', 'final_val_accuracy')
 # Added to them, and to the top level, by config.restore_best / early_stopping_patience.
 KEPT_FIELDS = ('evaluated_epoch', 'stopped_early_at_epoch', 'epochs_trained')
+# What to do about a damaged or missing result file: the run rewrites every one of them.
+RERUN = ('Rerun the run\'s training command: a finished run is not retrained, it rewrites its '
+         'result files from its last checkpoint (or pass --fresh to start anew).')
 FILES = {
     'config': 'config.json',
     'summary': 'model_summary.txt',
@@ -37,6 +44,23 @@ FILES = {
     'misclassified_list': 'misclassified.csv',
     'results': 'results.json',
 }
+
+
+def history_fields():
+  """history.csv's columns: the epoch, each declared metric (train_state.METRICS) on the
+  training and then the validation data, and the epoch's training seconds."""
+  names = ts.metric_names()
+  return ('epoch',) + names + tuple('val_' + n for n in names) + ('seconds',)
+
+
+def test_fields():
+  """results.json's test values, one per declared metric: ('test_loss', 'test_accuracy')."""
+  return tuple('test_' + n for n in ts.metric_names())
+
+
+def per_seed_fields():
+  """results.json's per_seed lists, without the KEPT_FIELDS of restore_best/early stopping."""
+  return test_fields() + PER_SEED_OUTCOMES
 
 
 def current_umask():
@@ -80,20 +104,26 @@ def write_json(path, obj):
   write_text(path, json.dumps(obj, indent=2, allow_nan=False) + '\n')  # Strict JSON.
 
 
-class DamagedFileError(ValueError):
-  """A file the run reads back is not what was written (e.g. truncated JSON)."""
+DamagedFileError = errors.DamagedFileError  # Where callers have always found it.
 
 
-def read_json(path):
-  """A JSON file's content; raises DamagedFileError naming the file if it does not parse."""
-  with open(path) as f:
-    text = f.read()
+def read_json(path, *, kind=dict, fix=RERUN):
+  """A JSON file's content, which must be a `kind` (a JSON object by default).
+
+  Raises:
+    errors.MissingFileError, errors.DamagedFileError: naming the file, with `fix`.
+  """
+  text = _read_text(path, fix)
   try:
-    return json.loads(text)
+    value = json.loads(text)
   except json.JSONDecodeError as e:
-    raise DamagedFileError(
-        f'{path} is damaged or truncated ({e.msg} at line {e.lineno}, column {e.colno}; '
-        f'{len(text):,} characters).') from None
+    raise DamagedFileError(path, (
+        f'is damaged or truncated ({e.msg} at line {e.lineno}, column {e.colno}; '
+        f'{len(text):,} characters)'), fix) from None
+  if not isinstance(value, kind):
+    raise DamagedFileError(path, f'holds a JSON {type(value).__name__}, not the '
+                           f'{kind.__name__} that was written', fix)
+  return value
 
 
 def write_csv(path, fields, rows):
@@ -105,9 +135,25 @@ def write_csv(path, fields, rows):
   write_text(path, buf.getvalue())
 
 
-def read_csv(path):
-  with open(path, newline='') as f:
-    return list(csv.DictReader(f))
+def _read_text(path, fix):
+  """A UTF-8 text file's content, or the typed error naming it."""
+  if not os.path.isfile(path):
+    raise errors.MissingFileError(
+        path, 'is missing' if not os.path.lexists(path) else 'is not a regular file', fix)
+  try:
+    with open(path, encoding='utf-8', newline='') as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise DamagedFileError(path, f'is not UTF-8 text (byte {e.start:,}): damaged', fix) from None
+
+
+def read_csv(path, fix=RERUN):
+  """A CSV file with a header as a list of dicts of text (see _read_text for errors)."""
+  rows = list(csv.DictReader(io.StringIO(_read_text(path, fix))))
+  if any(None in r or None in r.values() for r in rows):
+    raise DamagedFileError(path, 'has a row with too few or too many values (truncated?)',
+                           fix)
+  return rows
 
 
 def write_history(workdir, history):
@@ -116,7 +162,7 @@ def write_history(workdir, history):
   Records of a many-seed run carry a 'seed' and become one row per seed per epoch, with
   a leading `seed` column; a one-seed run's file has no such column (as before).
   """
-  fields = (('seed',) if history and 'seed' in history[0] else ()) + HISTORY_FIELDS
+  fields = (('seed',) if history and 'seed' in history[0] else ()) + history_fields()
   write_csv(os.path.join(workdir, FILES['history']), fields,
             [{k: h[k] for k in fields} for h in history])
 
@@ -127,10 +173,17 @@ def read_history(workdir, all_seeds=False):
   A many-seed run's file holds every seed's rows; unless `all_seeds`, only the first
   seed's (replica 0, which results.json's top-level fields describe) are returned.
   """
-  rows = read_csv(os.path.join(workdir, FILES['history']))
-  rows = [{k: (int(v) if k in ('epoch', 'seed') else float(v)) for k, v in r.items()}
-          for r in rows]
-  if rows and 'seed' in rows[0] and not all_seeds:
+  path = os.path.join(workdir, FILES['history'])
+  rows = read_csv(path)
+  try:
+    rows = [{k: (int(v) if k in ('epoch', 'seed') else float(v)) for k, v in r.items()}
+            for r in rows]
+  except ValueError as e:
+    raise DamagedFileError(path, f'holds a value that is not a number ({e})', RERUN) from None
+  # Only the epoch is required: a run made before a metric was declared lacks its columns.
+  if not rows or 'epoch' not in rows[0]:
+    raise DamagedFileError(path, 'has no rows with an epoch column', RERUN)
+  if 'seed' in rows[0] and not all_seeds:
     rows = [r for r in rows if r['seed'] == rows[0]['seed']]
   return rows
 
@@ -155,12 +208,95 @@ def read_predictions(workdir, replica=0):
   A many-seed run's file has a leading seed axis; by default only replica 0's
   predictions are returned (the one-seed layout); `replica=None` returns the file as is.
   """
-  with np.load(os.path.join(workdir, FILES['predictions'])) as f:
-    preds = {k: f[k] for k in f.files}
+  path = os.path.join(workdir, FILES['predictions'])
+  if not os.path.isfile(path):
+    raise errors.MissingFileError(path, 'is missing', RERUN)
+  try:
+    with np.load(path) as f:
+      preds = {k: f[k] for k in f.files}
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+    raise DamagedFileError(path, f'is damaged or truncated ({type(e).__name__}: {e})',
+                           RERUN) from None
+  missing = {'probabilities', 'labels', 'predicted'} - set(preds)
+  if missing:
+    raise DamagedFileError(path, f'lacks {", ".join(sorted(missing))}', RERUN)
   if 'seeds' in preds and replica is not None:
     preds = {'probabilities': preds['probabilities'][replica],
              'predicted': preds['predicted'][replica], 'labels': preds['labels']}
   return preds
+
+
+CONFIG_FIX = ('It records the config of the run in its folder: restore it, or start that run '
+              'anew with --fresh.')
+# Fields every results.json has held since the first version; the readers rely on them.
+RESULTS_FIELDS = ('name', 'dataset', 'num_epochs', 'test_accuracy', 'hidden_sizes',
+                  'num_params', 'class_names')
+
+
+def read_config(workdir, fix=CONFIG_FIX):
+  """config.json as a dict (a JSON object), or the typed error naming it and `fix`."""
+  return read_json(os.path.join(workdir, FILES['config']), fix=fix)
+
+
+def read_results(workdir):
+  """results.json as a dict holding at least RESULTS_FIELDS, or the typed error."""
+  path = os.path.join(workdir, FILES['results'])
+  res = read_json(path)
+  missing = [k for k in RESULTS_FIELDS if k not in res]
+  if missing:
+    raise DamagedFileError(path, f'lacks {", ".join(missing)}', RERUN)
+  return res
+
+
+def epochs_described(res):
+  """The epochs trained by the run that results.json describes (early stopping: fewer)."""
+  per_seed = res.get('per_seed', {}).get('epochs_trained') or [res.get('epochs_trained')]
+  return max(e or res['num_epochs'] for e in per_seed)
+
+
+def check_one_run(workdir, res, config, history):
+  """Raises UnfinishedRunError unless results.json, config.json and history.csv describe
+  the same run (a later run begun in the workdir rewrites the last two first)."""
+  epochs = max((h['epoch'] for h in history), default=0)
+  if config.get('num_epochs', res['num_epochs']) != res['num_epochs'] or (
+      epochs > epochs_described(res)):
+    raise errors.UnfinishedRunError(workdir, (
+        f'holds an unfinished run: results.json describes {epochs_described(res)} epoch(s) of '
+        f'{res["num_epochs"]}, but a later run of {config.get("num_epochs")} epochs began '
+        f'since and has reached epoch {epochs} (history.csv, config.json)'),
+        'Rerun its training command to finish it (it resumes from its last checkpoint), '
+        'then ask for the report again.')
+  if epochs < epochs_described(res):
+    raise DamagedFileError(os.path.join(workdir, FILES['history']), (
+        f'holds {epochs} epoch(s) but results.json describes {epochs_described(res)}'), RERUN)
+
+
+def read_finished(workdir):
+  """results.json of the one finished run in `workdir`, checked against its config.json
+  and history.csv (check_one_run); the typed error of the first problem found."""
+  res = read_results(workdir)
+  check_one_run(workdir, res, read_config(workdir), read_history(workdir, all_seeds=True))
+  return res
+
+
+def read_run(workdir):
+  """Every saved part of a finished run, from one consistent run: {'workdir', 'res',
+  'config', 'summary', 'history' (the first seed's), 'preds' (replica 0's)}.
+
+  Raises:
+    errors.MissingFileError: no finished run (no results.json or predictions.npz).
+    errors.DamagedFileError, errors.UnfinishedRunError: as the readers and check_one_run.
+  """
+  for key in ('results', 'predictions'):
+    if not os.path.isfile(os.path.join(workdir, FILES[key])):
+      raise errors.MissingFileError(workdir, (
+          'holds no finished run (results.json and predictions.npz are written at the end '
+          'of training)'), 'Finish the run first: rerun its training command.')
+  res = read_finished(workdir)
+  summary = os.path.join(workdir, FILES['summary'])
+  return {'workdir': workdir, 'res': res, 'config': read_config(workdir),
+          'summary': _read_text(summary, RERUN) if os.path.isfile(summary) else '',
+          'history': read_history(workdir), 'preds': read_predictions(workdir)}
 
 
 def misclassified(probabilities, labels):
@@ -199,7 +335,7 @@ def write_run_files(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   write_text(os.path.join(workdir, FILES['config']), config.to_json_best_effort(indent=2) + '\n')
   write_text(os.path.join(workdir, FILES['summary']),
-             models.summary(models.hidden_sizes(config), config.name) + '\n')
+             models.summary(models.hidden_sizes(config), config.name, config.activation) + '\n')
 
 
 def versions():
@@ -223,7 +359,7 @@ def replica_outcome(history, test, probs, labels):
   """One replica's test results and its best and final validation epochs."""
   validated = [h for h in history if math.isfinite(h['val_accuracy'])]  # None if split 0.
   best = max(validated, key=lambda h: h['val_accuracy']) if validated else None
-  return {'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
+  return {**{'test_' + k: v for k, v in test.items()},
           'misclassified_count': int(len(misclassified(probs, labels))),
           'best_epoch': best['epoch'] if best else None,
           'best_val_accuracy': best['val_accuracy'] if best else None,
@@ -243,17 +379,17 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
                                     patience=config.early_stopping_patience,
                                     num_epochs=config.num_epochs)}
               for seed, test, p in zip(seeds, tests, probs)]
-  per_seed_fields = PER_SEED_FIELDS + (KEPT_FIELDS if best_epoch.uses_kept(config) else ())
+  kept_fields = KEPT_FIELDS if best_epoch.uses_kept(config) else ()
   first = outcomes[0]
   res = {
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
       'hidden_sizes': list(models.hidden_sizes(config)),
       'num_params': models.count_params(models.hidden_sizes(config)),
+      'optimizer': optimizers.describe(config), 'dropout_rate': config.dropout_rate,
       'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
       'validation_split': config.validation_split, 'seed': config.seed,
       'num_train': len(data.train_labels), 'num_val': len(data.val_labels),
-      'num_test': len(data.test_labels), 'test_loss': first['test_loss'],
-      'test_accuracy': first['test_accuracy'],
+      'num_test': len(data.test_labels), **{k: first[k] for k in test_fields()},
       'misclassified_count': first['misclassified_count'],
       'final_val_accuracy': first['final_val_accuracy'],
       'best_val_accuracy': first['best_val_accuracy'], 'best_epoch': first['best_epoch'],
@@ -261,9 +397,8 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
       'early_stopping_patience': int(config.early_stopping_patience),
       **{k: first[k] for k in KEPT_FIELDS},
       'seeds': seeds,
-      'per_seed': {k: [o[k] for o in outcomes] for k in per_seed_fields},
-      'summary': {k: stats.summarize([o[k] for o in outcomes])
-                  for k in ('test_accuracy', 'test_loss')},
+      'per_seed': {k: [o[k] for o in outcomes] for k in per_seed_fields() + kept_fields},
+      'summary': {k: stats.summarize([o[k] for o in outcomes]) for k in test_fields()},
       'recognized': recognized(config.test_indices, probs[0], data.test_labels,
                                data.class_names),
       'class_names': list(data.class_names), 'timings': timings,
@@ -271,6 +406,7 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
       'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
   }
   if parallel.is_main_process():
+    write_history(workdir, history)  # Rebuilt from the checkpoint's log if it was lost.
     if len(seeds) == 1:
       write_predictions(workdir, probs[0], data.test_labels)
     else:
@@ -278,24 +414,3 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
     write_misclassified(workdir, probs[0], data.test_labels, data.class_names)
     write_json(os.path.join(workdir, FILES['results']), res)
   return res
-
-
-def write_outputs(config, workdir, data, *, summary_writer=None, res=None):
-  """The figures, TensorBoard summaries and report page, drawn from the saved results.
-
-  `summary_writer`: the run's open summaries.RunWriter, which gets the test values and
-  figures (else, with config.tensorboard, the event file is rebuilt from the results)."""
-  if not parallel.is_main_process():
-    return
-  # Imported here: they import this module.
-  from digits_jax import figures  # pylint: disable=g-import-not-at-top
-  figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
-                   data.class_names)
-  if summary_writer:
-    summary_writer.finish(res, res['epochs_trained'])
-  elif config.tensorboard:
-    from digits_jax import summaries  # pylint: disable=g-import-not-at-top
-    summaries.write_run_summaries(workdir)
-  if config.write_report:
-    from digits_jax import report  # pylint: disable=g-import-not-at-top
-    report.write_run_report(workdir)

@@ -12,22 +12,22 @@ import shutil
 import ml_collections
 import numpy as np
 
+from digits_jax import checkpoint
+from digits_jax import config_files
 from digits_jax import cpu_kernel
+from digits_jax import errors
 from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
+from digits_jax import optimizers
 from digits_jax import storage
-from digits_jax import train_state as ts
 
 FLOAT32 = np.finfo(np.float32)
-# Bytes per parameter while training: the float32 parameter, its gradient and Adam's two
-# moments.
-TRAINING_BYTES_PER_PARAM = 4 * 4
 FRESH_SUFFIX_CHARS = len('.old-20261126-183000')  # What --fresh appends to the workdir name.
 RESULTS_BYTES = 2 << 20  # Result files and figures of a run (about 1 MB for MNIST).
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """One or more config fields are invalid; the message lists every problem."""
 
 
@@ -80,6 +80,18 @@ def _one_of(config, field, allowed, problems, what=''):
   problems.append(f'config.{field}={value!r}: {what}{choices}.')
 
 
+# jax.random.key takes a signed 64-bit seed; results.json and predictions.npz store int64.
+MAX_SEED = 2**63 - 1
+
+
+def _last_seed(config):
+  """seed + num_seeds - 1 (the last replica's seed), or None if either is not an integer."""
+  seed, num_seeds = config.get('seed'), config.get('num_seeds', 1)
+  if any(isinstance(v, bool) or not isinstance(v, int) for v in (seed, num_seeds)):
+    return None
+  return seed + num_seeds - 1
+
+
 def check_fields(config):
   """Returns the list of problems with the config's own values (no file access)."""
   problems = []
@@ -91,6 +103,11 @@ def check_fields(config):
     _int_at_least(config, field, 1, problems)
   for field in ('num_show', 'num_misclassified_show', 'seed', 'early_stopping_patience'):
     _int_at_least(config, field, 0, problems)
+  last_seed = _last_seed(config)
+  if last_seed is not None and last_seed > MAX_SEED:
+    problems.append(f'config.seed={config.seed} with config.num_seeds={config.num_seeds}: the '
+                    f'seeds run to {last_seed}, past {MAX_SEED} (2**63 - 1, the largest seed '
+                    'jax.random.key and the result files take); choose a smaller seed.')
   if config.get('validation_split') == 0 and (config.get('restore_best')
                                               or config.get('early_stopping_patience')):
     problems.append('config.restore_best and config.early_stopping_patience watch the '
@@ -102,9 +119,11 @@ def check_fields(config):
   _number_in(config, 'b2', 0.0, 1.0, problems)
   _float32_positive(config, 'eps', problems)
   _one_of(config, 'compute_dtype', models.COMPUTE_DTYPES, problems)
-  _one_of(config, 'optimizer', ts.OPTIMIZERS, problems)
+  problems += optimizers.problems(config, config_files.defaults())
+  _number_in(config, 'dropout_rate', 0.0, 1.0, problems)
   _one_of(config, 'cpu_kernel', cpu_kernel.MODES, problems)
   _one_of(config, 'kernel_init', models.KERNEL_INITS, problems)
+  _one_of(config, 'activation', models.ACTIVATIONS, problems)
   indices = config.get('test_indices')
   if not isinstance(indices, (tuple, list)) or not all(_is_int(i) for i in indices):
     problems.append(f'config.test_indices={indices!r}: must be a tuple of integers, '
@@ -125,7 +144,7 @@ def check_data_dir(config):
   if kind != 'idx':
     return []
   where = ('config.data_dir' if config.data_dir else
-           f'${input_pipeline.env_var(config.dataset)}')
+           f'${input_pipeline.dataset(config.dataset).env_var}')
   if not os.path.isdir(folder):
     return [f'{where}={folder!r}: no such folder; point it at a folder holding the four '
             'IDX files, or use --config.data_source=tfds.']
@@ -149,7 +168,6 @@ def check_workdir(workdir, config=None):
   if not os.path.isdir(probe):
     return [f'workdir {workdir!r}: {probe} is a file, not a folder; choose another --workdir.']
   problems = _name_lengths(workdir, path, probe)
-  from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top  (imports orbax)
   for folder in (probe, os.path.join(path, checkpoint.CHECKPOINT_DIR)):
     if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
       problems.append(f'workdir {workdir!r}: {folder} is not writable; make it writable '
@@ -184,16 +202,16 @@ def _name_lengths(workdir, path, probe):
 
 
 def checkpoint_bytes(config):
-  """About the size of one checkpoint: parameters and Adam's two moments, float32."""
-  return models.count_params(models.hidden_sizes(config)) * 4 * 3
+  """About the size of one checkpoint: parameters and the optimizer's state, float32."""
+  return models.count_params(models.hidden_sizes(config)) * 4 * (1 + optimizers.slots(config))
 
 
 def training_bytes(config):
-  """About the memory training takes on each device: parameters, gradients and Adam's
-  moments (float32), and the activations of the larger batch and their gradients."""
+  """About the memory training takes on each device: parameters, gradients and the
+  optimizer's state (float32), and the activations of the larger batch and their gradients."""
   sizes = models.hidden_sizes(config)
   batch = max(config.batch_size, config.eval_batch_size)
-  return (models.count_params(sizes) * TRAINING_BYTES_PER_PARAM
+  return (models.count_params(sizes) * 4 * (2 + optimizers.slots(config))
           + batch * (sum(sizes) + models.NUM_CLASSES) * 4 * 2)
 
 
@@ -219,7 +237,7 @@ def check_memory(config):
   params = models.count_params(models.hidden_sizes(config))
   return [f'config.hidden_units={config.hidden_units}, num_hidden_layers='
           f'{config.num_hidden_layers}: the {params:,} parameters need about '
-          f'{storage.human_size(need)} to train (parameters, gradients, Adam\'s moments and '
+          f'{storage.human_size(need)} to train (parameters, gradients, the optimizer\'s state and '
           f'activations), more than the {storage.human_size(have)} of {what}; lower '
           'hidden_units or num_hidden_layers.']
 
