@@ -43,11 +43,9 @@ FASHION_NOISE = 16  # Grey levels above the background still counted as backgrou
 # Stroke width in the 20-px box: thinner than MIN_STROKE (about MNIST's 5th percentile)
 # is thickened to TARGET_STROKE (MNIST's median), as measured by `stroke_width`.
 MIN_STROKE, TARGET_STROKE = 1.6, 2.5
-# Uneven light: the paper's brightness is estimated by a grey closing (strokes removed)
-# over a window of 1/LIGHT_WINDOW of the image's longer side, after a LIGHT_BLUR-block box
-# blur against noise. Where it varies by LIGHT_SPREAD grey levels or more, the image is
-# divided by it (paper then reads PAPER_LEVEL everywhere); below that it is left as is,
-# so evenly lit images prepare exactly as they always did.
+# Uneven light (see `paper_light`, `even_out_light`): windows of 1/LIGHT_WINDOW of the
+# longer side, a LIGHT_BLUR box blur; evened out only where the light varies by
+# LIGHT_SPREAD grey levels or more, after which paper reads PAPER_LEVEL.
 LIGHT_WINDOW, LIGHT_BLUR, LIGHT_SPREAD, PAPER_LEVEL = 3, 3, 24, 240
 LIGHT_PROXY = 200  # Light is estimated on block means of at most this many pixels a side.
 LIGHT_PERCENTILE = 75  # The paper's level in a window where ink covers under a quarter.
