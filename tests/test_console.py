@@ -87,6 +87,7 @@ def test_ctrl_c_in_training_saves_and_exits_130(tmp_path):
   assert 'SIGINT received: saved a checkpoint' in err and 'Traceback' not in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_outside_the_loop_is_one_line(tmp_path):
   """Ctrl-C while the data loads (held there by a slow loader) stops with one line."""
   code = (

@@ -123,6 +123,7 @@ def test_load_trained_returns_the_stacked_state(three_and_singles, tiny_data):
       rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_workdir_of_other_num_seeds_is_refused(tiny_data, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1, num_seeds=2), workdir)
