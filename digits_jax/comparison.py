@@ -112,22 +112,42 @@ def formatted(row):
   return out
 
 
+def comparison_fields(vary=()):
+  """COMPARISON_FIELDS with a column per --vary field after 'variant' (a --vary sweep's
+  cells differ in those fields: each value gets its own column to sort and read)."""
+  i = COMPARISON_FIELDS.index('variant') + 1
+  extra = tuple(f for f in vary if f not in COMPARISON_FIELDS)
+  return COMPARISON_FIELDS[:i] + extra + COMPARISON_FIELDS[i:]
+
+
+def varied_values(workdir, vary):
+  """{field: value} of the --vary fields in a run's saved config ('-' where it has none)."""
+  if not vary:
+    return {}
+  config = config_files.read_run_config(workdir).to_dict()
+  return {f: config.get(f, '-') for f in vary}
+
+
 def write_comparison(sweep_dir):
   """comparison.csv (exact values) and comparison.md (rounded) of every finished run.
 
+  A --vary sweep's fields get a column each (comparison_fields); comparison.md leaves out
+  the `differs` column where no run needs it.
+
   Returns:
-    The comparison rows (dicts keyed by COMPARISON_FIELDS), in table order.
+    The comparison rows (dicts keyed by comparison_fields), in table order.
   """
   runs = find_runs(sweep_dir)
   differs = differing_fields(runs)
-  rows = [dict(comparison_row(res), run=os.path.basename(w), differs=differs[w])
-          for w, res in runs.items()]
-  results_lib.write_csv(os.path.join(sweep_dir, FILES['csv']), COMPARISON_FIELDS, rows)
+  vary = read_sweep_info(sweep_dir)['vary']
+  fields = comparison_fields(vary)
+  rows = [dict(comparison_row(res), **varied_values(w, vary), run=os.path.basename(w),
+               differs=differs[w]) for w, res in runs.items()]
+  results_lib.write_csv(os.path.join(sweep_dir, FILES['csv']), fields, rows)
+  shown = [k for k in fields if k != 'differs' or any(differs.values())]
   lines = [f'# Sweep comparison: {os.path.abspath(sweep_dir)}', '',
-           '| ' + ' | '.join(COMPARISON_FIELDS) + ' |',
-           '|' + '|'.join('---' for _ in COMPARISON_FIELDS) + '|']
-  lines += ['| ' + ' | '.join(str(formatted(r)[k]) for k in COMPARISON_FIELDS) + ' |'
-            for r in rows]
+           '| ' + ' | '.join(shown) + ' |', '|' + '|'.join('---' for _ in shown) + '|']
+  lines += ['| ' + ' | '.join(str(formatted(r)[k]) for k in shown) + ' |' for r in rows]
   results_lib.write_text(os.path.join(sweep_dir, FILES['md']), '\n'.join(lines) + '\n')
   return rows
 

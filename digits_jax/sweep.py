@@ -196,8 +196,9 @@ def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
 
   Returns:
     (runs, reference): runs as `plan` gives them, each config named by its cell_label; the
-    reference is the label of the base's own values where the grid holds them, else the
-    first cell's.
+    reference is the label of the base's own values. Where the grid does not hold them,
+    the base's own cell joins (first), so that every cell is compared with the base the
+    user named, never with whichever value happened to come first.
   """
   config_dir, name = os.path.split(os.path.abspath(base))
   if not name.endswith('.py'):
@@ -211,15 +212,16 @@ def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
         raise SweepError(f'--vary {field}: the config has no field {field!r}.'
                          f'{errors.near(field, config.keys())} Fields: '
                          f'{", ".join(sorted(config.keys()))}.')
-    own = cell_label(config, vary)
-    for values in itertools.product(*vary.values()):
-      cell = load_config(name[:-3], dataset, overrides, config_dir,
+    reference = cell_label(config, vary)
+    cells = [load_config(name[:-3], dataset, overrides, config_dir,
                          varied=[f'{f}={v}' for f, v in zip(vary, values)])
+             for values in itertools.product(*vary.values())]
+    if reference not in [cell_label(c, vary) for c in cells]:
+      cells.insert(0, config)  # The base's own values: the named reference.
+    for cell in cells:
       cell.name = cell_label(cell, vary)
       slug = cell.name.replace('=', '-').replace(',', '_')
       runs.append((cell_dir(sweep_dir, f'{slug}_{dataset}'), cell))
-    labels = [c.name for _, c in runs]
-    reference = own if own in labels else labels[0]
   folders = [w for w, _ in runs]
   clash = sorted({w for w in folders if folders.count(w) > 1})
   if clash:

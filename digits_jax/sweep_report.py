@@ -18,6 +18,7 @@ from digits_jax import html_page as hp
 from digits_jax import input_pipeline
 from digits_jax import results as results_lib
 from digits_jax import significance
+from digits_jax import sweep_figures
 
 SWEEP_SECTIONS = ('Goal', 'Comparison table', 'Mean test accuracy over seeds', 'Significance',
                   'Test accuracy vs parameter count', 'Validation accuracy curves',
@@ -40,17 +41,27 @@ def dataset_titles():
   return {name: record.title for name, record in input_pipeline.DATASETS.items()}
 
 
-def _sweep_tables(sweep_dir, runs):
+def _table_titles(differs, vary):
+  """{column: title} of the HTML table: COMPARISON_TITLES, a --vary field's column after
+  the run's, and `differs` only where a run needs it."""
+  titles = {k: t for k, t in COMPARISON_TITLES.items() if k != 'differs' or any(differs.values())}
+  keys = list(titles)
+  keys[1:1] = [f for f in vary if f not in titles]
+  return {k: titles.get(k, k) for k in keys}
+
+
+def _sweep_tables(sweep_dir, runs, vary=()):
   """One comparison table per dataset; variant names link to the runs' own reports."""
   parts = []
   names, differs = comparison.labels(runs), comparison.differing_fields(runs)
-  titles = {k: t for k, t in COMPARISON_TITLES.items() if k != 'differs' or any(differs.values())}
+  titles = _table_titles(differs, vary)
   for dataset in sorted({r['dataset'] for r in runs.values()}, key=analysis.dataset_key):
     rows = []
     for workdir, res in runs.items():
       if res['dataset'] != dataset:
         continue
       cells = dict(comparison.formatted(comparison.comparison_row(res)),
+                   **comparison.varied_values(workdir, vary),
                    variant=names[workdir], differs=differs[workdir])
       if os.path.exists(os.path.join(workdir, hp.REPORT)):
         link = f'{os.path.basename(workdir)}/{hp.REPORT}'
@@ -121,16 +132,20 @@ def draw_sweep_figures(sweep):
     return vary_cells
   titles, names = dataset_titles(), sweep.names
   figures.sweep_means(sweep.cells, sweep.path('means'), titles)
-  figures.sweep_accuracy_vs_params(
-      [dict(r, variant=names[w], test_accuracy=r['test_accuracy_mean'])
-       for r, w in zip(sweep.rows, sweep.runs)], sweep.path('params'), titles)
+  if sweep_figures.params_vary(sweep.rows):
+    figures.sweep_accuracy_vs_params(
+        [dict(r, variant=names[w], test_accuracy=r['test_accuracy_mean'])
+         for r, w in zip(sweep.rows, sweep.runs)], sweep.path('params'), titles)
+  elif os.path.exists(sweep.path('params')):
+    os.remove(sweep.path('params'))  # An earlier sweep's, in this folder.
   figures.sweep_val_curves(
       [(res['dataset'], names[w], comparison.first_seed(results_lib.read_history(w)))
        for w, res in sweep.runs.items()
        if os.path.exists(os.path.join(w, results_lib.FILES['history']))],
       sweep.path('curves'), titles)
   if vary_cells:
-    figures.vary_effect(vary_cells, list(sweep.vary)[0], sweep.path('vary'), titles)
+    sweep_figures.vary_effect(vary_cells, list(sweep.vary)[0], sweep.path('vary'),
+                              sweep.reference, titles)
   return vary_cells
 
 
@@ -138,7 +153,8 @@ def _goal_section(sweep):
   """What the lab does, and what this page compares."""
   values = '; '.join(f'{f}: {", ".join(map(str, v))}' for f, v in sweep.vary.items())
   swept = os.path.exists(os.path.join(sweep.sweep_dir, comparison.FILES['info']))
-  what = (f'the values of {" x ".join(sweep.vary)} ({values}) around a base config'
+  what = (f'the values of {" x ".join(sweep.vary)} ({values}) around a base config, whose '
+          f'own values ({sweep.reference}) are the reference'
           if sweep.vary else 'the variants of the lab (table 1)' if swept
           else 'the runs in this folder (each named by its folder)')
   return hp.section('Goal', hp.goal(sweep.datasets),
@@ -148,6 +164,14 @@ def _goal_section(sweep):
                     'spread, and a difference is called one only where it holds.')
 
 
+def _param_counts(rows):
+  """'101,770' (or '101,770 on MNIST, 50,890 on ...'): the parameter count per dataset."""
+  counts = {r['dataset']: int(r['params']) for r in rows}
+  if len(set(counts.values())) == 1:
+    return f'{next(iter(counts.values())):,}'
+  return ', '.join(f'{n:,} on {input_pipeline.title(d)}' for d, n in counts.items())
+
+
 def sweep_sections(sweep, vary_cells):
   """The sections of a sweep's page, in order (SWEEP_SECTIONS, VARY_SECTION)."""
   plot = lambda key, alt: (hp.img(sweep.path(key), alt)
@@ -155,7 +179,7 @@ def sweep_sections(sweep, vary_cells):
   sig, label = sweep.sig, sweep.reference_label
   sections = [
       _goal_section(sweep),
-      hp.section('Comparison table', *_sweep_tables(sweep.sweep_dir, sweep.runs),
+      hp.section('Comparison table', *_sweep_tables(sweep.sweep_dir, sweep.runs, sweep.vary),
                  'Mean, sample std, 95% t-interval, min and max of the test accuracy over '
                  'the seeds of each cell; train s: the cell\'s training, all seeds together. '
                  'The exact values, with seed 0\'s own numbers, are in '
@@ -170,12 +194,18 @@ def sweep_sections(sweep, vary_cells):
                  if sig else 'No reference cell to compare with in this folder.'),
   ]
   if sweep.vary:
-    sections.append(hp.section(VARY_SECTION, plot('vary', 'test accuracy and train seconds '
-                                                  'against the varied value')
-                               if vary_cells else 'The plot needs numeric values.'))
+    sections.append(hp.section(VARY_SECTION, plot('vary', 'test accuracy against the '
+                                                  'varied value')
+                               if vary_cells else 'The plot needs numeric values.',
+                               'Train seconds are not plotted: each cell has one timing, '
+                               'taken on a shared machine, so a curve of them would show '
+                               'load noise without an interval. The table gives them.'))
   return sections + [
       hp.section('Test accuracy vs parameter count',
-                 plot('params', 'test accuracy vs parameters')),
+                 plot('params', 'test accuracy vs parameters')
+                 if sweep_figures.params_vary(sweep.rows) else
+                 'Every run of a dataset has the same parameter count '
+                 f'({_param_counts(sweep.rows)}): a plot against it would say nothing.'),
       hp.section('Validation accuracy curves', plot('curves', 'validation accuracy per epoch'),
                  'Seed 0 of each cell.' if any(len(c['values']) > 1 for c in sweep.cells)
                  else ''),

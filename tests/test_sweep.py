@@ -18,6 +18,7 @@ from digits_jax import comparison
 from digits_jax import figures
 from digits_jax import preemption
 from digits_jax import html_page
+from digits_jax import sweep_figures
 from digits_jax import sweep_report
 from digits_jax import outputs
 from digits_jax import results as results_lib
@@ -394,7 +395,7 @@ def test_vary_values_never_become_paths(tmp_path, vary):
   """Issue 21 item 8: each cell is one safe folder directly inside the sweep folder."""
   runs, _ = sweep.vary_plan(os.path.join(REPO, 'configs', 'default.py'), ['mnist'],
                             str(tmp_path), sweep.parse_vary(vary))
-  assert len(runs) == 2
+  assert len(runs) == 3  # The two values and the base's own.
   for workdir, _ in runs:
     assert os.path.dirname(workdir) == str(tmp_path) and not os.path.basename(
         workdir).startswith('.') and workdir_lib.path_problem(workdir) is None
@@ -429,3 +430,54 @@ def test_help_exits_0_and_a_bad_flag_is_one_line(tmp_path):
   assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
       "error: flag --num_seeds=x: invalid literal for int() with base 10: 'x'. See --help for "
       'the flags and their values.']
+
+
+@pytest.mark.slow  # Three tiny cells trained.
+def test_vary_without_the_base_value_adds_the_base_as_reference(tiny_data, tmp_path):
+  """Issue 22 item 8: the base's own value joins as the named reference; the parameter
+  plot of runs that all share one count is left out; comparison.md has the varied column."""
+  sweep_dir = str(tmp_path / 'lr')
+  status, _ = quiet(sweep.run_sweep, (), ['mnist'], sweep_dir,
+                    tiny_overrides(tiny_data, num_epochs=1),
+                    vary=sweep.parse_vary(['learning_rate=0.01,0.1']))
+  assert [os.path.basename(w) for w in status] == [
+      'learning_rate-0.001_mnist', 'learning_rate-0.01_mnist', 'learning_rate-0.1_mnist']
+  assert results_lib.read_json(os.path.join(sweep_dir, 'sweep.json'))['reference'] == (
+      'learning_rate=0.001')
+  with open(os.path.join(sweep_dir, 'significance.csv'), newline='') as f:
+    assert [(r['variant'], r['reference']) for r in csv.DictReader(f)] == [
+        ('learning_rate=0.01', 'learning_rate=0.001'),
+        ('learning_rate=0.1', 'learning_rate=0.001')]
+  with open(os.path.join(sweep_dir, 'comparison.csv'), newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert tuple(rows[0]) == comparison.comparison_fields(['learning_rate'])
+  assert [r['learning_rate'] for r in rows] == ['0.001', '0.01', '0.1']
+  md = open(os.path.join(sweep_dir, 'comparison.md'), encoding='utf-8').read()
+  header = md.splitlines()[2].split(' | ')
+  assert header[:3] == ['| run', 'variant', 'learning_rate'] and 'differs' not in header
+  text = html.unescape(open(os.path.join(sweep_dir, html_page.REPORT), encoding='utf-8').read())
+  assert 'the base (learning_rate=0.001)' in text
+  assert 'Every run of a dataset has the same parameter count (' in text
+  assert 'Train seconds are not plotted' in text and '<th>learning_rate</th>' in text
+  assert not os.path.exists(os.path.join(sweep_dir, sweep_report.SWEEP_FIGURES['params']))
+  assert os.path.exists(os.path.join(sweep_dir, sweep_report.SWEEP_FIGURES['vary']))
+
+
+def test_vary_plan_adds_the_base_cell_only_where_missing(tmp_path):
+  """The base's own values join (first) only when the grid lacks them; then it is named."""
+  base = os.path.join(REPO, 'configs', 'default.py')
+  runs, reference = sweep.vary_plan(base, ['mnist'], str(tmp_path),
+                                    sweep.parse_vary(['hidden_units=32,64']))
+  assert [c.name for _, c in runs] == ['hidden_units=128', 'hidden_units=32', 'hidden_units=64']
+  assert reference == 'hidden_units=128'
+  runs, reference = sweep.vary_plan(base, ['mnist'], str(tmp_path),
+                                    sweep.parse_vary(['hidden_units=64,128']))
+  assert [c.name for _, c in runs] == ['hidden_units=64', 'hidden_units=128']
+  assert reference == 'hidden_units=128'
+
+
+def test_params_plot_only_where_counts_vary():
+  rows = [{'dataset': 'mnist', 'params': 10}, {'dataset': 'mnist', 'params': 10}]
+  assert not sweep_figures.params_vary(rows)
+  assert sweep_figures.params_vary(rows + [{'dataset': 'mnist', 'params': 12}])
+  assert not sweep_figures.params_vary(rows + [{'dataset': 'fashion_mnist', 'params': 12}])
