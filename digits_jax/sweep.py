@@ -31,8 +31,10 @@ and a run whose outputs failed is reported failed.
 --override=mnist:data_dir=/data/mnist. Repeat the flag for several fields.
 """
 
+import importlib.util
 import itertools
 import os
+import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before anything imports TensorFlow.
@@ -40,34 +42,51 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before anything imports Te
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
-from digits_jax import background
-from digits_jax import checkpoint as ckpt_lib
-from digits_jax import comparison
 from digits_jax import cli
-from digits_jax import config_files
-from digits_jax import console
 from digits_jax import errors
 from digits_jax import input_pipeline
-from digits_jax import preemption
-from digits_jax import results as results_lib
-from digits_jax import sweep_report as sweep_report_lib
-from digits_jax import train
-from digits_jax import workdir as workdir_lib
+
+
+def _lazy(name):
+  """The module `name`, loaded on its first attribute use (importlib.util.LazyLoader):
+  `sweep --help` and a bad flag answer without importing JAX (seconds)."""
+  if name in sys.modules:
+    return sys.modules[name]
+  spec = importlib.util.find_spec(name)
+  spec.loader = importlib.util.LazyLoader(spec.loader)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+jax = _lazy('jax')
+background = _lazy('digits_jax.background')
+ckpt_lib = _lazy('digits_jax.checkpoint')
+comparison = _lazy('digits_jax.comparison')
+config_files = _lazy('digits_jax.config_files')
+console = _lazy('digits_jax.console')
+results_lib = _lazy('digits_jax.results')
+sweep_console = _lazy('digits_jax.sweep_console')
+sweep_report_lib = _lazy('digits_jax.sweep_report')
+train = _lazy('digits_jax.train')
+workdir_lib = _lazy('digits_jax.workdir')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The cells a plain `python -m digits_jax.sweep` runs (launch/slurm_sweep.sbatch's too).
 DEFAULT_CONFIGS = 'default,v1,v2,v3,v4,v5,v6,v7,v8,v9'
 DEFAULT_DATASETS = 'mnist,fashion_mnist'  # Named: a registered dataset joins by --datasets.
 NO_REPORT = 'not written (--nosweep_report)'  # Said in place of the report's path.
-# Settings that leave a finished run's results as they are: a run saved with other values
-# of any other field is redone (an extended num_epochs resumes from the last checkpoint;
-# other lab outputs re-evaluate).
-RESULT_NEUTRAL_FIELDS = workdir_lib.RESUMABLE_FIELDS - {
-    'num_epochs', 'num_show', 'test_indices',
-    'num_misclassified_show'}
+
+
+def result_neutral_fields():
+  """Settings that leave a finished run's results as they are: a run saved with other
+  values of any other field is redone (an extended num_epochs resumes from the last
+  checkpoint; other lab outputs re-evaluate)."""
+  return workdir_lib.RESUMABLE_FIELDS - {
+      'num_epochs', 'num_show', 'test_indices', 'num_misclassified_show'}
 
 
 class SweepError(errors.UserError, RuntimeError):
@@ -138,7 +157,7 @@ def is_finished(config, workdir):
     old = config_files.read_run_config(workdir).to_dict()
   except errors.FileProblem:
     return False
-  return not workdir_lib.changed_fields(old, config.to_dict(), may_change=RESULT_NEUTRAL_FIELDS)
+  return not workdir_lib.changed_fields(old, config.to_dict(), may_change=result_neutral_fields())
 
 
 def plan(configs, datasets, sweep_dir, overrides=(), config_dir=None):
@@ -246,14 +265,22 @@ def run_one(config, workdir, tag='[sweep]', write_outputs=None):
   return status
 
 
+
+
+
+
 def _run_cell(config, workdir, tag, writer, spent):
-  """run_one, its user error as 'failed: <reason>'; adds a trained run's train and compile
-  seconds to `spent`."""
+  """run_one with its lines in the cell's log.txt, its user error as 'failed: <reason>';
+  says the cell's one line; adds a trained run's train and compile seconds to `spent`."""
+  start = time.perf_counter()
   try:
-    status = run_one(config, workdir, tag, write_outputs=writer and writer.write_outputs)
+    with sweep_console.cell_log(workdir):
+      status = run_one(config, workdir, tag, write_outputs=writer and writer.write_outputs)
   except train.USER_ERRORS as e:
-    console.say(f'{tag} {config.name} {config.dataset}: FAILED in {workdir}: {e}')
-    return f'failed: {e}'
+    status = f'failed: {e}'
+  seconds = time.perf_counter() - start
+  console.say(f'{tag} {config.name} {config.dataset}: '
+              f'{sweep_console.cell_line(workdir, status, seconds)}')
   if status in ('trained', 'resumed'):
     try:  # (Absent on processes other than 0.)
       timings = results_lib.read_results(workdir).get('timings', {})
@@ -262,6 +289,8 @@ def _run_cell(config, workdir, tag, writer, spent):
     for key in spent:
       spent[key] += timings.get(key, 0.0)
   return status
+
+
 
 
 def _note_output_failures(failed, status):
@@ -304,14 +333,16 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
   else:
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
   comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
-  status, spent = {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
+  status, seconds, spent = {}, {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
   # Not with several processes: a background thread cannot join the collectives that
   # their workdir lock takes.
   writer = (background.OutputWriter() if background_outputs and jax.process_count() == 1
             else None)
   try:
     for k, (workdir, config) in enumerate(runs, 1):
+      cell_start = time.perf_counter()
       status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer, spent)
+      seconds[workdir] = time.perf_counter() - cell_start
       if writer:
         writer.start()  # Its run released the workdir.
         _note_output_failures(writer.failures(), status)
@@ -319,6 +350,7 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     if writer:
       _note_output_failures(writer.close(), status)
   path = sweep_report_lib.write_sweep_report(sweep_dir) if sweep_report else NO_REPORT
+  console.say(sweep_console.final_table(runs, status, seconds))
   console.say(f'[sweep] {len(status)} runs: ' + ', '.join(
       f'{sum(s.startswith(k) for s in status.values())} {k}'
       for k in ('trained', 'resumed', 'skipped', 'failed')) + f'. Report: {path}')

@@ -79,20 +79,38 @@ def test_each_config_runs_in_its_own_workdir(swept):
     assert len(results_lib.read_history(workdir(swept, name))) == 2
 
 
+def cell_log(swept, name):
+  return open(os.path.join(workdir(swept, name), 'log.txt'), encoding='utf-8').read()
+
+
 def test_interrupted_run_resumes_from_its_checkpoint(swept):
   history = results_lib.read_history(workdir(swept, 'v1'))
   assert history[:1] == swept['v1_first_epoch']  # Same seconds too: epoch 1 was not redone.
   steps_per_epoch = -(-540 // 30)  # 600 images less 10% validation, batch 30.
-  assert f'Resumed from the checkpoint at step {steps_per_epoch} (epoch 1 done)' in swept['log']
-  assert swept['log'].count('Resumed from the checkpoint') == 1
-  assert 'Epoch 1/2' not in swept['log'].split('[2/3] v1 mnist: resuming')[1].split('[3/3]')[0]
+  log = cell_log(swept, 'v1')
+  assert f'Resumed from the checkpoint at step {steps_per_epoch} (epoch 1 done)' in log
+  assert log.count('Resumed from the checkpoint') == 1 and 'Epoch 1/2' not in log
+  assert log.startswith(f'[2/3] v1 mnist: resuming in {workdir(swept, "v1")}.')
 
 
-def test_each_run_is_announced_with_its_place_in_the_sweep(swept):
-  for line in (f'[1/3] default mnist: training in {workdir(swept, "default")}.',
-               f'[2/3] v1 mnist: resuming in {workdir(swept, "v1")}.',
-               f'[3/3] v2 mnist: training in {workdir(swept, "v2")}.'):
-    assert line in swept['log']
+def test_the_console_says_one_line_per_cell_and_a_table(swept):
+  """Issue 22 item 9: each cell's run lines go to its log.txt; the console has one line per
+  cell (progress, mean accuracy, seeds, seconds) and a closing table."""
+  lines = swept['log'].splitlines()
+  for k, (name, status) in enumerate([('default', 'trained'), ('v1', 'resumed'),
+                                      ('v2', 'trained')], 1):
+    acc = 100 * results_lib.read_json(os.path.join(workdir(swept, name), 'results.json'))[
+        'test_accuracy']
+    assert re.fullmatch(rf'\[{k}/3\] {name} mnist: {acc:.2f}% \(1 seed\), {status} in '
+                        r'[\d.]+ s\.', lines[k - 1]), lines[k - 1]
+    assert f'{name} mnist: training' not in swept['log']
+    assert 'Epoch 2/2' in cell_log(swept, name) and 'Test:' in cell_log(swept, name)
+  table = lines[lines.index(next(l for l in lines if l.startswith('cell '))):][:4]
+  assert table[0].split() == ['cell', 'dataset', 'test', 'acc.', 'seeds', 'status', 'seconds']
+  assert [r.split()[:2] + r.split()[3:5] for r in table[1:]] == [
+      ['default', 'mnist', '1', 'trained'], ['v1', 'mnist', '1', 'resumed'],
+      ['v2', 'mnist', '1', 'trained']]
+  assert len(lines) < 12, lines
 
 
 def test_comparison_table_holds_each_runs_results(swept):
@@ -115,8 +133,8 @@ def test_comparison_table_holds_each_runs_results(swept):
     assert int(row['n']) == 1 and float(row['test_accuracy_mean']) == res['test_accuracy']
     assert row['test_accuracy_ci95_low'] == row['test_accuracy_ci95_high'] == ''
   md = open(os.path.join(swept['dir'], 'comparison.md')).read()
-  assert '\n| default_mnist | default |  | mnist | 16 | 12,730 | 2 | 32 | 20% |' in md
-  assert '\n| v1_mnist | v1 |  | mnist | 16x16 | 13,002 | 2 | 30 | 10% |' in md
+  assert '\n| default_mnist | default | mnist | 16 | 12,730 | 2 | 32 | 20% |' in md  # No empty differs.
+  assert '\n| v1_mnist | v1 | mnist | 16x16 | 13,002 | 2 | 30 | 10% |' in md
   assert all(row['run'] == f'{row["variant"]}_mnist' and row['differs'] == '' for row in rows)
 
 

@@ -1,0 +1,68 @@
+"""What a sweep says on the console: one line per cell, and a table at the end.
+
+A cell's run prints its ~40 lines (epochs, test results, the files it wrote) into the
+cell's own log.txt instead (cell_log), so that a sweep of many cells reads as a list.
+"""
+
+import contextlib
+import io
+import os
+
+from digits_jax import errors
+from digits_jax import results as results_lib
+from digits_jax import significance
+
+LOG = 'log.txt'  # In each cell's folder: the lines its run printed.
+
+
+@contextlib.contextmanager
+def cell_log(workdir):
+  """Sends what a cell prints to <workdir>/log.txt (appended: a resumed run's lines follow
+  the interrupted ones) instead of the console, where the sweep says one line per cell.
+
+  The lines are kept in memory and written when the cell ends, however it ends: the run
+  may move an old folder aside (workdir.prepare_workdir) while it trains. A cell whose
+  folder was never made (e.g. a bad data folder) writes no log; its line says why.
+  """
+  buf = io.StringIO()
+  try:
+    with contextlib.redirect_stdout(buf):
+      yield
+  finally:
+    if buf.getvalue() and os.path.isdir(workdir):
+      with open(os.path.join(workdir, LOG), 'a', encoding='utf-8') as f:
+        f.write(buf.getvalue())
+
+
+def cell_line(workdir, status, seconds):
+  """The console's line of a finished cell: '... 97.05% (2 seeds) in 4.1 s' (mean test
+  accuracy over its seeds), or its failure."""
+  if status.startswith('failed'):
+    log = os.path.join(workdir, LOG)
+    return (f'FAILED in {seconds:.1f} s: {status[len("failed: "):]}'
+            + (f' (log: {log})' if os.path.isfile(log) else ''))
+  try:
+    values = significance.seed_values(results_lib.read_results(workdir))
+  except errors.FileProblem:  # (Absent on processes other than 0.)
+    return f'{status} in {seconds:.1f} s.'
+  n = len(values)
+  done = 'finished before, skipped' if status == 'skipped' else f'{status} in {seconds:.1f} s'
+  return (f'{100 * sum(values) / n:.2f}% ({n} seed{"s" if n > 1 else ""}), {done}.')
+
+
+def final_table(runs, status, seconds):
+  """The sweep's closing table, one row per cell: its mean test accuracy over its seeds,
+  how many seeds, what happened and the seconds it took here."""
+  rows = [('cell', 'dataset', 'test acc.', 'seeds', 'status', 'seconds')]
+  for workdir, config in runs:
+    try:
+      values = significance.seed_values(results_lib.read_results(workdir))
+      acc, n = f'{100 * sum(values) / len(values):.2f}%', str(len(values))
+    except errors.FileProblem:
+      acc, n = '-', '-'
+    rows.append((config.name, config.dataset, acc, n,
+                 status.get(workdir, '-').split(':')[0], f'{seconds.get(workdir, 0):.1f}'))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  return '\n'.join('  '.join(c.ljust(w) if i < 2 or i == 4 else c.rjust(w)
+                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                    for r in rows)
