@@ -269,12 +269,13 @@ def run_one(config, workdir, tag='[sweep]', write_outputs=None):
 
 
 
-def _run_cell(config, workdir, tag, writer, spent):
-  """run_one with its lines in the cell's log.txt, its user error as 'failed: <reason>';
-  says the cell's one line; adds a trained run's train and compile seconds to `spent`."""
+def _run_cell(config, workdir, tag, writer, spent, alone=False):
+  """run_one with its lines in the cell's log.txt (on the console where it runs `alone`),
+  its user error as 'failed: <reason>'; says the cell's one line; adds a trained run's
+  train and compile seconds to `spent`."""
   start = time.perf_counter()
   try:
-    with sweep_console.cell_log(workdir):
+    with sweep_console.cell_log(workdir, quiet=not alone):
       status = run_one(config, workdir, tag, write_outputs=writer and writer.write_outputs)
   except train.USER_ERRORS as e:
     status = f'failed: {e}'
@@ -341,7 +342,8 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
   try:
     for k, (workdir, config) in enumerate(runs, 1):
       cell_start = time.perf_counter()
-      status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer, spent)
+      status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer, spent,
+                                  alone=len(runs) == 1)
       seconds[workdir] = time.perf_counter() - cell_start
       if writer:
         writer.start()  # Its run released the workdir.

@@ -5,7 +5,6 @@ cell's own log.txt instead (cell_log), so that a sweep of many cells reads as a 
 """
 
 import contextlib
-import io
 import os
 
 from digits_jax import errors
@@ -16,31 +15,40 @@ LOG = 'log.txt'  # In each cell's folder: the lines its run printed.
 
 
 @contextlib.contextmanager
-def cell_log(workdir):
+def cell_log(workdir, quiet=True):
   """Sends what a cell prints to <workdir>/log.txt (appended: a resumed run's lines follow
   the interrupted ones) instead of the console, where the sweep says one line per cell.
 
-  The lines are kept in memory and written when the cell ends, however it ends: the run
-  may move an old folder aside (workdir.prepare_workdir) while it trains. A cell whose
-  folder was never made (e.g. a bad data folder) writes no log; its line says why.
+  While the cell runs its lines go to <workdir>.log.txt beside its folder (`tail -f` it),
+  and join log.txt when the cell ends, however it ends: the run may move an old folder
+  aside (workdir.prepare_workdir) while it trains. A cell whose folder was never made
+  (e.g. a bad data folder) keeps that file; its console line says why it failed. With
+  quiet=False (a sweep of one cell, e.g. a SLURM array task, whose console is its log)
+  the lines stay on the console.
   """
-  buf = io.StringIO()
+  if not quiet:
+    yield
+    return
+  live = workdir.rstrip(os.sep) + '.' + LOG
   try:
-    with contextlib.redirect_stdout(buf):
+    with open(live, 'a', encoding='utf-8') as f, contextlib.redirect_stdout(f):
       yield
   finally:
-    if buf.getvalue() and os.path.isdir(workdir):
-      with open(os.path.join(workdir, LOG), 'a', encoding='utf-8') as f:
-        f.write(buf.getvalue())
+    if os.path.isdir(workdir) and os.path.isfile(live):
+      with open(live, encoding='utf-8') as f, open(
+          os.path.join(workdir, LOG), 'a', encoding='utf-8') as out:
+        out.write(f.read())
+      os.remove(live)
 
 
 def cell_line(workdir, status, seconds):
   """The console's line of a finished cell: '... 97.05% (2 seeds) in 4.1 s' (mean test
   accuracy over its seeds), or its failure."""
   if status.startswith('failed'):
-    log = os.path.join(workdir, LOG)
+    logs = [p for p in (os.path.join(workdir, LOG), workdir.rstrip(os.sep) + '.' + LOG)
+            if os.path.isfile(p)]
     return (f'FAILED in {seconds:.1f} s: {status[len("failed: "):]}'
-            + (f' (log: {log})' if os.path.isfile(log) else ''))
+            + (f' (log: {logs[0]})' if logs else ''))
   try:
     values = significance.seed_values(results_lib.read_results(workdir))
   except errors.FileProblem:  # (Absent on processes other than 0.)

@@ -272,9 +272,16 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, tiny_data)
       raise workdir_lib.WorkdirMismatchError(f'{workdir} holds a run of a different config')
 
   monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
-  with pytest.raises(sweep.SweepError, match='v1_mnist: failed: .* different config'):
-    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), tiny_overrides(tiny_data))
+  out = io.StringIO()
+  with pytest.raises(sweep.SweepError, match='v1_mnist: failed: .* different config'), \
+      contextlib.redirect_stdout(out):
+    sweep.run_sweep(CONFIGS, ['mnist'], str(tmp_path), tiny_overrides(tiny_data))
   assert calls == list(CONFIGS)
+  # Its one console line says why; its folder was never made, so its log stays beside it.
+  log = tmp_path / 'v1_mnist.log.txt'
+  assert re.search(rf'^\[2/3\] v1 mnist: FAILED in [\d.]+ s: .* different config '
+                   rf'\(log: {re.escape(str(log))}\)$', out.getvalue(), re.M), out.getvalue()
+  assert log.read_text().startswith(f'[2/3] v1 mnist: training in {tmp_path / "v1_mnist"}.')
   assert os.path.exists(tmp_path / html_page.REPORT)  # Written before the error is raised.
 
 
@@ -499,3 +506,16 @@ def test_params_plot_only_where_counts_vary():
   assert not sweep_figures.params_vary(rows)
   assert sweep_figures.params_vary(rows + [{'dataset': 'mnist', 'params': 12}])
   assert not sweep_figures.params_vary(rows + [{'dataset': 'fashion_mnist', 'params': 12}])
+
+
+def test_help_answers_without_loading_jax():
+  """Issue 22 item 9: `sweep --help` (and a bad flag) in well under a second, exit 0: the
+  heavy modules load lazily, on first use."""
+  code = ('import runpy, sys\nsys.argv = ["sweep", "--help"]\ntry:\n'
+          '  runpy.run_module("digits_jax.sweep", run_name="__main__")\n'
+          'except SystemExit as e:\n'
+          '  print("EXIT", e.code, "jaxlib" in sys.modules, "matplotlib" in sys.modules)\n')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                        text=True, timeout=60, check=False)
+  assert proc.stdout.strip().splitlines()[-1] == 'EXIT 0 False False', proc.stderr[-2000:]
+  assert '--vary' in proc.stdout
