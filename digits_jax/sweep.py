@@ -62,17 +62,22 @@ def _lazy(name):
   return module
 
 
-jax = _lazy('jax')
-background = _lazy('digits_jax.background')
-ckpt_lib = _lazy('digits_jax.checkpoint')
-comparison = _lazy('digits_jax.comparison')
-config_files = _lazy('digits_jax.config_files')
-console = _lazy('digits_jax.console')
-results_lib = _lazy('digits_jax.results')
-sweep_console = _lazy('digits_jax.sweep_console')
-sweep_report_lib = _lazy('digits_jax.sweep_report')
-train = _lazy('digits_jax.train')
-workdir_lib = _lazy('digits_jax.workdir')
+LAZY = {'jax': 'jax', 'background': 'digits_jax.background', 'ckpt_lib': 'digits_jax.checkpoint',
+        'comparison': 'digits_jax.comparison', 'config_files': 'digits_jax.config_files',
+        'console': 'digits_jax.console', 'results_lib': 'digits_jax.results',
+        'sweep_console': 'digits_jax.sweep_console',
+        'sweep_report_lib': 'digits_jax.sweep_report', 'train': 'digits_jax.train',
+        'workdir_lib': 'digits_jax.workdir'}
+jax, background, ckpt_lib, comparison, config_files, console, results_lib, sweep_console, \
+    sweep_report_lib, train, workdir_lib = map(_lazy, LAZY.values())
+
+
+def load_modules():
+  """Loads the lazy modules now, before any cell sends its lines to its log: a module
+  loaded inside that redirection would keep the log file as its sys.stdout (e.g. a
+  default argument), closed after the cell."""
+  for name in LAZY.values():
+    vars(sys.modules[name])  # Any attribute use runs the module.
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The cells a plain `python -m digits_jax.sweep` runs (launch/slurm_sweep.sbatch's too).
@@ -327,6 +332,7 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     preemption.StopRequested: a signal stopped the current run (rerun to resume).
   """
   start = time.perf_counter()
+  load_modules()
   overrides = list(overrides) + ([f'num_seeds={num_seeds}'] if num_seeds else [])
   if vary:
     runs, reference = vary_plan(base or os.path.join(REPO, 'configs', 'default.py'),
