@@ -13,7 +13,12 @@ gives the main program (ml_collections' config_flags load it the same way); with
 --num_seeds=N each cell is one run of N seeds (config.num_seeds).
 --vary=FIELD=V1,V2,... sweeps one field of the --base config instead of the lab's
 variants (several --vary flags give their grid); a cell is named by its values
-(hidden_units=32) and compared with the cell of the base config's own values.
+(hidden_units=32) and compared with the cell of the base config's own values, which joins
+the grid when the listed values leave it out (--vary=hidden_units=32,64 on a base of 128
+trains three cells; hidden_units=128 is the reference).
+The console gets one line per cell, with its place, mean test accuracy over its seeds and
+seconds, and a table at the end; each cell's own run lines go to <cell>/log.txt (while it
+runs, to <cell>.log.txt beside it). A sweep of one cell prints its run's lines as main does.
 A run whose workdir already holds results.json made with the same settings is skipped; an
 interrupted one resumes from its latest checkpoint, so after a crash or preemption rerun the
 same command. A run that fails (bad data folder, a workdir of another config, a diverged
