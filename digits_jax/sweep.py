@@ -70,11 +70,11 @@ def _lazy(name):
 LAZY = {'jax': 'jax', 'background': 'digits_jax.background', 'ckpt_lib': 'digits_jax.checkpoint',
         'comparison': 'digits_jax.comparison', 'config_files': 'digits_jax.config_files',
         'console': 'digits_jax.console', 'results_lib': 'digits_jax.results',
-        'sweep_console': 'digits_jax.sweep_console',
+        'sweep_console': 'digits_jax.sweep_console', 'sweep_outputs': 'digits_jax.sweep_outputs',
         'sweep_report_lib': 'digits_jax.sweep_report', 'train': 'digits_jax.train',
         'workdir_lib': 'digits_jax.workdir'}
-jax, background, ckpt_lib, comparison, config_files, console, results_lib, sweep_console, \
-    sweep_report_lib, train, workdir_lib = map(_lazy, LAZY.values())
+(jax, background, ckpt_lib, comparison, config_files, console, results_lib, sweep_console,
+ sweep_outputs, sweep_report_lib, train, workdir_lib) = map(_lazy, LAZY.values())
 
 
 def load_modules():
@@ -312,7 +312,8 @@ def _note_output_failures(failed, status):
 
 
 def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, num_seeds=0,
-              base=None, vary=None, sweep_report=True, background_outputs=False):
+              base=None, vary=None, sweep_report=True, background_outputs=False,
+              outputs_at_end=True):
   """Runs every (config, dataset) cell, then writes the comparison and the sweep report.
 
   Args:
@@ -327,6 +328,8 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     sweep_report: write the comparison, significance and report at the end.
     background_outputs: draw each run's figures, summaries and report in a background
       thread while the next run trains (one process only).
+    outputs_at_end: draw them once the cells are trained, in parallel processes
+      (sweep_outputs.py; one process, several cells, without background_outputs).
 
   Returns:
     {workdir: 'skipped' | 'resumed' | 'trained' | 'failed: <reason>'}.
@@ -348,20 +351,24 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
   status, seconds, spent = {}, {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
   # Not with several processes: a background thread cannot join the collectives that
   # their workdir lock takes.
-  writer = (background.OutputWriter() if background_outputs and jax.process_count() == 1
-            else None)
+  one = jax.process_count() == 1
+  writer = background.OutputWriter() if background_outputs and one else None
+  at_end = (sweep_outputs.DeferredOutputs() if outputs_at_end and one and not writer
+            and len(runs) > 1 else None)
   try:
     for k, (workdir, config) in enumerate(runs, 1):
       cell_start = time.perf_counter()
-      status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer, spent,
-                                  alone=len(runs) == 1)
+      status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer or at_end,
+                                  spent, alone=len(runs) == 1)
       seconds[workdir] = time.perf_counter() - cell_start
       if writer:
         writer.start()  # Its run released the workdir.
         _note_output_failures(writer.failures(), status)
-  finally:
+  finally:  # An interrupted sweep draws its finished cells too: a rerun skips them.
     if writer:
       _note_output_failures(writer.close(), status)
+    if at_end:
+      _note_output_failures(at_end.finish(), status)
   path = sweep_report_lib.write_sweep_report(sweep_dir) if sweep_report else NO_REPORT
   console.say(sweep_console.final_table(runs, status, seconds))
   console.say(f'[sweep] {len(status)} runs: ' + ', '.join(
@@ -404,7 +411,7 @@ def main(argv):
     run_sweep(_list(f.configs), _list(f.datasets), f.sweep_dir, f.override or (),
               f.config_dir or None, num_seeds=f.num_seeds, base=f.base or None,
               vary=parse_vary(f.vary), sweep_report=f.sweep_report,
-              background_outputs=f.background_outputs)
+              background_outputs=f.background_outputs, outputs_at_end=f.outputs_at_end)
 
 
 def define_flags():
@@ -430,6 +437,9 @@ def define_flags():
                     'summaries and report in a background thread while the next run '
                     'trains (pays where training leaves CPU cores idle, e.g. on a GPU; on '
                     'a busy CPU it only slows the training it overlaps).')
+  flags.DEFINE_bool('outputs_at_end', True, 'Draw the cells\' figures, summaries and '
+                    'reports once all are trained, one process per core (--nooutputs_at_end: '
+                    'after each cell).')
   flags.DEFINE_bool('sweep_report', True, 'Write the comparison, significance and report '
                     'at the end (--nosweep_report: leave them to --report_only).')
 
