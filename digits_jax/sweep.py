@@ -313,7 +313,7 @@ def _note_output_failures(failed, status):
 
 def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, num_seeds=0,
               base=None, vary=None, sweep_report=True, background_outputs=False,
-              outputs_at_end=True):
+              outputs_at_end=False):
   """Runs every (config, dataset) cell, then writes the comparison and the sweep report.
 
   Args:
@@ -437,9 +437,10 @@ def define_flags():
                     'summaries and report in a background thread while the next run '
                     'trains (pays where training leaves CPU cores idle, e.g. on a GPU; on '
                     'a busy CPU it only slows the training it overlaps).')
-  flags.DEFINE_bool('outputs_at_end', True, 'Draw the cells\' figures, summaries and '
-                    'reports once all are trained, one process per core (--nooutputs_at_end: '
-                    'after each cell).')
+  flags.DEFINE_bool('outputs_at_end', False, 'Draw the cells\' figures, summaries and '
+                    'reports once all are trained, one process per core (each process '
+                    'imports JAX first: pays on many cores only; on 2 cores it costs '
+                    '1.2 s per cell more, benchmarks/sweep_overhead.sh).')
   flags.DEFINE_bool('sweep_report', True, 'Write the comparison, significance and report '
                     'at the end (--nosweep_report: leave them to --report_only).')
 

@@ -7,6 +7,11 @@ each finished cell to DeferredOutputs; `finish` draws them all, one process per 
 the files the runs saved (config.json, results.json, predictions.npz, history.csv), as
 `python -m digits_jax.report --workdir=CELL` would. Every file a run writes is there when
 the sweep ends. The workers use the CPU only: they draw, they do not train.
+
+Each worker is a new process that imports JAX and matplotlib (seconds), so this pays only
+with many cores: on a busy 2-core machine it cost 3.68 s per short cell outside training
+and compiling against 2.47 s drawing after each cell (benchmarks/sweep_overhead.sh), hence
+off by default (`sweep --outputs_at_end`).
 """
 
 import concurrent.futures

@@ -463,8 +463,8 @@ def test_vary_without_the_base_value_adds_the_base_as_reference(tiny_data, tmp_p
   plot of runs that all share one count is left out; comparison.md has the varied column."""
   sweep_dir = str(tmp_path / 'lr')
   status, _ = quiet(sweep.run_sweep, (), ['mnist'], sweep_dir,
-                    tiny_overrides(tiny_data, num_epochs=1),
-                    vary=sweep.parse_vary(['learning_rate=0.01,0.1']))
+                    tiny_overrides(tiny_data, num_epochs=1) + ['tensorboard=true'],
+                    vary=sweep.parse_vary(['learning_rate=0.01,0.1']), outputs_at_end=True)
   assert [os.path.basename(w) for w in status] == [
       'learning_rate-0.001_mnist', 'learning_rate-0.01_mnist', 'learning_rate-0.1_mnist']
   assert results_lib.read_json(os.path.join(sweep_dir, 'sweep.json'))['reference'] == (
@@ -486,6 +486,11 @@ def test_vary_without_the_base_value_adds_the_base_as_reference(tiny_data, tmp_p
   assert 'Train seconds are not plotted' in text and '<th>learning_rate</th>' in text
   assert not os.path.exists(os.path.join(sweep_dir, sweep_report.SWEEP_FIGURES['params']))
   assert os.path.exists(os.path.join(sweep_dir, sweep_report.SWEEP_FIGURES['vary']))
+  for workdir in status:  # Drawn at the end (outputs_at_end), by other processes.
+    for name in ('report.html', 'curves.png', 'confusion.png', 'recognized.png', 'log.txt'):
+      assert os.path.getsize(os.path.join(workdir, name)) > 0, (workdir, name)
+    assert len(os.listdir(os.path.join(workdir, 'tensorboard'))) == 1
+    assert f'{os.path.basename(workdir)}/report.html' in text  # The table links it.
 
 
 def test_vary_plan_adds_the_base_cell_only_where_missing(tmp_path):
