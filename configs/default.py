@@ -23,9 +23,13 @@ def get_config(dataset=None):
   config.validation_split = 0.2  # Last fraction of the training set held out (Keras).
 
   # Model.
+  config.model = 'mlp'  # Network (models.MODELS): 'mlp', the lab's, or 'cnn' (configs/cnn.py).
   config.hidden_units = 128  # Units in each hidden Dense+ReLU layer.
   config.num_hidden_layers = 1  # Number of hidden layers.
   config.kernel_init = 'glorot_uniform'  # Keras's Dense default; or 'lecun_normal'.
+  # The CNN's sizes (model='cnn'): per entry of features a 3x3 conv + 2x2 max-pool, then
+  # one hidden Dense layer of dense_units.
+  config.cnn = ml_collections.ConfigDict({'features': (32, 64), 'dense_units': 128})
 
   # Optimisation (Keras Adam defaults).
   config.optimizer = 'keras_adam'  # Keras's Adam update rule; or 'optax_adam' (optax.adam).

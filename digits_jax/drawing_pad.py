@@ -93,4 +93,8 @@ def html(workdir):
     return (f'<p>The drawing pad needs the run\'s trained weights, and they could not be '
             f'read from {html_lib.escape(workdir)}/{checkpoint.CHECKPOINT_DIR}/ '
             f'({html_lib.escape(type(e).__name__)}: {html_lib.escape(str(e)[:300])}).</p>')
+  if config.model != 'mlp':  # The script's forward pass is the MLP's.
+    return (f'<p>The drawing pad runs MLPs only, in the page\'s own JavaScript; this run\'s '
+            f'model is {html_lib.escape(config.model)!s}. Try its network on image files with '
+            '<code>python -m digits_jax.predict</code>.</p>')
   return pad_html(state.params, config.dataset)

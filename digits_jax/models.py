@@ -1,8 +1,18 @@
-"""The lab's network: Flatten -> N x (Dense + ReLU) -> Dense(10), and its Keras-style summary."""
+"""The networks, chosen by name (`config.model`), and the facts every other module reads.
 
+MODELS is the only list of models: each entry is a Flax module class built from the config
+by its `from_config`, declaring a short `describe()` ('128', 'conv 32-64, dense 128'), its
+`activation` and the config fields that size it (SIZE_FIELDS). Parameter counts, the
+Keras-like summary, the one-line architecture and memory estimates are derived from the
+module itself (`jax.eval_shape` of its init and apply: shapes only, no compute), so a new
+model gets them all by being registered. See docs/models.md.
+"""
+
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -14,24 +24,102 @@ KERNEL_INITS = {
     'glorot_uniform': nn.initializers.glorot_uniform(),  # Keras Dense default.
     'lecun_normal': nn.initializers.lecun_normal(),  # Flax Dense default.
 }
+ACTIVATIONS = {'relu': nn.relu}  # The hidden layers' activation, by name.
+OUTPUT_ACTIVATION = 'softmax'  # Models return logits; the loss and predictions apply it.
 
 
-class MLP(nn.Module):
-  """Fully connected classifier returning logits (softmax is applied by the caller)."""
-  hidden_sizes: Sequence[int]
-  num_classes: int = NUM_CLASSES
-  kernel_init: str = 'glorot_uniform'
-  dtype: Any = jnp.float32  # Computation dtype; parameters are always float32.
+class Flatten(nn.Module):
+  """(N, ...) -> (N, features). A layer of its own, without parameters, so that the
+  summary lists it as Keras does."""
 
   @nn.compact
   def __call__(self, x):
-    x = x.reshape((x.shape[0], -1)).astype(self.dtype)  # Flatten 28x28 -> 784.
-    init = KERNEL_INITS[self.kernel_init]
+    return x.reshape((x.shape[0], -1))
+
+
+class MaxPool(nn.Module):
+  """Non-overlapping max pooling over `window` x `window` pixels (Keras MaxPooling2D)."""
+  window: int = 2
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.max_pool(x, (self.window,) * 2, strides=(self.window,) * 2)
+
+
+class MLP(nn.Module):
+  """The lab's network: Flatten -> N x (Dense + activation) -> Dense(10), returning logits."""
+  hidden_sizes: Sequence[int]
+  num_classes: int = NUM_CLASSES
+  kernel_init: str = 'glorot_uniform'
+  activation: str = 'relu'
+  dtype: Any = jnp.float32  # Computation dtype; parameters are always float32.
+
+  SIZE_FIELDS = ('hidden_units', 'num_hidden_layers')  # Config fields that set its size.
+
+  @classmethod
+  def from_config(cls, config):
+    """The MLP that `config` describes (hidden_units x num_hidden_layers)."""
+    return cls(hidden_sizes=(int(config.hidden_units),) * int(config.num_hidden_layers),
+               kernel_init=config.kernel_init, dtype=jnp.dtype(config.compute_dtype))
+
+  def describe(self):
+    """The hidden widths, e.g. '128' or '256 x 256'."""
+    return ' x '.join(str(s) for s in self.hidden_sizes)
+
+  @nn.compact
+  def __call__(self, x):
+    x = Flatten(name='flatten')(x).astype(self.dtype)  # 28x28 -> 784.
+    init, act = KERNEL_INITS[self.kernel_init], ACTIVATIONS[self.activation]
     for i, units in enumerate(self.hidden_sizes):
-      x = nn.relu(nn.Dense(units, dtype=self.dtype, kernel_init=init, name=layer_name(i))(x))
+      x = act(nn.Dense(units, dtype=self.dtype, kernel_init=init, name=layer_name(i))(x))
     x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init,
                  name=layer_name(len(self.hidden_sizes)))(x)
     return x.astype(jnp.float32)
+
+
+class CNN(nn.Module):
+  """A small convolutional network: per entry of `features` a 3x3 Conv (same padding) +
+  activation + 2x2 max-pool, then Flatten -> Dense(dense_units) + activation -> Dense(10)."""
+  features: Sequence[int] = (32, 64)
+  dense_units: int = 128
+  num_classes: int = NUM_CLASSES
+  kernel_init: str = 'glorot_uniform'
+  activation: str = 'relu'
+  dtype: Any = jnp.float32
+
+  SIZE_FIELDS = ('cnn.features', 'cnn.dense_units')
+
+  @classmethod
+  def from_config(cls, config):
+    """The CNN of `config.cnn` (features, dense_units)."""
+    return cls(features=tuple(int(f) for f in config.cnn.features),
+               dense_units=int(config.cnn.dense_units), kernel_init=config.kernel_init,
+               dtype=jnp.dtype(config.compute_dtype))
+
+  def describe(self):
+    """The conv channels and dense width, e.g. 'conv 32-64, dense 128'."""
+    return f'conv {"-".join(str(f) for f in self.features)}, dense {self.dense_units}'
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape((x.shape[0], *INPUT_SHAPE, 1)).astype(self.dtype)  # One grey channel.
+    init, act = KERNEL_INITS[self.kernel_init], ACTIVATIONS[self.activation]
+    for i, features in enumerate(self.features):
+      x = act(nn.Conv(features, (3, 3), padding='SAME', dtype=self.dtype, kernel_init=init,
+                      name=f'conv_{i}')(x))
+      x = MaxPool(name=f'pool_{i}')(x)
+    x = Flatten(name='flatten')(x)
+    x = act(nn.Dense(self.dense_units, dtype=self.dtype, kernel_init=init, name='dense_0')(x))
+    x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init, name='dense_1')(x)
+    return x.astype(jnp.float32)
+
+
+MODELS = {'mlp': MLP, 'cnn': CNN}  # config.model -> its module class.
+
+
+def create_model(config):
+  """Builds the network `config.model` names, from the config's fields."""
+  return MODELS[config.model].from_config(config)
 
 
 def layer_name(i):
@@ -49,33 +137,74 @@ def from_dense_layers(layers):
   return {layer_name(i): layer for i, layer in enumerate(layers)}
 
 
-def hidden_sizes(config):
-  """The hidden layer widths a config asks for, e.g. (256, 256) for variant 1."""
-  return (int(config.hidden_units),) * int(config.num_hidden_layers)
+# ------------------------------------------------------------ facts derived from the model
 
 
-def create_model(config):
-  """Builds the MLP that `config` describes."""
-  return MLP(hidden_sizes=hidden_sizes(config), kernel_init=config.kernel_init,
-             dtype=jnp.dtype(config.compute_dtype))
+def _example_input():
+  return jnp.zeros((1, *INPUT_SHAPE), jnp.float32)
 
 
-def count_params(sizes, num_inputs=int(np.prod(INPUT_SHAPE)), num_classes=NUM_CLASSES):
-  """Parameter count of an MLP with these hidden sizes (weights plus biases)."""
-  widths = (num_inputs, *sizes, num_classes)
-  return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+@functools.lru_cache(maxsize=64)
+def param_shapes(model):
+  """The model's parameter tree as shapes (jax.ShapeDtypeStruct leaves); computes nothing."""
+  return jax.eval_shape(model.init, jax.random.key(0), _example_input())['params']
 
 
-def summary(sizes, name='mlp'):
-  """The network's structure as a Keras `model.summary()`-like table (a string)."""
-  widths = (int(np.prod(INPUT_SHAPE)), *sizes, NUM_CLASSES)
-  rows = [('flatten (Flatten)', f'(None, {widths[0]})', 0)]
-  for i, (fan_in, units) in enumerate(zip(widths[:-1], widths[1:])):
-    act = 'relu' if i < len(sizes) else 'softmax'
-    rows.append((f'{layer_name(i)} (Dense, {act})', f'(None, {units})', fan_in * units + units))
-  total = sum(r[2] for r in rows)
+def count_params(params):
+  """The number of parameters (scalars) in a parameter tree, of arrays or of shapes."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+
+@functools.lru_cache(maxsize=64)
+def layers(model):
+  """The model's layers (its direct submodules) in call order, as
+  [(name, type name, output shape without the batch axis, parameter count)]."""
+  kinds = {}
+
+  def capture(module, method):  # Called as each submodule returns: records call order.
+    top = method == '__call__' and len(module.scope.path) == 1
+    if top:
+      kinds[module.scope.path[0]] = type(module).__name__
+    return top
+
+  apply = functools.partial(model.apply, capture_intermediates=capture,
+                            mutable=['intermediates'])
+  params = param_shapes(model)
+  _, state = jax.eval_shape(apply, {'params': params}, _example_input())
+  outputs = state['intermediates']
+  return tuple((name, kind, tuple(outputs[name]['__call__'][0].shape[1:]),
+                count_params(params.get(name, {}))) for name, kind in kinds.items())
+
+
+def layer_activations(model):
+  """{layer name: activation} of the layers with parameters: the model's activation after
+  each but the last, whose logits get the output activation."""
+  weighted = [name for name, _, _, n in layers(model) if n]
+  return {name: model.activation if name != weighted[-1] else OUTPUT_ACTIVATION
+          for name in weighted}
+
+
+def activation_bytes(model):
+  """Bytes of one example's layer outputs (float32): what training keeps per example."""
+  return sum(int(np.prod(shape)) for _, _, shape, _ in layers(model)) * 4
+
+
+def architecture(model):
+  """The model in one line, e.g. 'Flatten → Dense(128, relu) → Dense(10, softmax)'."""
+  acts = layer_activations(model)
+  return ' → '.join(f'{kind}({shape[-1]}, {acts[name]})' if name in acts else kind
+                    for name, kind, shape, _ in layers(model))
+
+
+def summary(model, name='mlp'):
+  """The model's layers as a Keras `model.summary()`-like table (a string)."""
+  acts = layer_activations(model)
+  rows = [(f'{layer} ({kind}{", " + acts[layer] if layer in acts else ""})',
+           f'(None, {", ".join(str(d) for d in shape)})', n)
+          for layer, kind, shape, n in layers(model)]
+  total = count_params(param_shapes(model))
   line = '=' * 66
-  out = [f'Model: "{name}"', line,
+  out = [f'Model: "{name}" ({type(model).__name__}: {model.describe()})', line,
          f'{"Layer (type)":<32}{"Output Shape":<20}{"Param #":>14}', line]
   out += [f'{layer:<32}{shape:<20}{params:>14,}' for layer, shape, params in rows]
   out += [line, f'Total params: {total:,} ({total * 4 / 1024:.2f} KB)',

@@ -48,7 +48,7 @@ VARY_SECTION = 'Effect of the varied fields'  # After 'Significance', in a --var
 SUBJECTS = {'mnist': 'handwritten digits', 'fashion_mnist': 'clothing items'}
 # Short column titles for the HTML table, which shows these fields only (the CSV and
 # Markdown keep every field, with its name).
-COMPARISON_TITLES = {'variant': 'run', 'differs': 'differs', 'hidden_sizes': 'hidden',
+COMPARISON_TITLES = {'variant': 'run', 'differs': 'differs', 'model': 'model',
                      'params': 'params',
                      'epochs': 'epochs', 'batch': 'batch', 'validation_split': 'val. split',
                      'n': 'seeds', 'test_accuracy_mean': 'mean test acc.',
@@ -170,15 +170,16 @@ def _title(dataset):
   return input_pipeline.DATASET_TITLES.get(dataset, dataset)
 
 
-def _goal(dataset=None):
-  """One paragraph on what the lab does (on one dataset, or on both when None)."""
+def _goal(dataset=None, network=None):
+  """One paragraph on what the lab does (on one dataset, or on both when None), with the
+  network as its results.json describes it (`network`; a sweep's runs each have theirs)."""
   if dataset is None:
     what = ('handwritten digits (MNIST, Task 1) and of clothing items (Fashion-MNIST, '
             'Task 2)')
   else:
     what = f'{SUBJECTS.get(dataset, "images")} from {_title(dataset)}'
-  return ('The lab trains a fully connected network (Flatten 28×28 → Dense+ReLU hidden '
-          'layer(s) → Dense(10) with softmax) to recognise 28×28 grey-level images of '
+  network = network or 'neural networks (each run\'s is in the comparison table)'
+  return (f'The lab trains {network} to recognise 28×28 grey-level images of '
           f'{what} '
           '(60,000 training and 10,000 test images, 10 classes). Inputs are scaled to [0, 1]; '
           'the loss is categorical cross-entropy and the optimizer Adam. The last fraction of '
@@ -361,11 +362,19 @@ def _conclusions_section(findings):
       f'<li>{html.escape(c)}</li>' for c in findings) + '</ul>'))
 
 
+def _network(res):
+  """The run's network in words, from what its model declared in results.json."""
+  if 'model_architecture' in res:
+    return (f'a {res["model"].upper()} ({res["model_description"]}: '
+            f'{res["model_architecture"]})')
+  return f'an MLP (hidden layers {comparison.model_description(res)})'  # Saved before.
+
+
 def run_sections(run, figs, cm):
   """The sections of a run's page, in order (RUN_SECTIONS)."""
   res = run['res']
   return [
-      section('Goal', _goal(res['dataset'])),
+      section('Goal', _goal(res['dataset'], _network(res))),
       _results_section(run),
       _config_section(run['config']),
       section('Model summary', Raw(f'<pre>{html.escape(run["summary"])}</pre>')),
@@ -427,7 +436,7 @@ def _sweep_tables(sweep_dir, runs):
       rows.append([cells[k] for k in titles])
     parts.append(Raw(f'<h3>{html.escape(_title(dataset))}</h3>'))
     parts.append(table(list(titles.values()), rows, left=tuple(
-        i for i, k in enumerate(titles) if k in ('variant', 'differs', 'hidden_sizes'))))
+        i for i, k in enumerate(titles) if k in ('variant', 'differs', 'model'))))
   return parts
 
 

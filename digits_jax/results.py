@@ -199,7 +199,7 @@ def write_run_files(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   write_text(os.path.join(workdir, FILES['config']), config.to_json_best_effort(indent=2) + '\n')
   write_text(os.path.join(workdir, FILES['summary']),
-             models.summary(models.hidden_sizes(config), config.name) + '\n')
+             models.summary(models.create_model(config), config.name) + '\n')
 
 
 def versions():
@@ -230,6 +230,16 @@ def replica_outcome(history, test, probs, labels):
           'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None}
 
 
+def model_fields(config):
+  """results.json's description of the network, declared by the model itself: its
+  registry name, short description ('128', 'conv 32-64, dense 128'), one-line
+  architecture and parameter count (from its parameter tree)."""
+  model = models.create_model(config)
+  return {'model': config.model, 'model_description': model.describe(),
+          'model_architecture': models.architecture(model),
+          'num_params': models.count_params(models.param_shapes(model))}
+
+
 def write_results(config, workdir, *, data, history, tests, probs, timings):
   """Every result file of a finished run (process 0); returns results.json's content.
 
@@ -247,8 +257,7 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
   first = outcomes[0]
   res = {
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
-      'hidden_sizes': list(models.hidden_sizes(config)),
-      'num_params': models.count_params(models.hidden_sizes(config)),
+      **model_fields(config),
       'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
       'validation_split': config.validation_split, 'seed': config.seed,
       'num_train': len(data.train_labels), 'num_val': len(data.val_labels),

@@ -23,6 +23,8 @@ FLOAT32 = np.finfo(np.float32)
 # Bytes per parameter while training: the float32 parameter, its gradient and Adam's two
 # moments.
 TRAINING_BYTES_PER_PARAM = 4 * 4
+# The CNN's 2x2 max-pools halve 28 (rounding down) to 14, 7, 3, 1: at most four leave pixels.
+MAX_POOLS = 4
 FRESH_SUFFIX_CHARS = len('.old-20261126-183000')  # What --fresh appends to the workdir name.
 RESULTS_BYTES = 2 << 20  # Result files and figures of a run (about 1 MB for MNIST).
 
@@ -39,10 +41,10 @@ def _is_number(v):
   return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _int_at_least(config, field, low, problems):
+def _int_at_least(config, field, low, problems, prefix='config.'):
   value = config.get(field)
   if not _is_int(value) or value < low:
-    problems.append(f'config.{field}={value!r}: must be an integer >= {low}.')
+    problems.append(f'{prefix}{field}={value!r}: must be an integer >= {low}.')
 
 
 def _number_in(config, field, low, high, problems, low_open=False, high_open=True):
@@ -105,6 +107,8 @@ def check_fields(config):
   _one_of(config, 'optimizer', ts.OPTIMIZERS, problems)
   _one_of(config, 'cpu_kernel', cpu_kernel.MODES, problems)
   _one_of(config, 'kernel_init', models.KERNEL_INITS, problems)
+  _one_of(config, 'model', models.MODELS, problems, 'unknown model; ')
+  _check_cnn(config, problems)
   indices = config.get('test_indices')
   if not isinstance(indices, (tuple, list)) or not all(_is_int(i) for i in indices):
     problems.append(f'config.test_indices={indices!r}: must be a tuple of integers, '
@@ -112,6 +116,20 @@ def check_fields(config):
   elif any(i < 0 for i in indices):
     problems.append(f'config.test_indices={tuple(indices)!r}: indices must be >= 0.')
   return problems
+
+
+def _check_cnn(config, problems):
+  """Appends the problems of config.cnn (the CNN's sizes; checked whichever model runs)."""
+  cnn = config.get('cnn')
+  features = cnn.get('features') if isinstance(cnn, ml_collections.ConfigDict) else None
+  most = MAX_POOLS
+  if not (isinstance(features, (tuple, list)) and 1 <= len(features) <= most
+          and all(_is_int(f) and f >= 1 for f in features)):
+    problems.append(f'config.cnn.features={features!r}: must be a tuple of 1 to {most} '
+                    'integers >= 1 (each conv layer\'s channels; each 2x2 max-pool halves '
+                    'the 28x28 image), e.g. --config.cnn.features="(32, 64)".')
+  if isinstance(cnn, ml_collections.ConfigDict):
+    _int_at_least(cnn, 'dense_units', 1, problems, prefix='config.cnn.')
 
 
 def check_data_dir(config):
@@ -183,18 +201,26 @@ def _name_lengths(workdir, path, probe):
   return problems
 
 
+def _params(config):
+  """The number of parameters of the config's network (from its parameter tree)."""
+  return models.count_params(models.param_shapes(models.create_model(config)))
+
+
 def checkpoint_bytes(config):
-  """About the size of one checkpoint: parameters and Adam's two moments, float32."""
-  return models.count_params(models.hidden_sizes(config)) * 4 * 3
+  """About the size of one checkpoint: every replica's parameters and Adam's two moments,
+  float32."""
+  return _params(config) * 4 * 3 * config.num_seeds
 
 
 def training_bytes(config):
-  """About the memory training takes on each device: parameters, gradients and Adam's
-  moments (float32), and the activations of the larger batch and their gradients."""
-  sizes = models.hidden_sizes(config)
+  """About the memory training takes on each device: for every replica, parameters,
+  gradients and Adam's moments (float32), and the layer outputs of the larger batch and
+  their gradients."""
+  model = models.create_model(config)
   batch = max(config.batch_size, config.eval_batch_size)
-  return (models.count_params(sizes) * TRAINING_BYTES_PER_PARAM
-          + batch * (sum(sizes) + models.NUM_CLASSES) * 4 * 2)
+  per_replica = (models.count_params(models.param_shapes(model)) * TRAINING_BYTES_PER_PARAM
+                 + batch * models.activation_bytes(model) * 2)
+  return per_replica * config.num_seeds
 
 
 def device_memory():
@@ -216,12 +242,20 @@ def check_memory(config):
   have, what = device_memory()
   if have is None or need <= have:
     return []
-  params = models.count_params(models.hidden_sizes(config))
-  return [f'config.hidden_units={config.hidden_units}, num_hidden_layers='
-          f'{config.num_hidden_layers}: the {params:,} parameters need about '
+  size_fields = models.MODELS[config.model].SIZE_FIELDS
+  sizes = ', '.join(f'{f}={_field(config, f)!r}' for f in size_fields)
+  replicas = f' x {config.num_seeds} replicas' if config.num_seeds > 1 else ''
+  return [f'config.{sizes}: the {_params(config):,} parameters{replicas} need about '
           f'{storage.human_size(need)} to train (parameters, gradients, Adam\'s moments and '
           f'activations), more than the {storage.human_size(have)} of {what}; lower '
-          'hidden_units or num_hidden_layers.']
+          f'{" or ".join(size_fields)}.']
+
+
+def _field(config, dotted):
+  """The value of a (possibly nested) config field, e.g. 'cnn.features'."""
+  for part in dotted.split('.'):
+    config = config[part]
+  return tuple(config) if isinstance(config, list) else config
 
 
 def check_against_data(config, num_train, num_test):
