@@ -88,6 +88,7 @@ class CNN(nn.Module):
   dtype: Any = jnp.float32
 
   SIZE_FIELDS = ('cnn.features', 'cnn.dense_units')
+  MAX_LAYERS = 4  # Its 2x2 max-pools halve 28 to 14, 7, 3, 1: a fifth leaves no pixel.
 
   @classmethod
   def from_config(cls, config):

@@ -2,7 +2,7 @@
 
 Every problem is collected, so one run reports them all: each names the field, the bad
 value and what is allowed. The allowed values come from where they are interpreted
-(datasets and sources from input_pipeline, inits and dtypes from models, optimizers from
+(datasets and sources from input_pipeline, models, inits and dtypes from models, optimizers from
 train_state, kernel modes from cpu_kernel).
 """
 
@@ -23,8 +23,6 @@ FLOAT32 = np.finfo(np.float32)
 # Bytes per parameter while training: the float32 parameter, its gradient and Adam's two
 # moments.
 TRAINING_BYTES_PER_PARAM = 4 * 4
-# The CNN's 2x2 max-pools halve 28 (rounding down) to 14, 7, 3, 1: at most four leave pixels.
-MAX_POOLS = 4
 FRESH_SUFFIX_CHARS = len('.old-20261126-183000')  # What --fresh appends to the workdir name.
 RESULTS_BYTES = 2 << 20  # Result files and figures of a run (about 1 MB for MNIST).
 
@@ -122,7 +120,7 @@ def _check_cnn(config, problems):
   """Appends the problems of config.cnn (the CNN's sizes; checked whichever model runs)."""
   cnn = config.get('cnn')
   features = cnn.get('features') if isinstance(cnn, ml_collections.ConfigDict) else None
-  most = MAX_POOLS
+  most = models.CNN.MAX_LAYERS
   if not (isinstance(features, (tuple, list)) and 1 <= len(features) <= most
           and all(_is_int(f) and f >= 1 for f in features)):
     problems.append(f'config.cnn.features={features!r}: must be a tuple of 1 to {most} '

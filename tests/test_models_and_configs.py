@@ -159,6 +159,7 @@ def test_memory_estimates_count_the_tree_and_replicas():
       421_642 * 16 + batch * models.activation_bytes(model) * 2)
 
 
+@pytest.mark.slow  # A subprocess that imports TensorFlow and compiles a CNN: ~10 s.
 def test_cnn_trains_through_the_real_entry_point(tiny_data, tmp_path):
   """A tiny CNN, end to end: the summary, results.json's model fields and the report."""
   workdir = str(tmp_path / 'run')
