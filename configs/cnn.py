@@ -17,7 +17,6 @@ def get_config(dataset=None):
   config.cnn.features = (32, 64)
   config.cnn.dense_units = 128
   config.num_epochs = 3
-  config.batch_size = 64
   config.num_seeds = 3
   config.cpu_kernel = 'off'  # The fused C++ kernel implements the MLP only.
   return config

@@ -46,6 +46,28 @@ class MaxPool(nn.Module):
     return nn.max_pool(x, (self.window,) * 2, strides=(self.window,) * 2)
 
 
+class Conv(nn.Module):
+  """A 3x3 convolution, stride 1, same padding (Keras Conv2D(f, 3, padding='same')), as one
+  matrix product over the 9 shifted copies of the input (im2col). Why not nn.Conv: inside
+  the training loop's lax.scan, XLA:CPU ran nn.Conv's convolutions ~7x slower per example
+  than this product (0.53 vs 3.8 ms of CPU for conv 16-32, batch 64; /tmp bench, noisy).
+  Its parameters are nn.Conv's: kernel [3, 3, in, out] and bias [out]."""
+  features: int
+  kernel_init: Any = nn.initializers.glorot_uniform()
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    rows, cols, channels = x.shape[1:]
+    kernel = self.param('kernel', self.kernel_init, (3, 3, channels, self.features))
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = jnp.concatenate([padded[:, i:i + rows, j:j + cols, :]
+                               for i in range(3) for j in range(3)], axis=-1)
+    kernel = kernel.reshape(9 * channels, self.features).astype(self.dtype)
+    return patches.astype(self.dtype) @ kernel + bias.astype(self.dtype)
+
+
 class MLP(nn.Module):
   """The lab's network: Flatten -> N x (Dense + activation) -> Dense(10), returning logits."""
   hidden_sizes: Sequence[int]
@@ -106,8 +128,7 @@ class CNN(nn.Module):
     x = x.reshape((x.shape[0], *INPUT_SHAPE, 1)).astype(self.dtype)  # One grey channel.
     init, act = KERNEL_INITS[self.kernel_init], ACTIVATIONS[self.activation]
     for i, features in enumerate(self.features):
-      x = act(nn.Conv(features, (3, 3), padding='SAME', dtype=self.dtype, kernel_init=init,
-                      name=f'conv_{i}')(x))
+      x = act(Conv(features, kernel_init=init, dtype=self.dtype, name=f'conv_{i}')(x))
       x = MaxPool(name=f'pool_{i}')(x)
     x = Flatten(name='flatten')(x)
     x = act(nn.Dense(self.dense_units, dtype=self.dtype, kernel_init=init, name='dense_0')(x))

@@ -106,6 +106,19 @@ def test_exact_cnn_parameter_count(features, dense, expected):
   assert models.count_params(models.param_shapes(models.create_model(config))) == expected
 
 
+def test_conv_is_flax_conv_with_same_padding():
+  """models.Conv (a product over shifted copies, fast inside lax.scan on CPU) computes
+  nn.Conv(f, (3, 3), padding='SAME') from the same parameters."""
+  x = jax.random.uniform(jax.random.key(0), (2, 9, 7, 3))
+  params = models.Conv(5).init(jax.random.key(1), x)
+  reference = nn.Conv(5, (3, 3), padding='SAME')
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+      jnp.shape, reference.init(jax.random.key(1), x))
+  got, want = models.Conv(5).apply(params, x), reference.apply(params, x)
+  assert got.shape == (2, 9, 7, 5)
+  assert float(jnp.abs(got - want).max()) < 1e-5
+
+
 def test_cnn_summary_is_its_layers():
   config = load('cnn')
   model = models.create_model(config)
