@@ -365,7 +365,7 @@ def _conclusions_section(findings):
 def _network(res):
   """The run's network in words, from what its model declared in results.json."""
   if 'model_architecture' in res:
-    return (f'a {res["model"].upper()} ({res["model_description"]}: '
+    return (f'a neural network (model {res["model"]!r}, {res["model_description"]}: '
             f'{res["model_architecture"]})')
   return f'an MLP (hidden layers {comparison.model_description(res)})'  # Saved before.
 

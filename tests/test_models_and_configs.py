@@ -4,17 +4,21 @@ models by name, and the facts (summary, counts, descriptions) derived from the m
 import importlib
 import json
 import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from PIL import Image
 import pytest
 
 from digits_jax import models
 from digits_jax import results as results_lib
 from digits_jax import train_state as ts
 from digits_jax import validation
-from helpers import run_main
+from helpers import REPO, run_main
 
 # SPEC table 1: images shown, hidden units, hidden layers, epochs, batch, validation,
 # test images to recognise, misclassified to show; and the exact parameter count.
@@ -188,8 +192,16 @@ def test_cnn_trains_through_the_real_entry_point(tiny_data, tmp_path):
   with open(os.path.join(workdir, 'report.html'), encoding='utf-8') as f:
     page = f.read()
   assert 'conv 4, dense 8' in page and 'conv_0 (Conv, relu)' in page
+  assert 'drawing pad runs MLPs only' in page  # Its JavaScript is the MLP's forward pass.
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     assert json.load(f)['cnn'] == {'features': [4], 'dense_units': 8}
+  image = tmp_path / 'dark_stroke.png'
+  Image.fromarray(np.pad(np.full((40, 30), 20, np.uint8), 60, constant_values=240)).save(image)
+  proc = subprocess.run([sys.executable, '-m', 'digits_jax.predict', f'--workdir={workdir}',
+                         str(image), '--json'], cwd=REPO, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert sum(json.loads(proc.stdout)['probabilities']) == pytest.approx(1, abs=1e-5)
 
 
 def test_keras_initialisation_and_logits():
