@@ -18,5 +18,4 @@ def get_config(dataset=None):
   config.cnn.dense_units = 128
   config.num_epochs = 3
   config.num_seeds = 3
-  config.cpu_kernel = 'off'  # The fused C++ kernel implements the MLP only.
   return config

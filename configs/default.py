@@ -24,9 +24,10 @@ def get_config(dataset=None):
 
   # Model.
   config.model = 'mlp'  # Network (models.MODELS): 'mlp', the lab's, or 'cnn' (configs/cnn.py).
-  config.hidden_units = 128  # Units in each hidden Dense+ReLU layer.
+  config.hidden_units = 128  # Units in each hidden Dense layer (+ config.activation).
   config.num_hidden_layers = 1  # Number of hidden layers.
   config.kernel_init = 'glorot_uniform'  # Keras's Dense default; or 'lecun_normal'.
+  config.activation = 'relu'  # Hidden layers' activation: 'relu', 'tanh', 'sigmoid' or 'gelu'.
   # The CNN's sizes (model='cnn'): per entry of features a 3x3 conv + 2x2 max-pool, then
   # one hidden Dense layer of dense_units.
   config.cnn = ml_collections.ConfigDict({'features': (32, 64), 'dense_units': 128})

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from digits_jax import errors
+
 # The four files of a split, in the order (images, labels).
 FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
@@ -39,7 +41,7 @@ CHECKSUMS = {
 }
 
 
-class DataError(ValueError):
+class DataError(errors.UserError, ValueError):
   """A data file or folder is missing, truncated, corrupt or of the wrong format."""
 
 

@@ -24,7 +24,9 @@ KERNEL_INITS = {
     'glorot_uniform': nn.initializers.glorot_uniform(),  # Keras Dense default.
     'lecun_normal': nn.initializers.lecun_normal(),  # Flax Dense default.
 }
-ACTIVATIONS = {'relu': nn.relu}  # The hidden layers' activation, by name.
+# Hidden activations by name (config.activation). The fused CPU kernel implements 'relu'
+# only (cpu_kernel.IMPLEMENTS); the report's drawing pad implements each of these by name.
+ACTIVATIONS = {'relu': nn.relu, 'tanh': nn.tanh, 'sigmoid': nn.sigmoid, 'gelu': nn.gelu}
 OUTPUT_ACTIVATION = 'softmax'  # Models return logits; the loss and predictions apply it.
 
 
@@ -73,7 +75,7 @@ class MLP(nn.Module):
   hidden_sizes: Sequence[int]
   num_classes: int = NUM_CLASSES
   kernel_init: str = 'glorot_uniform'
-  activation: str = 'relu'
+  activation: str = 'relu'  # A name of ACTIVATIONS, looked up when the model is applied.
   dtype: Any = jnp.float32  # Computation dtype; parameters are always float32.
 
   SIZE_FIELDS = ('hidden_units', 'num_hidden_layers')  # Config fields that set its size.
@@ -82,7 +84,8 @@ class MLP(nn.Module):
   def from_config(cls, config):
     """The MLP that `config` describes (hidden_units x num_hidden_layers)."""
     return cls(hidden_sizes=(int(config.hidden_units),) * int(config.num_hidden_layers),
-               kernel_init=config.kernel_init, dtype=jnp.dtype(config.compute_dtype))
+               kernel_init=config.kernel_init, activation=config.activation,
+               dtype=jnp.dtype(config.compute_dtype))
 
   def describe(self):
     """The hidden widths, e.g. '128' or '256 x 256'."""
@@ -117,7 +120,7 @@ class CNN(nn.Module):
     """The CNN of `config.cnn` (features, dense_units)."""
     return cls(features=tuple(int(f) for f in config.cnn.features),
                dense_units=int(config.cnn.dense_units), kernel_init=config.kernel_init,
-               dtype=jnp.dtype(config.compute_dtype))
+               activation=config.activation, dtype=jnp.dtype(config.compute_dtype))
 
   def describe(self):
     """The conv channels and dense width, e.g. 'conv 32-64, dense 128'."""

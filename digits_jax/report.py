@@ -27,8 +27,10 @@ from absl import flags
 from absl import logging
 
 from digits_jax import analysis
+from digits_jax import cli
 from digits_jax import comparison
 from digits_jax import drawing_pad
+from digits_jax import errors
 from digits_jax import figures
 from digits_jax import input_pipeline
 from digits_jax import results as results_lib
@@ -192,20 +194,8 @@ def _goal(dataset=None, network=None):
 
 
 def load_run(workdir):
-  """The saved results of a finished run, as a dict of its parts."""
-  path = lambda name: os.path.join(workdir, results_lib.FILES[name])
-  if not os.path.exists(path('results')) or not os.path.exists(path('predictions')):
-    raise FileNotFoundError(f'{workdir} holds no finished run (results.json and '
-                            'predictions.npz are written at the end of training).')
-  summary = ''
-  if os.path.exists(path('summary')):
-    with open(path('summary')) as f:
-      summary = f.read()
-  config = results_lib.read_json(path('config')) if os.path.exists(path('config')) else {}
-  history = results_lib.read_history(workdir) if os.path.exists(path('history')) else []
-  return {'workdir': workdir, 'res': results_lib.read_json(path('results')),
-          'config': config, 'summary': summary, 'history': history,
-          'preds': results_lib.read_predictions(workdir)}
+  """The saved results of a finished run, as a dict of its parts (results.read_run)."""
+  return results_lib.read_run(workdir)
 
 
 def ensure_figures(run):
@@ -538,25 +528,36 @@ def write_sweep_report(sweep_dir):
 def is_sweep_dir(folder):
   """A sweep folder: no results.json of its own, but subfolders holding one."""
   return (not os.path.exists(os.path.join(folder, results_lib.FILES['results']))
-          and bool(comparison.find_runs(folder)))
+          and bool(comparison.run_folders(folder)))
+
+
+def warn_unreadable_runs(sweep_dir):
+  """One `warning:` line on stderr per run of the sweep that its report leaves out; a
+  UserError if that is every run."""
+  unreadable = comparison.unreadable_runs(sweep_dir)
+  for reason in unreadable.values():
+    print(f'warning: left out of the sweep report: {reason}', file=sys.stderr, flush=True)
+  if unreadable and len(unreadable) == len(comparison.run_folders(sweep_dir)):
+    raise errors.UserError(f'{sweep_dir}: no run there can be read (each is named above); '
+                           'rerun the sweep\'s command to rewrite their result files.')
 
 
 def main(argv):
   """Writes the report of --workdir (a run or a sweep folder) and prints its path."""
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_arguments(argv)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs at INFO when the pad loads weights.
   folder = flags.FLAGS.workdir
-  write = write_sweep_report if is_sweep_dir(folder) else write_run_report
-  try:
-    print(write(folder))
-  except FileNotFoundError as e:
-    sys.exit(f'error: {e}')
+  with cli.one_line(folder):
+    if is_sweep_dir(folder):
+      warn_unreadable_runs(folder)
+      print(write_sweep_report(folder))
+    else:
+      print(write_run_report(folder))
 
 
 if __name__ == '__main__':
   # Defined here, not on import: train.py imports this module and main.py owns --workdir.
   flags.DEFINE_string('workdir', None, 'A run folder, or a sweep folder of runs.',
                       required=True)
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, __doc__))

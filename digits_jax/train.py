@@ -26,7 +26,7 @@ import numpy as np
 from digits_jax import best_epoch
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
-from digits_jax import idx
+from digits_jax import errors
 from digits_jax import input_pipeline
 from digits_jax import models
 from digits_jax import parallel
@@ -39,15 +39,14 @@ from digits_jax import validation
 from digits_jax import workdir as workdir_lib
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 # Failures caused by the inputs, reported as one clear line (no traceback) by the entry
 # points; a sweep records them and goes on with its other runs.
-USER_ERRORS = (validation.ConfigError, idx.DataError, workdir_lib.WorkdirMismatchError,
-               NonFiniteLossError, ckpt_lib.CheckpointError, results_lib.DamagedFileError,
-               storage.StorageError, workdir_lib.WorkdirInUseError)
+# Every such error subclasses errors.UserError (kept as a tuple for older callers).
+USER_ERRORS = (errors.UserError,)
 
 
 def _zero_sums():
@@ -321,6 +320,7 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
     state, progress, kept = restore_or_init(config, mesh, checkpointer)
+    runner = runner.checked(state, progress)  # The kernel proves itself before it is relied on.
     summary_writer = open_summaries(config, workdir, progress.history)
     val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
                                       config.eval_batch_size)
@@ -350,7 +350,7 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
              'examples_per_second': len(data.train_labels) * len(seconds) * config.num_seeds
                                     / max(train_seconds, 1e-9),
              'steps': steps * progress.epoch,
-             'eval_seconds': time.perf_counter() - t_eval, **impl.timings()}
+             'eval_seconds': time.perf_counter() - t_eval, **runner.impl.timings()}
   res = results_lib.write_results(config, workdir, data=data, history=progress.history,
                                   tests=tests, probs=probs, timings=timings)
   console.report_test(config, res)

@@ -180,7 +180,7 @@ def test_memory_estimates_count_the_tree_and_replicas():
 def test_cnn_trains_through_the_real_entry_point(tiny_data, tmp_path):
   """A tiny CNN, end to end: the summary, results.json's model fields and the report."""
   workdir = str(tmp_path / 'run')
-  proc = run_main(tiny_data, workdir, model='cnn', cpu_kernel='off', write_report=True,
+  proc = run_main(tiny_data, workdir, model='cnn', write_report=True,
                   **{'cnn.features': '(4,)', 'cnn.dense_units': 8})
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'conv_0 (Conv, relu)' in proc.stdout and 'Total params: 6,410' in proc.stdout
@@ -192,7 +192,7 @@ def test_cnn_trains_through_the_real_entry_point(tiny_data, tmp_path):
   with open(os.path.join(workdir, 'report.html'), encoding='utf-8') as f:
     page = f.read()
   assert 'conv 4, dense 8' in page and 'conv_0 (Conv, relu)' in page
-  assert 'drawing pad runs MLPs only' in page  # Its JavaScript is the MLP's forward pass.
+  assert 'drawing pad runs fully connected networks (MLPs) only' in page
   with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
     assert json.load(f)['cnn'] == {'features': [4], 'dense_units': 8}
   image = tmp_path / 'dark_stroke.png'
