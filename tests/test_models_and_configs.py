@@ -77,15 +77,28 @@ def test_summary_lists_layers_and_total():
   assert 'Total params: 101,770' in text
 
 
-def test_summary_says_the_models_activation(monkeypatch):
-  """The summary reads the activation from the module (it once said relu after a tanh
-  edit): a newly registered activation shows, and the parameter counts do not change."""
-  monkeypatch.setitem(models.ACTIVATIONS, 'tanh', nn.tanh)
-  model = models.MLP((32, 16), activation='tanh')
-  text = models.summary(model)
-  assert 'dense_0 (Dense, tanh)' in text and 'dense_1 (Dense, tanh)' in text
-  assert 'dense_2 (Dense, softmax)' in text and 'relu' not in text
-  assert models.architecture(model) == ('Flatten → Dense(32, tanh) → Dense(16, tanh) → '
+@pytest.mark.parametrize('model', sorted(models.MODELS))
+def test_summary_says_the_configs_activation(model):
+  """The summary reads the activation from the module built from the config (it once said
+  relu after a tanh edit); the parameter counts do not change with it."""
+  config = load('default')
+  config.model, config.activation = model, 'tanh'
+  built = models.create_model(config)
+  text, arch = models.summary(built), models.architecture(built)
+  assert 'dense_0 (Dense, tanh)' in text and 'relu' not in text and 'relu' not in arch
+  width = config.hidden_units if model == 'mlp' else config.cnn.dense_units
+  assert arch.endswith(f'Dense({width}, tanh) → Dense(10, softmax)')
+  config.activation = 'relu'
+  relu = models.create_model(config)
+  assert models.count_params(models.param_shapes(relu)) == models.count_params(
+      models.param_shapes(built))
+
+
+def test_a_newly_registered_activation_shows_in_the_summary(monkeypatch):
+  monkeypatch.setitem(models.ACTIVATIONS, 'swish', nn.swish)
+  model = models.MLP((32, 16), activation='swish')
+  assert 'dense_1 (Dense, swish)' in models.summary(model)
+  assert models.architecture(model) == ('Flatten → Dense(32, swish) → Dense(16, swish) → '
                                         'Dense(10, softmax)')
 
 
