@@ -78,7 +78,7 @@ def main(argv):
   from digits_jax import idx  # pylint: disable=import-outside-toplevel
   from digits_jax import input_pipeline  # pylint: disable=import-outside-toplevel
   config = importlib.import_module(f'configs.{_CONFIG.value}').get_config('mnist')
-  folder = _DATA_DIR.value or input_pipeline.SHIPPED_DIRS['mnist']
+  folder = _DATA_DIR.value or input_pipeline.SHIPPED_MNIST
   images, labels = (jax.numpy.asarray(a) for a in idx.load_split(folder, 'train'))
   cpu_kernel.load()
   print(f'{_CONFIG.value}, MNIST, blocks of {_STEPS.value} steps of batch {config.batch_size}, '

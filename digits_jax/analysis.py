@@ -16,8 +16,7 @@ def pct(x, digits=2):
 
 def dataset_key(dataset):
   """Sort key: the datasets in input_pipeline.DATASETS order, then others by name."""
-  order = input_pipeline.DATASETS
-  return (order.index(dataset) if dataset in order else len(order), dataset)
+  return input_pipeline.order_key(dataset)
 
 
 def confused_pairs(cm, names, top=3):

@@ -18,7 +18,7 @@ import concurrent.futures
 
 from absl import logging
 
-from digits_jax import results as results_lib
+from digits_jax import outputs
 from digits_jax import storage
 from digits_jax import workdir as workdir_lib
 
@@ -26,7 +26,7 @@ from digits_jax import workdir as workdir_lib
 def _write(config, workdir, data, summary_writer, res):
   """One run's outputs, as train_and_evaluate writes them, under its workdir lock."""
   with storage.explained(workdir), workdir_lib.WorkdirLock(workdir):
-    results_lib.write_outputs(config, workdir, data, summary_writer=summary_writer, res=res)
+    outputs.write_outputs(config, workdir, data, summary_writer=summary_writer, res=res)
 
 
 # Failures of the disk or of another process holding the workdir: their message says all.
@@ -52,7 +52,7 @@ class OutputWriter:
     self._pending = {}  # workdir -> Future of its outputs.
 
   def write_outputs(self, config, workdir, data, *, summary_writer=None, res=None):
-    """Takes results.write_outputs(config, workdir, data, ...) for `start`; returns at once."""
+    """Takes outputs.write_outputs(config, workdir, data, ...) for `start`; returns at once."""
     self._staged.append((config, workdir, data, summary_writer, res))
 
   def start(self):

@@ -10,6 +10,7 @@ import os
 import re
 
 from digits_jax import analysis
+from digits_jax import config_files
 from digits_jax import errors
 from digits_jax import results as results_lib
 from digits_jax import significance
@@ -78,7 +79,7 @@ def comparison_row(res):
   acc = stats.summarize(significance.seed_values(res))
   ci = acc['ci95'] or [None, None]
   return {'variant': res['name'], 'dataset': res['dataset'],
-          'model': model_description(res),
+          'model': results_lib.model_description(res),
           'params': res['num_params'], 'epochs': res['num_epochs'], 'batch': res['batch_size'],
           'validation_split': res['validation_split'], 'n': acc['n'],
           'test_accuracy_mean': acc['mean'], 'test_accuracy_std': acc['std'],
@@ -90,14 +91,6 @@ def comparison_row(res):
           'misclassified': res['misclassified_count'],
           'train_seconds': res['timings']['train_seconds'],
           'train_seconds_per_seed': res['timings']['train_seconds'] / acc['n']}
-
-
-def model_description(res):
-  """The run's network as its model described it in results.json; a run saved before
-  models were named recorded its MLP's hidden widths instead."""
-  if 'model_description' in res:
-    return res['model_description']
-  return ' x '.join(str(s) for s in res.get('hidden_sizes', ['?']))
 
 
 def formatted(row):
@@ -150,7 +143,7 @@ def differing_fields(runs):
   for workdirs in groups.values():
     if len(workdirs) < 2:
       continue
-    configs = {w: results_lib.read_config(w) for w in workdirs}
+    configs = {w: config_files.read_run_config(w).to_dict() for w in workdirs}
     fields = sorted({k for c in configs.values() for k in c})
     differ = [k for k in fields
               if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
@@ -204,11 +197,11 @@ def vary_cells(cells, vary):
   first, others = list(vary)[0], list(vary)[1:]
   out = []
   for cell in cells:
-    config = results_lib.read_config(cell['workdir'])
-    if isinstance(config.get(first), bool) or not isinstance(config.get(first), (int, float)):
+    config = config_files.read_run_config(cell['workdir'])
+    if isinstance(config[first], bool) or not isinstance(config[first], (int, float)):
       return []
     out.append(dict(cell, x=config[first],
-                    series=','.join(f'{f}={config.get(f)}' for f in others)))
+                    series=','.join(f'{f}={config[f]}' for f in others)))
   return out
 
 

@@ -5,6 +5,12 @@ so `from configs import default` and `--config=/any/path/v6.py` work from any fo
 `--config=configs/v6.py` (or just `--config=v6`) finds the shipped file when the current
 folder has none. The field list of `--help` is read from configs/default.py itself: each
 field's default from `get_config()`, its meaning from the comment beside (or above) it.
+
+A run's saved config (its workdir's config.json) is read by `read_run_config` alone: the
+fields added to configs/default.py since the run was made take their default there, which
+by contract is what runs did before the field existed (dropout_rate 0, num_seeds 1, ...).
+Nothing else fills in a missing field (`config.get(field, default)`), and the resume guard
+(workdir.py) compares the completed config.
 """
 
 import ast
@@ -14,7 +20,11 @@ import sys
 import textwrap
 import tokenize
 
+import ml_collections
+
 from digits_jax import errors
+from digits_jax import input_pipeline
+from digits_jax import results as results_lib
 
 
 def config_dir():
@@ -24,6 +34,34 @@ def config_dir():
   except ImportError:
     return os.path.abspath('configs')
   return os.path.dirname(os.path.abspath(configs.__file__))
+
+
+def defaults():
+  """configs/default.py's config: every field, at its default."""
+  from configs import default  # pylint: disable=g-import-not-at-top  (see config_dir)
+  return default.get_config()
+
+
+def complete(saved):
+  """A saved config (a dict, as in config.json) as a ConfigDict with every field that
+  configs/default.py has and it lacks filled with its default. Fields it has keep their
+  saved value, including any that default.py no longer has."""
+  return ml_collections.ConfigDict({**defaults().to_dict(), **saved})
+
+
+def added_fields(saved):
+  """The fields of configs/default.py that a saved config (a dict) lacks, in file order."""
+  return [field for field in defaults().keys() if field not in saved]
+
+
+def read_run_config(workdir, fix=results_lib.CONFIG_FIX):
+  """The config of the run in `workdir`: its config.json, completed by `complete`.
+
+  Raises:
+    the typed error of `results.read_config` (naming the file and `fix`) if config.json
+    is missing or damaged.
+  """
+  return complete(results_lib.read_config(workdir, fix=fix))
 
 
 def shipped():
@@ -164,11 +202,11 @@ def field_docs():
 
 def help_text():
   """The shipped configs, every config field (default and meaning) and the data variables."""
-  from configs import default  # pylint: disable=g-import-not-at-top
-  from digits_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  config = default.get_config()
+  config = defaults()
+  datasets = ', '.join(input_pipeline.DATASETS)
   lines = ['', f'Shipped configs (in {config_dir()}): --config=configs/NAME.py, or '
-           '--config=NAME; add :fashion_mnist for Task 2, e.g. --config=v6:fashion_mnist.']
+           f'--config=NAME; add :DATASET for another dataset ({datasets}), e.g. '
+           '--config=v6:fashion_mnist (Task 2).']
   lines += [f'  {name:<8} {doc}' for name, doc in shipped().items()]
   lines += ['', 'Config fields, with the default config\'s values; override any with '
             '--config.FIELD=VALUE:']
@@ -176,8 +214,8 @@ def help_text():
     lines.append(textwrap.fill(comment, width=100, initial_indent=f'  {name} = {config[name]!r}'
                                .ljust(38) + ' ', subsequent_indent=' ' * 39))
   lines += ['', 'Environment variables (the data folders, see config.data_source):']
-  for dataset in input_pipeline.DATASETS:
-    lines.append(f'  {input_pipeline.env_var(dataset):<30} a folder of the four {dataset} '
+  for name, record in input_pipeline.DATASETS.items():
+    lines.append(f'  {record.env_var:<30} a folder of the four {name} '
                  'IDX files, tried after config.data_dir')
   lines.append(f'  {"TFDS_DATA_DIR":<30} where tensorflow-datasets keeps prepared data '
                '(default ~/tensorflow_datasets)')

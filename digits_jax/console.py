@@ -8,8 +8,11 @@ import time
 import jax
 import numpy as np
 
+from digits_jax import best_epoch
+from digits_jax import optimizers
 from digits_jax import results as results_lib
 from digits_jax import workdir as workdir_lib
+from digits_jax import train_state as ts
 
 
 def say(*args, **kwargs):
@@ -53,12 +56,18 @@ class ProgressBar:
       self.stream.flush()
 
 
+def epoch_columns(record):
+  """The record's metric columns, as Keras prints them: every declared metric
+  (train_state.METRICS), then its `val_` twin unless there was no validation (split 0)."""
+  names = ts.metric_names()
+  validated = not math.isnan(record['val_' + names[0]])
+  return list(names) + ['val_' + n for n in names if validated]
+
+
 def epoch_line(record, num_epochs):
   """`Epoch 3/14 - loss: 0.1234 - accuracy: 0.9612 - val_loss: ... - 2.1s`, as Keras prints."""
-  val = ('' if math.isnan(record['val_loss']) else  # validation_split=0: Keras omits them.
-         f' - val_loss: {record["val_loss"]:.4f} - val_accuracy: {record["val_accuracy"]:.4f}')
-  return (f'Epoch {record["epoch"]}/{num_epochs} - loss: {record["loss"]:.4f} - accuracy: '
-          f'{record["accuracy"]:.4f}{val} - {fmt_seconds(record["seconds"])}')
+  values = ''.join(f' - {k}: {record[k]:.4f}' for k in epoch_columns(record))
+  return f'Epoch {record["epoch"]}/{num_epochs}{values} - {fmt_seconds(record["seconds"])}'
 
 
 def seeds_epoch_line(records, num_epochs, num_seeds=None):
@@ -68,8 +77,7 @@ def seeds_epoch_line(records, num_epochs, num_seeds=None):
     values = np.array([r[key] for r in records], np.float64)
     spread = f' +- {values.std(ddof=1):.4f}' if len(values) > 1 else ''
     return f'{key}: {values.mean():.4f}{spread}'
-  keys = ['loss', 'accuracy'] + ([] if math.isnan(records[0]['val_loss']) else
-                                 ['val_loss', 'val_accuracy'])
+  keys = epoch_columns(records[0])
   of = f' of {num_seeds}' if num_seeds and num_seeds != len(records) else ''
   return (f'Epoch {records[0]["epoch"]}/{num_epochs} - {len(records)}{of} seeds - '
           + ' - '.join(stat(k) for k in keys) + f' - {fmt_seconds(records[0]["seconds"])}')
@@ -77,7 +85,6 @@ def seeds_epoch_line(records, num_epochs, num_seeds=None):
 
 def early_stop_line(history, patience, *, many):
   """What Keras's EarlyStopping says of one seed's `history`, with the numbers behind it."""
-  from digits_jax import best_epoch  # pylint: disable=g-import-not-at-top
   best = best_epoch.best_record(history)
   who = f'Seed {history[-1]["seed"]}: early' if many else 'Early'
   rest = ' (the other seeds train on)' if many else ''
@@ -109,10 +116,10 @@ def _kept_note(per_seed, k):
 def seed_lines(res):
   """The end of a many-seed run: one line per seed, then mean +- std and the 95% interval."""
   per = res['per_seed']
-  lines = [f'Seed {seed}: test accuracy {per["test_accuracy"][k]:.4f} - loss '
-           f'{per["test_loss"][k]:.4f} - best epoch {per["best_epoch"][k]}' + _kept_note(per, k)
-           for k, seed in enumerate(res['seeds'])]
-  for key in ('test_accuracy', 'test_loss'):
+  tests = lambda k: ' - '.join(f'{n} {per["test_" + n][k]:.4f}' for n in ts.metric_names())
+  lines = [f'Seed {seed}: test {tests(k)} - best epoch {per["best_epoch"][k]}'
+           + _kept_note(per, k) for k, seed in enumerate(res['seeds'])]
+  for key in results_lib.test_fields():
     s = res['summary'][key]
     lines.append(f'{key.replace("_", " ").capitalize()} over {s["n"]} seeds: '
                  f'{s["mean"]:.4f} +- {s["std"]:.4f} (mean +- std; 95% interval of the mean '
@@ -147,6 +154,8 @@ def log_start(config, *, mesh, data, padded_batch):
   say(f'Data: {config.dataset} from {data.source}: {len(data.train_labels):,} '
       f'training, {len(data.val_labels):,} validation (last '
       f'{config.validation_split:.0%}), {len(data.test_labels):,} test images.')
+  say(f'Optimizer: {optimizers.describe(config)}'
+      + (f'; dropout {config.dropout_rate:g} in training.' if config.dropout_rate else '.'))
   if padded_batch != config.batch_size:
     say(f'Batch {config.batch_size} padded to {padded_batch} (a multiple of '
         f'{mesh.devices.size} devices); padded examples are masked out of the loss, '
@@ -166,8 +175,8 @@ def report_test(config, res):
   keeps parameters first says which epoch's the test set saw."""
   if 'evaluated_epoch' in res['per_seed']:
     say(evaluated_line(res))
-  say(f'Test: loss {res["test_loss"]:.4f} - accuracy {res["test_accuracy"]:.4f} '
-      f'({res["num_test"]:,} images)')
+  tests = ' - '.join(f'{n} {res["test_" + n]:.4f}' for n in ts.metric_names())
+  say(f'Test: {tests} ({res["num_test"]:,} images)')
   for rec in res['recognized']:
     say(recognition_lines(rec))
   say(f'Misclassified test images: {res["misclassified_count"]:,} of '

@@ -23,6 +23,7 @@ import json
 import jax
 import numpy as np
 
+from digits_jax import checkpoint
 from digits_jax import input_pipeline
 from digits_jax import models
 from digits_jax import preprocess
@@ -30,7 +31,6 @@ from digits_jax import train_state as ts
 
 SCRIPT = 'assets/drawing_pad.js'  # Package data.
 TITLE = 'Drawing pad'
-SUBJECTS = {'mnist': 'a digit', 'fashion_mnist': 'a clothing item'}
 # What the script needs of digits_jax.preprocess, named as the script names them.
 CONSTANTS = {'size': preprocess.SIZE, 'digitBox': preprocess.DIGIT_BOX,
              'centre': preprocess.CENTRE, 'inkContrast': preprocess.INK_CONTRAST,
@@ -89,10 +89,12 @@ def checks(params, config):
 
 
 def model_json(params, config):
-  """The model as the script reads it: dataset, class names, constants, the network's
-  description (kind, activation, layers) and the checks it must pass before predicting."""
-  return {'dataset': config.dataset,
-          'classNames': list(input_pipeline.CLASS_NAMES[config.dataset]),
+  """The model as the script reads it: dataset, its preparation (preprocess.PREPARATIONS),
+  class names, constants, the network's description (kind, activation, layers) and the
+  checks it must pass before predicting."""
+  record = input_pipeline.dataset(config.dataset)
+  return {'dataset': config.dataset, 'preparation': record.preparation,
+          'classNames': list(record.class_names),
           'constants': CONSTANTS, 'kind': 'mlp', 'activation': config.activation,
           'layers': [{'in': k.shape[0], 'out': k.shape[1], 'kernel': _b64(k), 'bias': _b64(b)}
                      for k, b in layers(params)],
@@ -120,10 +122,11 @@ def pad_html(params, config):
             'model is not one: it is not shown here. <code>python -m digits_jax.predict '
             '--workdir=RUN image.png</code> reads images with it.</p>')
   data = json.dumps(model_json(params, config), separators=(',', ':')).replace('</', '<\\/')
-  subject = SUBJECTS.get(dataset, 'an image')
+  record = input_pipeline.dataset(dataset)
+  subject = record.item
   rows = ''.join(f'<tr data-class="{k}"><td class="l">{html_lib.escape(name)}</td>'
                  '<td class="p"><span class="bar"><span></span></span><span class="v"></span>'
-                 '</td></tr>' for k, name in enumerate(input_pipeline.CLASS_NAMES[dataset]))
+                 '</td></tr>' for k, name in enumerate(record.class_names))
   empty = f'Draw {subject} in the box.'
   return (f'{CSS}<p>Draw {subject} with the mouse, a pen or a finger. The page prepares '
           'the drawing as the dataset\'s images were made (as <code>python -m '
@@ -142,7 +145,6 @@ def pad_html(params, config):
 
 def html(workdir):
   """The pad for the trained run in `workdir`, or a paragraph saying why there is none."""
-  from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top  (orbax)
   try:
     config, state = checkpoint.load_network(workdir)
   except Exception as e:  # pylint: disable=broad-except  (any unreadable checkpoint)

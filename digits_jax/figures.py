@@ -14,6 +14,8 @@ import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from digits_jax import results as results_lib
+from digits_jax import stats
+from digits_jax import train_state as ts
 
 FILES = {
     'samples': 'samples.png',
@@ -129,10 +131,7 @@ def recognized(images, records, class_names, path, note=''):
 
 def _by_seed(history):
   """{seed: rows} of a history whose rows carry a 'seed' (one group when they do not)."""
-  groups = {}
-  for h in history:
-    groups.setdefault(h.get('seed'), []).append(h)
-  return groups
+  return _by_dataset((h.get('seed'), h) for h in history)
 
 
 def _seeds_training(groups, epochs):
@@ -143,16 +142,19 @@ def _seeds_training(groups, epochs):
 
 
 def curves(history, path):
-  """Training and validation accuracy and loss per epoch.
+  """Training and validation value per epoch of each declared metric (one panel each, in
+  train_state.METRICS order).
 
   A many-seed history (rows with a 'seed') draws the mean over the seeds, with a band
   from their minimum to their maximum; where early stopping ended some seeds' epochs,
-  over the seeds still training.
+  over the seeds still training. A metric declared after the run was made (not in its
+  history) is left out.
   """
   groups = _by_seed(history)
   epochs = sorted({h['epoch'] for h in history})
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-  for ax, key, label in ((axes[0], 'accuracy', 'Accuracy'), (axes[1], 'loss', 'Loss')):
+  metrics = [m for m in ts.METRICS if not history or m.name in history[0]]
+  fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+  for ax, key, label in zip(axes[0], [m.name for m in metrics], [m.title for m in metrics]):
     for column, style, name in ((key, 'o-', f'training {key}'),
                                 ('val_' + key, 's--', f'validation {key}')):
       values = np.full((len(groups), len(epochs)), np.nan)  # NaN: the seed had stopped.
@@ -217,13 +219,13 @@ def draw_image_grids(workdir, config, res, preds, train_images, train_labels, te
   and the misclassified test images) from a run's saved results and predictions (of
   replica 0 in a many-seed run, as the titles then say)."""
   path = lambda key: os.path.join(workdir, FILES[key])
-  n = min(config.get('num_show', 25), len(train_images))
+  n = min(config.num_show, len(train_images))
   samples(train_images[:n], train_labels[:n], class_names, path('samples'))
   if res['recognized']:
     recognized(test_images, res['recognized'], class_names, path('recognized'),
                replica_note(res))
   wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
-  misclassified(test_images, wrong[:config.get('num_misclassified_show', 5)],
+  misclassified(test_images, wrong[:config.num_misclassified_show],
                 preds['labels'], preds['predicted'], class_names, path('misclassified'),
                 replica_note(res))
 
@@ -242,7 +244,7 @@ def draw_all(workdir, config, train_images, train_labels, test_images, class_nam
 
 
 def _by_dataset(items):
-  """Groups (dataset, item) pairs into an ordered dict of lists, one per dataset."""
+  """Groups (key, item) pairs, e.g. (dataset, run), into an ordered dict of lists."""
   groups = {}
   for dataset, item in items:
     groups.setdefault(dataset, []).append(item)
@@ -373,7 +375,6 @@ def prediction(original, prepared, probabilities, class_names, path, title=''):
 
 def _mean_ci(values):
   """(mean, lower error, upper error) in percent: the 95% t-interval, or none for one seed."""
-  from digits_jax import stats  # pylint: disable=g-import-not-at-top
   s = stats.summarize(values)
   ci = s['ci95'] or [s['mean'], s['mean']]
   return 100 * s['mean'], 100 * (s['mean'] - ci[0]), 100 * (ci[1] - s['mean'])

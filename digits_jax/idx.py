@@ -22,25 +22,6 @@ SPLIT_SIZES = {'train': 60_000, 'test': 10_000}
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
-# MD5 of the uncompressed canonical files: MNIST from its distribution's README,
-# Fashion-MNIST measured on Debian's dataset-fashion-mnist (a copy of the upstream
-# zalandoresearch repository). Compressed files differ between mirrors, so they are not used.
-CHECKSUMS = {
-    'mnist': {
-        'train-images-idx3-ubyte': '6bbc9ace898e44ae57da46a324031adb',
-        'train-labels-idx1-ubyte': 'a25bea736e30d166cdddb491f175f624',
-        't10k-images-idx3-ubyte': '2646ac647ad5339dbf082846283269ea',
-        't10k-labels-idx1-ubyte': '27ae3e4e09519cfbb04c329615203637',
-    },
-    'fashion_mnist': {
-        'train-images-idx3-ubyte': 'f4a8712d7a061bf5bd6d2ca38dc4d50a',
-        'train-labels-idx1-ubyte': '9018921c3c673c538a1fc5bad174d6f9',
-        't10k-images-idx3-ubyte': '8181f5470baa50b63fa0f6fddb340f0a',
-        't10k-labels-idx1-ubyte': '15d484375f8d13e6eb1aabb0c3f46965',
-    },
-}
-
-
 class DataError(errors.UserError, ValueError):
   """A data file or folder is missing, truncated, corrupt or of the wrong format."""
 
@@ -112,7 +93,7 @@ def _stamp(path):
   return os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def load_split(folder, split, dataset=None, verify_checksums=False):
+def load_split(folder, split, checksums=None, name='the canonical'):
   """Loads one split ('train' or 'test') of an IDX folder.
 
   The last few splits loaded are kept (read-only arrays), so a sweep reads and checks
@@ -121,18 +102,19 @@ def load_split(folder, split, dataset=None, verify_checksums=False):
   Args:
     folder: directory holding the four IDX files (gzipped or not).
     split: 'train' or 'test'.
-    dataset: 'mnist' or 'fashion_mnist'; selects the checksums to verify.
-    verify_checksums: compare the uncompressed files with the canonical MD5s.
+    checksums: {file stem: MD5 of the uncompressed file} to verify (a dataset record's,
+      input_pipeline.DATASETS); None or {} verifies nothing.
+    name: the dataset's name, for the message when a file differs.
 
   Returns:
     (images uint8 [N, 28, 28], labels uint8 [N]).
   """
   stamps = tuple(_stamp(find_file(folder, stem)) for stem in FILES[split])
-  return _load_split(folder, split, dataset, verify_checksums, stamps)
+  return _load_split(folder, split, tuple(sorted((checksums or {}).items())), name, stamps)
 
 
 @functools.lru_cache(maxsize=4)  # Train and test of both datasets.
-def _load_split(folder, split, dataset, verify_checksums, stamps):
+def _load_split(folder, split, checksums, name, stamps):
   """load_split's reading and checking, cached on its arguments and the files' stamps."""
   del stamps  # Only part of the cache key.
   image_stem, label_stem = FILES[split]
@@ -141,12 +123,12 @@ def _load_split(folder, split, dataset, verify_checksums, stamps):
     path = find_file(folder, stem)
     data = _read_bytes(path)
     arrays.append(parse_idx(data, path, ndim))
-    expected_md5 = CHECKSUMS.get(dataset, {}).get(stem)
-    if verify_checksums and expected_md5:
+    expected_md5 = dict(checksums).get(stem)
+    if expected_md5:
       md5 = hashlib.md5(data).hexdigest()
       if md5 != expected_md5:
         raise DataError(
-            f'{path}: MD5 {md5} differs from the canonical {dataset} file ({expected_md5}): '
+            f'{path}: MD5 {md5} differs from the {name} file ({expected_md5}): '
             'the file is corrupt or from another dataset. Download it again, or set '
             'config.verify_checksums=False if you use a modified copy on purpose.')
   images, labels = arrays

@@ -1,4 +1,5 @@
-"""Input: MNIST / Fashion-MNIST from IDX folders or tensorflow-datasets, Keras's split, batches.
+"""Input: the datasets (one record each in DATASETS), read from IDX folders or
+tensorflow-datasets, Keras's split, batches.
 
 The split and the per-epoch shuffles are plain numpy and fully determined by the config's
 seed, so one-device, many-device, many-host, resumed and tf.data-fed runs all see the same
@@ -17,37 +18,84 @@ import numpy as np
 
 from digits_jax import idx
 
-DATASETS = ('mnist', 'fashion_mnist')
-DATASET_TITLES = {'mnist': 'MNIST', 'fashion_mnist': 'Fashion-MNIST'}  # For pages and plots.
 SOURCES = ('auto', 'idx', 'tfds')  # config.data_source: see resolve_source.
-CLASS_NAMES = {
-    'mnist': tuple(str(i) for i in range(10)),
-    'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
-                      'Shirt', 'Sneaker', 'Bag', 'Ankle boot'),
-}
 # MNIST's four canonical IDX files ship inside the package (see its README for the licence).
-SHIPPED_DIRS = {
-    'mnist': os.path.join(os.path.dirname(os.path.abspath(__file__)), 'datasets', 'mnist'),
-}
-# IDX folders tried, in order, when neither config.data_dir nor the environment names one:
-# the system's, then the copy shipped with the package.
-KNOWN_DIRS = {
-    'mnist': ('/usr/share/datasets/mnist', SHIPPED_DIRS['mnist']),
-    'fashion_mnist': ('/usr/share/datasets/fashion-mnist',),
-}
-# The second of the three ways to get each dataset, named when none worked.
-LOCAL_COPY_HINT = {
-    'mnist': ("use config.data_source=auto (the default), which reads the copy shipped in "
-              f"{SHIPPED_DIRS['mnist']} (reinstall digits_jax if it is missing)"),
-    'fashion_mnist': ("install Debian's package (apt-get install dataset-fashion-mnist), "
-                      'found by itself in /usr/share/datasets/fashion-mnist'),
-}
+SHIPPED_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'datasets', 'mnist')
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Everything about one dataset (config.dataset names it): one record in DATASETS.
+
+  The data comes from an IDX folder (config.data_dir, then $DIGITS_JAX_<NAME>_DIR, then
+  `folders` in order) or from tensorflow-datasets (`tfds_name`); see resolve_source.
+  """
+  name: str  # config.dataset, e.g. 'fashion_mnist'.
+  title: str  # For pages and plots, e.g. 'Fashion-MNIST'.
+  subject: str  # What the images show, for the report: 'clothing items'.
+  item: str  # One of them, for the drawing pad: 'a clothing item'.
+  class_names: tuple  # One per label, in label order.
+  folders: tuple  # IDX folders tried, in order, when none is named.
+  checksums: dict  # MD5 of each uncompressed IDX file (config.verify_checksums); {}: none.
+  tfds_name: str  # tensorflow-datasets' name ('' when it has none).
+  preparation: str  # preprocess.PREPARATIONS key: how predict and the pad prepare a photo.
+  local_copy_hint: str  # The second of the three ways to get it, named when none worked.
+
+  @property
+  def env_var(self):
+    """The environment variable naming its IDX folder, e.g. DIGITS_JAX_MNIST_DIR."""
+    return f'DIGITS_JAX_{self.name.upper()}_DIR'
+
+
+# MD5s: MNIST's from its distribution's README, Fashion-MNIST's measured on Debian's
+# dataset-fashion-mnist (a copy of the upstream zalandoresearch repository). Compressed
+# files differ between mirrors, so they are not used.
+DATASETS = {d.name: d for d in (
+    Dataset(
+        name='mnist', title='MNIST', subject='handwritten digits', item='a digit',
+        class_names=tuple(str(i) for i in range(10)),
+        folders=('/usr/share/datasets/mnist', SHIPPED_MNIST),
+        checksums={'train-images-idx3-ubyte': '6bbc9ace898e44ae57da46a324031adb',
+                   'train-labels-idx1-ubyte': 'a25bea736e30d166cdddb491f175f624',
+                   't10k-images-idx3-ubyte': '2646ac647ad5339dbf082846283269ea',
+                   't10k-labels-idx1-ubyte': '27ae3e4e09519cfbb04c329615203637'},
+        tfds_name='mnist', preparation='digit',
+        local_copy_hint=('use config.data_source=auto (the default), which reads the copy '
+                         f'shipped in {SHIPPED_MNIST} (reinstall digits_jax if it is '
+                         'missing)')),
+    Dataset(
+        name='fashion_mnist', title='Fashion-MNIST', subject='clothing items',
+        item='a clothing item',
+        class_names=('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
+                     'Shirt', 'Sneaker', 'Bag', 'Ankle boot'),
+        folders=('/usr/share/datasets/fashion-mnist',),
+        checksums={'train-images-idx3-ubyte': 'f4a8712d7a061bf5bd6d2ca38dc4d50a',
+                   'train-labels-idx1-ubyte': '9018921c3c673c538a1fc5bad174d6f9',
+                   't10k-images-idx3-ubyte': '8181f5470baa50b63fa0f6fddb340f0a',
+                   't10k-labels-idx1-ubyte': '15d484375f8d13e6eb1aabb0c3f46965'},
+        tfds_name='fashion_mnist', preparation='fashion',
+        local_copy_hint=("install Debian's package (apt-get install dataset-fashion-mnist), "
+                         'found by itself in /usr/share/datasets/fashion-mnist')),
+)}
+
+
+def dataset(name):
+  """The record of the dataset called `name` (validation has checked that it exists)."""
+  return DATASETS[name]
+
+
+def title(name):
+  """The dataset's title ('Fashion-MNIST'); an unknown name (an old run's) as it is."""
+  return DATASETS[name].title if name in DATASETS else name
+
+
+def order_key(name):
+  """Sort key: the datasets in DATASETS order, then others (old runs') by name."""
+  names = list(DATASETS)
+  return (names.index(name) if name in names else len(names), name)
+
+
 PROBE_SECONDS = 15  # How long to wait for tfds's download server before giving up.
-
-
-def env_var(dataset):
-  """The environment variable naming `dataset`'s IDX folder, e.g. DIGITS_JAX_MNIST_DIR."""
-  return f'DIGITS_JAX_{dataset.upper()}_DIR'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,17 +120,18 @@ def resolve_source(config):
   """
   if config.data_source == 'tfds':
     return 'tfds', None
-  named = config.data_dir or os.environ.get(env_var(config.dataset), '')
+  record = dataset(config.dataset)
+  named = config.data_dir or os.environ.get(record.env_var, '')
   if named:
     return 'idx', named
-  for folder in KNOWN_DIRS[config.dataset]:
+  for folder in record.folders:
     if not idx.missing_files(folder):
       return 'idx', folder
-  if config.data_source == 'idx':
+  if config.data_source == 'idx' or not record.tfds_name:
     raise idx.DataError(
-        f'config.data_source=idx but no IDX folder for {config.dataset} was given or found: '
-        f'set config.data_dir or ${env_var(config.dataset)} to a folder holding the four '
-        f'IDX files (tried {", ".join(KNOWN_DIRS[config.dataset])}).')
+        f'config.data_source={config.data_source} but no IDX folder for {config.dataset} '
+        f'was given or found: set config.data_dir or ${record.env_var} to a folder holding '
+        f'the four IDX files (tried {", ".join(record.folders) or "no known folder"}).')
   return 'tfds', None
 
 
@@ -107,13 +156,14 @@ def tensorflow():
   return tf
 
 
-def no_data_error(dataset, reason):
-  """The one-paragraph DataError naming the three ways to get `dataset`."""
+def no_data_error(name, reason):
+  """The one-paragraph DataError naming the three ways to get dataset `name`."""
+  record = dataset(name)
   return idx.DataError(
-      f'cannot get {dataset}: {reason}. Get the data one of three ways: (1) point '
-      f'config.data_dir or ${env_var(dataset)} at a folder holding the four IDX files '
+      f'cannot get {name}: {reason}. Get the data one of three ways: (1) point '
+      f'config.data_dir or ${record.env_var} at a folder holding the four IDX files '
       '(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, '
-      f't10k-labels-idx1-ubyte.gz); (2) {LOCAL_COPY_HINT[dataset]}; (3) run once with '
+      f't10k-labels-idx1-ubyte.gz); (2) {record.local_copy_hint}; (3) run once with '
       'network access (config.data_source=tfds or auto), so that tensorflow-datasets '
       'downloads and prepares it in ~/tensorflow_datasets ($TFDS_DATA_DIR) for later '
       'offline runs.')
@@ -154,8 +204,8 @@ def _absl_errors_only():
     logging.set_verbosity(level)
 
 
-def _tfds_builder(dataset):
-  """tensorflow-datasets' builder of `dataset`, prepared (downloaded) if need be.
+def _tfds_builder(name):
+  """tensorflow-datasets' builder of dataset `name`, prepared (downloaded) if need be.
 
   Whether it can be downloaded is asked before TensorFlow is imported, so that a run
   without data stops within seconds.
@@ -163,15 +213,15 @@ def _tfds_builder(dataset):
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     with _absl_errors_only():
-      builder = tfds.builder(dataset)
+      builder = tfds.builder(dataset(name).tfds_name)
       prepared = builder.is_prepared()
   except ImportError as e:  # E.g. tensorflow/datasets#11212: importlib_resources.
-    raise no_data_error(dataset, f'tensorflow-datasets cannot be imported ({e}); '
+    raise no_data_error(name, f'tensorflow-datasets cannot be imported ({e}); '
                         'reinstall digits_jax (pip install -e .)') from None
   url = getattr(type(builder), 'URL', '') or ''
   if not prepared and url and not can_connect(url):
     raise no_data_error(
-        dataset, f'no local IDX folder was found and tensorflow-datasets cannot reach '
+        name, f'no local IDX folder was found and tensorflow-datasets cannot reach '
         f'{urllib.parse.urlsplit(url).hostname} to download it (no network?)')
   tensorflow()
   if not prepared:
@@ -179,7 +229,7 @@ def _tfds_builder(dataset):
       builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except
       first = str(e).strip().splitlines()[0] if str(e).strip() else ''
-      raise no_data_error(dataset, 'tensorflow-datasets could not download it '
+      raise no_data_error(name, 'tensorflow-datasets could not download it '
                           f'({type(e).__name__}: {first[:200]})') from None
   return builder
 
@@ -197,20 +247,22 @@ def _load_tfds(builder, split):
 def load(config):
   """Loads the config's dataset and splits training/validation as Keras does."""
   kind, folder = resolve_source(config)
+  record = dataset(config.dataset)
   if kind == 'idx':
-    train = idx.load_split(folder, 'train', config.dataset, config.verify_checksums)
-    test = idx.load_split(folder, 'test', config.dataset, config.verify_checksums)
+    checksums = record.checksums if config.verify_checksums else None
+    train, test = (idx.load_split(folder, split, checksums, record.name)
+                   for split in ('train', 'test'))
     source = f'IDX files in {os.path.abspath(folder)}'
   else:
     builder = _tfds_builder(config.dataset)
     train, test = _load_tfds(builder, 'train'), _load_tfds(builder, 'test')
-    source = f'tensorflow-datasets {config.dataset}'
+    source = f'tensorflow-datasets {record.tfds_name}'
   (train_images, train_labels), (test_images, test_labels) = train, test
   cut = split_at(len(train_images), config.validation_split)
   as_int = lambda a: np.asarray(a, np.int32)
   return Data(train_images[:cut], as_int(train_labels[:cut]), train_images[cut:],
               as_int(train_labels[cut:]), test_images, as_int(test_labels),
-              CLASS_NAMES[config.dataset], source)
+              record.class_names, source)
 
 
 def padded_batch_size(batch_size, num_devices):

@@ -77,6 +77,7 @@ class MLP(nn.Module):
   kernel_init: str = 'glorot_uniform'
   activation: str = 'relu'  # A name of ACTIVATIONS, looked up when the model is applied.
   dtype: Any = jnp.float32  # Computation dtype; parameters are always float32.
+  dropout_rate: float = 0.0  # Dropout after each hidden activation, in training only.
 
   SIZE_FIELDS = ('hidden_units', 'num_hidden_layers')  # Config fields that set its size.
 
@@ -85,18 +86,21 @@ class MLP(nn.Module):
     """The MLP that `config` describes (hidden_units x num_hidden_layers)."""
     return cls(hidden_sizes=(int(config.hidden_units),) * int(config.num_hidden_layers),
                kernel_init=config.kernel_init, activation=config.activation,
-               dtype=jnp.dtype(config.compute_dtype))
+               dtype=jnp.dtype(config.compute_dtype), dropout_rate=float(config.dropout_rate))
 
   def describe(self):
     """The hidden widths, e.g. '128' or '256 x 256'."""
     return ' x '.join(str(s) for s in self.hidden_sizes)
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train=False):
+    """Logits of `x`; `train` turns dropout on (it then needs a 'dropout' rng)."""
     x = Flatten(name='flatten')(x).astype(self.dtype)  # 28x28 -> 784.
     init, act = KERNEL_INITS[self.kernel_init], ACTIVATIONS[self.activation]
     for i, units in enumerate(self.hidden_sizes):
       x = act(nn.Dense(units, dtype=self.dtype, kernel_init=init, name=layer_name(i))(x))
+      if self.dropout_rate:  # (None at 0: the lab's network and its summary unchanged.)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f'dropout_{i}')(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init,
                  name=layer_name(len(self.hidden_sizes)))(x)
     return x.astype(jnp.float32)
@@ -111,6 +115,7 @@ class CNN(nn.Module):
   kernel_init: str = 'glorot_uniform'
   activation: str = 'relu'
   dtype: Any = jnp.float32
+  dropout_rate: float = 0.0  # Dropout after the hidden Dense layer, in training only.
 
   SIZE_FIELDS = ('cnn.features', 'cnn.dense_units')
   MAX_LAYERS = 4  # Its 2x2 max-pools halve 28 to 14, 7, 3, 1: a fifth leaves no pixel.
@@ -120,14 +125,16 @@ class CNN(nn.Module):
     """The CNN of `config.cnn` (features, dense_units)."""
     return cls(features=tuple(int(f) for f in config.cnn.features),
                dense_units=int(config.cnn.dense_units), kernel_init=config.kernel_init,
-               activation=config.activation, dtype=jnp.dtype(config.compute_dtype))
+               activation=config.activation, dtype=jnp.dtype(config.compute_dtype),
+               dropout_rate=float(config.dropout_rate))
 
   def describe(self):
     """The conv channels and dense width, e.g. 'conv 32-64, dense 128'."""
     return f'conv {"-".join(str(f) for f in self.features)}, dense {self.dense_units}'
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train=False):
+    """Logits of `x`; `train` turns dropout on (it then needs a 'dropout' rng)."""
     x = x.reshape((x.shape[0], *INPUT_SHAPE, 1)).astype(self.dtype)  # One grey channel.
     init, act = KERNEL_INITS[self.kernel_init], ACTIVATIONS[self.activation]
     for i, features in enumerate(self.features):
@@ -135,6 +142,8 @@ class CNN(nn.Module):
       x = MaxPool(name=f'pool_{i}')(x)
     x = Flatten(name='flatten')(x)
     x = act(nn.Dense(self.dense_units, dtype=self.dtype, kernel_init=init, name='dense_0')(x))
+    if self.dropout_rate:
+      x = nn.Dropout(self.dropout_rate, deterministic=not train, name='dropout_0')(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init, name='dense_1')(x)
     return x.astype(jnp.float32)
 

@@ -31,7 +31,7 @@ FIGURE_SUFFIX = '_prediction.png'
 
 
 def load_network(workdir):
-  """(dataset, class names, predict_fn) of the trained run in `workdir`.
+  """(dataset record, class names, predict_fn) of the trained run in `workdir`.
 
   predict_fn maps uint8 [B, 28, 28] to probabilities [B, 10].
 
@@ -43,7 +43,8 @@ def load_network(workdir):
   from digits_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from digits_jax import train_state as ts  # pylint: disable=g-import-not-at-top
   config, state = checkpoint.load_network(workdir)
-  return (config.dataset, input_pipeline.CLASS_NAMES[config.dataset],
+  record = input_pipeline.dataset(config.dataset)
+  return (record, record.class_names,
           lambda images: np.asarray(ts.predict(state, images)))
 
 
@@ -74,12 +75,13 @@ def figure_paths(paths, out_dir):
 
 
 def read_all(paths, dataset):
-  """{path: (original RGBA, prepared 28x28)} of the usable images, {path: error} of the others."""
+  """{path: (original RGBA, prepared 28x28)} of the usable images, {path: error} of the
+  others; `dataset` (an input_pipeline.Dataset) names the preparation."""
   ready, errors = {}, {}
   for path in paths:
     try:
       original = preprocess.read_image(path)
-      ready[path] = (original, preprocess.prepare(original, dataset))
+      ready[path] = (original, preprocess.prepare(original, dataset.preparation))
     except preprocess.ImageError as e:
       errors[path] = str(e)
   return ready, errors

@@ -3,7 +3,7 @@
 TF-free (numpy and Pillow):
 
   from digits_jax import preprocess
-  pixels = preprocess.prepare(preprocess.read_image('seven.jpg'), 'mnist')  # uint8 [28, 28]
+  pixels = preprocess.prepare(preprocess.read_image('seven.jpg'), 'digit')  # uint8 [28, 28]
 
 MNIST digits are light ink on black, their longer side 20 px (anti-aliased), centred in
 28x28 by their centre of mass. `prepare_digit` makes dark-on-white paper look like that:
@@ -262,9 +262,10 @@ def prepare_fashion(pixels):
   return to_uint8(out)
 
 
-PREPARE = {'mnist': prepare_digit, 'fashion_mnist': prepare_fashion}
+# By name; a dataset's record (input_pipeline.DATASETS) names the one its images were made with.
+PREPARATIONS = {'digit': prepare_digit, 'fashion': prepare_fashion}
 
 
-def prepare(pixels, dataset):
-  """`pixels` prepared as `dataset`'s images were made ('mnist' or 'fashion_mnist')."""
-  return PREPARE[dataset](pixels)
+def prepare(pixels, preparation):
+  """`pixels` prepared by the PREPARATIONS entry `preparation` ('digit' or 'fashion')."""
+  return PREPARATIONS[preparation](pixels)

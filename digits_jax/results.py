@@ -2,8 +2,8 @@
 
 A crash never leaves a half-written file: readers see the old version or the new one.
 `write_run_files` writes what is known before training, `write_results` what a finished
-run measured (results.json with its predictions), `write_outputs` the figures and pages
-drawn from those files.
+run measured (results.json with its predictions); outputs.py draws the figures and pages
+from those files.
 """
 
 import csv
@@ -23,13 +23,14 @@ import numpy as np
 from digits_jax import best_epoch
 from digits_jax import errors
 from digits_jax import models
+from digits_jax import optimizers
 from digits_jax import parallel
 from digits_jax import stats
+from digits_jax import train_state as ts
 
-HISTORY_FIELDS = ('epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seconds')
-# results.json's per_seed lists: one value per seed, in the order of its 'seeds'.
-PER_SEED_FIELDS = ('test_accuracy', 'test_loss', 'misclassified_count', 'best_epoch',
-                   'final_val_accuracy')
+# results.json's per_seed lists (one value per seed, in the order of its 'seeds'): these,
+# after test_<metric> for each of train_state.METRICS (`per_seed_fields`).
+PER_SEED_OUTCOMES = ('misclassified_count', 'best_epoch', 'final_val_accuracy')
 # Added to them, and to the top level, by config.restore_best / early_stopping_patience.
 KEPT_FIELDS = ('evaluated_epoch', 'stopped_early_at_epoch', 'epochs_trained')
 # What to do about a damaged or missing result file: the run rewrites every one of them.
@@ -43,6 +44,23 @@ FILES = {
     'misclassified_list': 'misclassified.csv',
     'results': 'results.json',
 }
+
+
+def history_fields():
+  """history.csv's columns: the epoch, each declared metric (train_state.METRICS) on the
+  training and then the validation data, and the epoch's training seconds."""
+  names = ts.metric_names()
+  return ('epoch',) + names + tuple('val_' + n for n in names) + ('seconds',)
+
+
+def test_fields():
+  """results.json's test values, one per declared metric: ('test_loss', 'test_accuracy')."""
+  return tuple('test_' + n for n in ts.metric_names())
+
+
+def per_seed_fields():
+  """results.json's per_seed lists, without the KEPT_FIELDS of restore_best/early stopping."""
+  return test_fields() + PER_SEED_OUTCOMES
 
 
 def current_umask():
@@ -144,7 +162,7 @@ def write_history(workdir, history):
   Records of a many-seed run carry a 'seed' and become one row per seed per epoch, with
   a leading `seed` column; a one-seed run's file has no such column (as before).
   """
-  fields = (('seed',) if history and 'seed' in history[0] else ()) + HISTORY_FIELDS
+  fields = (('seed',) if history and 'seed' in history[0] else ()) + history_fields()
   write_csv(os.path.join(workdir, FILES['history']), fields,
             [{k: h[k] for k in fields} for h in history])
 
@@ -162,8 +180,9 @@ def read_history(workdir, all_seeds=False):
             for r in rows]
   except ValueError as e:
     raise DamagedFileError(path, f'holds a value that is not a number ({e})', RERUN) from None
-  if not rows or not set(HISTORY_FIELDS) <= set(rows[0]):
-    raise DamagedFileError(path, f'has no rows of {", ".join(HISTORY_FIELDS)}', RERUN)
+  # Only the epoch is required: a run made before a metric was declared lacks its columns.
+  if not rows or 'epoch' not in rows[0]:
+    raise DamagedFileError(path, 'has no rows with an epoch column', RERUN)
   if 'seed' in rows[0] and not all_seeds:
     rows = [r for r in rows if r['seed'] == rows[0]['seed']]
   return rows
@@ -211,9 +230,17 @@ CONFIG_FIX = ('It records the config of the run in its folder: restore it, or st
               'anew with --fresh.')
 # Fields every results.json has held since the first version; the readers rely on them.
 # (The network is described by 'model_description' since models were named, by
-# 'hidden_sizes' before: comparison.model_description reads either.)
+# 'hidden_sizes' before: model_description reads either.)
 RESULTS_FIELDS = ('name', 'dataset', 'num_epochs', 'test_accuracy', 'num_params',
                   'class_names')
+
+
+def model_description(res):
+  """A run's network as its model described it in results.json ('128', 'conv 32-64, dense
+  128'); a run saved before models were named recorded its MLP's hidden widths instead."""
+  if 'model_description' in res:
+    return res['model_description']
+  return ' x '.join(str(s) for s in res.get('hidden_sizes', ['?']))
 
 
 def read_config(workdir, fix=CONFIG_FIX):
@@ -342,7 +369,7 @@ def replica_outcome(history, test, probs, labels):
   """One replica's test results and its best and final validation epochs."""
   validated = [h for h in history if math.isfinite(h['val_accuracy'])]  # None if split 0.
   best = max(validated, key=lambda h: h['val_accuracy']) if validated else None
-  return {'test_accuracy': test['accuracy'], 'test_loss': test['loss'],
+  return {**{'test_' + k: v for k, v in test.items()},
           'misclassified_count': int(len(misclassified(probs, labels))),
           'best_epoch': best['epoch'] if best else None,
           'best_val_accuracy': best['val_accuracy'] if best else None,
@@ -372,16 +399,16 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
                                     patience=config.early_stopping_patience,
                                     num_epochs=config.num_epochs)}
               for seed, test, p in zip(seeds, tests, probs)]
-  per_seed_fields = PER_SEED_FIELDS + (KEPT_FIELDS if best_epoch.uses_kept(config) else ())
+  kept_fields = KEPT_FIELDS if best_epoch.uses_kept(config) else ()
   first = outcomes[0]
   res = {
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
       **model_fields(config),
+      'optimizer': optimizers.describe(config), 'dropout_rate': config.dropout_rate,
       'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
       'validation_split': config.validation_split, 'seed': config.seed,
       'num_train': len(data.train_labels), 'num_val': len(data.val_labels),
-      'num_test': len(data.test_labels), 'test_loss': first['test_loss'],
-      'test_accuracy': first['test_accuracy'],
+      'num_test': len(data.test_labels), **{k: first[k] for k in test_fields()},
       'misclassified_count': first['misclassified_count'],
       'final_val_accuracy': first['final_val_accuracy'],
       'best_val_accuracy': first['best_val_accuracy'], 'best_epoch': first['best_epoch'],
@@ -389,9 +416,8 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
       'early_stopping_patience': int(config.early_stopping_patience),
       **{k: first[k] for k in KEPT_FIELDS},
       'seeds': seeds,
-      'per_seed': {k: [o[k] for o in outcomes] for k in per_seed_fields},
-      'summary': {k: stats.summarize([o[k] for o in outcomes])
-                  for k in ('test_accuracy', 'test_loss')},
+      'per_seed': {k: [o[k] for o in outcomes] for k in per_seed_fields() + kept_fields},
+      'summary': {k: stats.summarize([o[k] for o in outcomes]) for k in test_fields()},
       'recognized': recognized(config.test_indices, probs[0], data.test_labels,
                                data.class_names),
       'class_names': list(data.class_names), 'timings': timings,
@@ -407,24 +433,3 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
     write_misclassified(workdir, probs[0], data.test_labels, data.class_names)
     write_json(os.path.join(workdir, FILES['results']), res)
   return res
-
-
-def write_outputs(config, workdir, data, *, summary_writer=None, res=None):
-  """The figures, TensorBoard summaries and report page, drawn from the saved results.
-
-  `summary_writer`: the run's open summaries.RunWriter, which gets the test values and
-  figures (else, with config.tensorboard, the event file is rebuilt from the results)."""
-  if not parallel.is_main_process():
-    return
-  # Imported here: they import this module.
-  from digits_jax import figures  # pylint: disable=g-import-not-at-top
-  figures.draw_all(workdir, config, data.train_images, data.train_labels, data.test_images,
-                   data.class_names)
-  if summary_writer:
-    summary_writer.finish(res, res['epochs_trained'])
-  elif config.tensorboard:
-    from digits_jax import summaries  # pylint: disable=g-import-not-at-top
-    summaries.write_run_summaries(workdir)
-  if config.write_report:
-    from digits_jax import report  # pylint: disable=g-import-not-at-top
-    report.write_run_report(workdir)

@@ -22,15 +22,22 @@ import numpy as np
 
 from digits_jax import figures
 from digits_jax import results as results_lib
+from digits_jax import train_state as ts
 
 LOGDIR = 'tensorboard'
-# history.csv column -> scalar tag.
-SCALARS = {'loss': 'train/loss', 'accuracy': 'train/accuracy',
-           'val_loss': 'validation/loss', 'val_accuracy': 'validation/accuracy'}
-TEST_SCALARS = {'test_loss': 'test/loss', 'test_accuracy': 'test/accuracy'}
+# Where each split's values go: history.csv / results.json prefix -> tag folder.
+EPOCH_TAGS = {'': 'train', 'val_': 'validation'}
+TEST_TAGS = {'test_': 'test'}
 # Figure key (figures.FILES) -> image tag.
 IMAGES = {'samples': 'images/samples', 'misclassified': 'images/misclassified',
           'confusion': 'images/confusion'}
+
+
+def scalars(prefixes):
+  """{column or results.json key: tag} of every declared metric (train_state.METRICS)
+  under `prefixes` ({prefix: tag folder}), e.g. {'val_loss': 'validation/loss'}."""
+  return {prefix + name: f'{folder}/{name}' for prefix, folder in prefixes.items()
+          for name in ts.metric_names()}
 
 
 class RunWriter:
@@ -49,17 +56,19 @@ class RunWriter:
     self._writer.flush()
 
   def epoch(self, record, flush=True):
-    """One point per tag at step = epoch (a run without validation has none there)."""
-    for column, tag in SCALARS.items():
-      if not math.isnan(record[column]):
+    """One point per tag at step = epoch (a run without validation has none there, an
+    older run none of a metric declared since)."""
+    for column, tag in scalars(EPOCH_TAGS).items():
+      if column in record and not math.isnan(record[column]):
         self._writer.add_scalar(tag, record[column], record['epoch'])
     if flush:
       self._writer.flush()
 
   def finish(self, res, step):
     """The test scalars and the saved figures, at the last epoch; closes the file."""
-    for key, tag in TEST_SCALARS.items():
-      self._writer.add_scalar(tag, res[key], step)
+    for key, tag in scalars(TEST_TAGS).items():
+      if key in res:  # An older run has none of a metric declared since.
+        self._writer.add_scalar(tag, res[key], step)
     from PIL import Image  # pylint: disable=g-import-not-at-top
     for key, tag in IMAGES.items():
       path = os.path.join(self.workdir, figures.FILES[key])
@@ -76,9 +85,9 @@ class RunWriter:
 def write_run_summaries(workdir):
   """Rewrites TensorBoard's event file of a finished run from its saved results.
 
-  Scalars per epoch (step = epoch): train/loss, train/accuracy, validation/loss,
-  validation/accuracy from history.csv; test/loss and test/accuracy at the last epoch
-  when results.json exists; the sample, misclassified and confusion figures as images.
+  Scalars per epoch (step = epoch): train/<metric> and validation/<metric> of every
+  declared metric (train_state.METRICS) from history.csv; test/<metric> at the last
+  epoch when results.json exists; the sample, misclassified and confusion figures as images.
 
   Args:
     workdir: a run's folder holding at least history.csv.

@@ -47,18 +47,21 @@ from digits_jax import background
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import comparison
 from digits_jax import cli
+from digits_jax import config_files
 from digits_jax import console
 from digits_jax import errors
 from digits_jax import input_pipeline
-from digits_jax import report
+from digits_jax import preemption
 from digits_jax import results as results_lib
+from digits_jax import sweep_report as sweep_report_lib
 from digits_jax import train
 from digits_jax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The cells a plain `python -m digits_jax.sweep` runs (launch/slurm_sweep.sbatch's too).
 DEFAULT_CONFIGS = 'default,v1,v2,v3,v4,v5,v6,v7,v8,v9'
-DEFAULT_DATASETS = ','.join(input_pipeline.DATASETS)
+DEFAULT_DATASETS = 'mnist,fashion_mnist'  # Named: a registered dataset joins by --datasets.
+NO_REPORT = 'not written (--nosweep_report)'  # Said in place of the report's path.
 # Settings that leave a finished run's results as they are: a run saved with other values
 # of any other field is redone (an extended num_epochs resumes from the last checkpoint;
 # other lab outputs re-evaluate).
@@ -132,7 +135,7 @@ def is_finished(config, workdir):
   run then resumes and rewrites them)."""
   try:
     results_lib.read_finished(workdir)
-    old = results_lib.read_config(workdir)
+    old = config_files.read_run_config(workdir).to_dict()
   except errors.FileProblem:
     return False
   return not workdir_lib.changed_fields(old, config.to_dict(), may_change=RESULT_NEUTRAL_FIELDS)
@@ -313,7 +316,7 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
   finally:
     if writer:
       _note_output_failures(writer.close(), status)
-  path = report.write_sweep_report(sweep_dir) if sweep_report else 'not written (--nosweep_report)'
+  path = sweep_report_lib.write_sweep_report(sweep_dir) if sweep_report else NO_REPORT
   console.say(f'[sweep] {len(status)} runs: ' + ', '.join(
       f'{sum(s.startswith(k) for s in status.values())} {k}'
       for k in ('trained', 'resumed', 'skipped', 'failed')) + f'. Report: {path}')
@@ -344,8 +347,8 @@ def main(argv):
       if not comparison.run_folders(f.sweep_dir):
         raise SweepError(f'--report_only: no finished runs under {f.sweep_dir!r}; give '
                          'the --sweep_dir that the sweep trained into.')
-      report.warn_unreadable_runs(f.sweep_dir)
-      console.say(f'[sweep] Report: {report.write_sweep_report(f.sweep_dir)}')
+      sweep_report_lib.warn_unreadable_runs(f.sweep_dir)
+      console.say(f'[sweep] Report: {sweep_report_lib.write_sweep_report(f.sweep_dir)}')
       return
     if f.vary and f['configs'].present:
       raise SweepError('--vary varies the fields of --base; leave out --configs.')

@@ -29,11 +29,13 @@ from digits_jax import console
 from digits_jax import errors
 from digits_jax import input_pipeline
 from digits_jax import models
+from digits_jax import outputs
 from digits_jax import parallel
 from digits_jax import preemption
 from digits_jax import results as results_lib
 from digits_jax import steps as steps_lib
 from digits_jax import storage
+from digits_jax import summaries
 from digits_jax import train_state as ts
 from digits_jax import validation
 from digits_jax import workdir as workdir_lib
@@ -49,10 +51,6 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
 USER_ERRORS = (errors.UserError,)
 
 
-def _zero_sums():
-  return {'loss': 0., 'correct': 0., 'count': 0.}
-
-
 @dataclasses.dataclass
 class Progress:
   """Where training stands; saved in every checkpoint beside the state.
@@ -63,18 +61,27 @@ class Progress:
   """
   epoch: int = 0  # Epochs finished.
   step_in_epoch: int = 0  # Steps done in the unfinished epoch `epoch` (0 at epoch ends).
-  sums: list = dataclasses.field(default_factory=lambda: [_zero_sums()])
+  sums: list = dataclasses.field(default_factory=lambda: [ts.zero_sums()])
   seconds: float = 0.0  # Training seconds spent in the unfinished epoch so far.
   history: list = dataclasses.field(default_factory=list)
 
   @classmethod
   def fresh(cls, num_replicas):
-    return cls(sums=[_zero_sums() for _ in range(num_replicas)])
+    return cls(sums=[ts.zero_sums() for _ in range(num_replicas)])
 
   @classmethod
-  def from_saved(cls, saved):
+  def from_saved(cls, saved, workdir=''):
+    """The progress a checkpoint saved; refuses one summed with other metrics than
+    train_state.METRICS declares (its history could not be continued)."""
     sums = saved['sums']
-    return cls(**{**saved, 'sums': [sums] if isinstance(sums, dict) else sums})
+    sums = [sums] if isinstance(sums, dict) else sums
+    if set(sums[0]) != set(ts.sum_names()):
+      raise workdir_lib.WorkdirMismatchError(
+          f'the run in {workdir} was trained with the metric sums {sorted(sums[0])}, and '
+          f'train_state.METRICS now declares {sorted(ts.sum_names())}: its history cannot '
+          'go on with other metrics. Rerun with --fresh (the old run is moved aside) or '
+          'another --workdir, or restore the declaration to resume it.')
+    return cls(**{**saved, 'sums': sums})
 
   def to_saved(self):
     """The JSON record a checkpoint holds (a one-seed run's sums as one dict)."""
@@ -101,14 +108,14 @@ class Progress:
     replica; None for a replica that early stopping has stopped)."""
     records = []
     for seed, s, val, still in zip(seeds, self.sums, vals, active):
-      record = {'epoch': self.epoch + 1, 'loss': s['loss'] / s['count'],
-                'accuracy': s['correct'] / s['count'], 'val_loss': val['loss'],
-                'val_accuracy': val['accuracy'], 'seconds': self.seconds + extra_seconds}
+      record = {'epoch': self.epoch + 1, **ts.epoch_values(s),
+                **{'val_' + k: v for k, v in val.items()},
+                'seconds': self.seconds + extra_seconds}
       records.append(None if not still else record if len(seeds) == 1 else
                      {'seed': seed, **record})
     self.history.extend(r for r in records if r is not None)
     self.epoch, self.step_in_epoch, self.seconds = self.epoch + 1, 0, 0.0
-    self.sums = [_zero_sums() for _ in seeds]
+    self.sums = [ts.zero_sums() for _ in seeds]
     return records
 
 
@@ -125,7 +132,7 @@ def restore_or_init(config, mesh, checkpointer):
                 f'{damaged.moved_to}.')
   if restored is None:
     return state, Progress.fresh(len(seeds)), kept
-  progress = Progress.from_saved(restored.progress)
+  progress = Progress.from_saved(restored.progress, checkpointer.workdir)
   console.say(console.resumed_line(restored.step, progress))
   return restored.state, progress, restored.kept_params
 
@@ -142,8 +149,8 @@ def device_eval_batches(mesh, images, labels, batch_size):
 
 
 def evaluate(state, batches, with_probabilities=False):
-  """Each replica's loss and accuracy over every example of `batches` (a list of dicts),
-  and the probabilities [replicas, examples, 10] if asked."""
+  """Each replica's metrics ({name: value}, train_state.METRICS) over every example of
+  `batches` (a list of dicts), and the probabilities [replicas, examples, 10] if asked."""
   sums, probs = [], []
   for batch in batches:
     if with_probabilities:
@@ -154,9 +161,8 @@ def evaluate(state, batches, with_probabilities=False):
     sums.append(m)
   total = jax.tree.map(lambda *x: np.sum(np.asarray(x, np.float64), axis=0),
                        *jax.device_get(sums))
-  out = [{'loss': float(total['loss'][k] / total['count'][k]),
-          'accuracy': float(total['correct'][k] / total['count'][k])}
-         for k in range(len(total['count']))]
+  out = [{name: float(v) for name, v in ts.epoch_values(replica_sums).items()}
+         for replica_sums in (ts.replica(total, k) for k in range(len(total[ts.COUNT])))]
   return (out, np.concatenate(probs, axis=1)) if with_probabilities else out
 
 
@@ -196,7 +202,7 @@ def finish_epoch(state, progress, *, val_batches, config, workdir, summary_write
   seeds = ts.seeds_of(config)
   active = best_epoch.active(progress.history, seeds, config.early_stopping_patience)
   vals = (evaluate(state, val_batches) if val_batches else
-          [{'loss': math.nan, 'accuracy': math.nan}] * len(seeds))
+          [dict.fromkeys(ts.metric_names(), math.nan)] * len(seeds))
   records = progress.close_epoch(vals, seeds=seeds, active=active,
                                  extra_seconds=time.perf_counter() - start)
   shown = [r for r in records if r is not None]
@@ -257,7 +263,6 @@ def open_summaries(config, workdir, history):
   else None."""
   if not (config.tensorboard and parallel.is_main_process()):
     return None
-  from digits_jax import summaries  # pylint: disable=g-import-not-at-top
   return summaries.RunWriter(workdir, [h for h in history
                                        if h.get('seed', config.seed) == config.seed])
 
@@ -270,7 +275,7 @@ def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
     workdir: folder for checkpoints and results; a run already there is resumed.
     fresh: move a run already in `workdir` aside and start anew.
     write_outputs: writes the figures, summaries and report once the results are saved,
-      called as results.write_outputs (the default, at once); a sweep with
+      called as outputs.write_outputs (the default, at once); a sweep with
       --background_outputs passes one that draws them while its next run trains.
 
   Returns:
@@ -294,7 +299,20 @@ def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
                     f'{lock.taken_over["host"]} (since {lock.taken_over["since"]}), which '
                     'ended without releasing it.')
       return _train_locked(config, workdir, data=data, fresh=fresh, t0=t0,
-                           write_outputs=write_outputs or results_lib.write_outputs)
+                           write_outputs=write_outputs or outputs.write_outputs)
+
+
+def _timings(config, *, runner, progress, num_train, eval_seconds):
+  """results.json's `timings`: compile, training and evaluation seconds, the steps taken and
+  how they ran."""
+  seconds = {h['epoch']: h['seconds'] for h in progress.history}  # One clock for all seeds.
+  train_seconds = sum(seconds.values())
+  steps = input_pipeline.steps_per_epoch(num_train, config.batch_size)
+  return {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
+          'examples_per_second': num_train * len(seconds) * config.num_seeds
+                                 / max(train_seconds, 1e-9),
+          'steps': steps * progress.epoch, 'eval_seconds': eval_seconds,
+          **runner.impl.timings()}
 
 
 def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
@@ -343,14 +361,8 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   t_eval = time.perf_counter()
   tests, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
-  seconds = {h['epoch']: h['seconds'] for h in progress.history}  # One clock for all seeds.
-  train_seconds = sum(seconds.values())
-  steps = input_pipeline.steps_per_epoch(len(data.train_labels), config.batch_size)
-  timings = {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
-             'examples_per_second': len(data.train_labels) * len(seconds) * config.num_seeds
-                                    / max(train_seconds, 1e-9),
-             'steps': steps * progress.epoch,
-             'eval_seconds': time.perf_counter() - t_eval, **runner.impl.timings()}
+  timings = _timings(config, runner=runner, progress=progress, num_train=len(data.train_labels),
+                     eval_seconds=time.perf_counter() - t_eval)
   res = results_lib.write_results(config, workdir, data=data, history=progress.history,
                                   tests=tests, probs=probs, timings=timings)
   console.report_test(config, res)

@@ -12,18 +12,17 @@ import shutil
 import ml_collections
 import numpy as np
 
+from digits_jax import checkpoint
+from digits_jax import config_files
 from digits_jax import cpu_kernel
 from digits_jax import errors
 from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
+from digits_jax import optimizers
 from digits_jax import storage
-from digits_jax import train_state as ts
 
 FLOAT32 = np.finfo(np.float32)
-# Bytes per parameter while training: the float32 parameter, its gradient and Adam's two
-# moments.
-TRAINING_BYTES_PER_PARAM = 4 * 4
 FRESH_SUFFIX_CHARS = len('.old-20261126-183000')  # What --fresh appends to the workdir name.
 RESULTS_BYTES = 2 << 20  # Result files and figures of a run (about 1 MB for MNIST).
 
@@ -120,7 +119,8 @@ def check_fields(config):
   _number_in(config, 'b2', 0.0, 1.0, problems)
   _float32_positive(config, 'eps', problems)
   _one_of(config, 'compute_dtype', models.COMPUTE_DTYPES, problems)
-  _one_of(config, 'optimizer', ts.OPTIMIZERS, problems)
+  problems += optimizers.problems(config, config_files.defaults())
+  _number_in(config, 'dropout_rate', 0.0, 1.0, problems)
   _one_of(config, 'cpu_kernel', cpu_kernel.MODES, problems)
   _one_of(config, 'kernel_init', models.KERNEL_INITS, problems)
   _one_of(config, 'activation', models.ACTIVATIONS, problems)
@@ -160,7 +160,7 @@ def check_data_dir(config):
   if kind != 'idx':
     return []
   where = ('config.data_dir' if config.data_dir else
-           f'${input_pipeline.env_var(config.dataset)}')
+           f'${input_pipeline.dataset(config.dataset).env_var}')
   if not os.path.isdir(folder):
     return [f'{where}={folder!r}: no such folder; point it at a folder holding the four '
             'IDX files, or use --config.data_source=tfds.']
@@ -184,7 +184,6 @@ def check_workdir(workdir, config=None):
   if not os.path.isdir(probe):
     return [f'workdir {workdir!r}: {probe} is a file, not a folder; choose another --workdir.']
   problems = _name_lengths(workdir, path, probe)
-  from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top  (imports orbax)
   for folder in (probe, os.path.join(path, checkpoint.CHECKPOINT_DIR)):
     if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
       problems.append(f'workdir {workdir!r}: {folder} is not writable; make it writable '
@@ -224,18 +223,19 @@ def _params(config):
 
 
 def checkpoint_bytes(config):
-  """About the size of one checkpoint: every replica's parameters and Adam's two moments,
+  """About the size of one checkpoint: every replica's parameters and optimizer state,
   float32."""
-  return _params(config) * 4 * 3 * config.num_seeds
+  return _params(config) * 4 * (1 + optimizers.slots(config)) * config.num_seeds
 
 
 def training_bytes(config):
   """About the memory training takes on each device: for every replica, parameters,
-  gradients and Adam's moments (float32), and the layer outputs of the larger batch and
-  their gradients."""
+  gradients and the optimizer's state (float32), and the layer outputs of the larger batch
+  and their gradients."""
   model = models.create_model(config)
   batch = max(config.batch_size, config.eval_batch_size)
-  per_replica = (models.count_params(models.param_shapes(model)) * TRAINING_BYTES_PER_PARAM
+  params = models.count_params(models.param_shapes(model))
+  per_replica = (params * 4 * (2 + optimizers.slots(config))
                  + batch * models.activation_bytes(model) * 2)
   return per_replica * config.num_seeds
 
@@ -263,7 +263,7 @@ def check_memory(config):
   sizes = ', '.join(f'{f}={_field(config, f)!r}' for f in size_fields)
   replicas = f' x {config.num_seeds} replicas' if config.num_seeds > 1 else ''
   return [f'config.{sizes}: the {_params(config):,} parameters{replicas} need about '
-          f'{storage.human_size(need)} to train (parameters, gradients, Adam\'s moments and '
+          f'{storage.human_size(need)} to train (parameters, gradients, the optimizer\'s state and '
           f'activations), more than the {storage.human_size(have)} of {what}; lower '
           f'{" or ".join(size_fields)}.']
 

@@ -81,7 +81,7 @@ def test_help_lists_configs_fields_and_variables(tmp_path):
   assert docs['batch_size'] == 'Global training batch size (the last partial batch is kept).'
   assert docs['cpu_kernel'].startswith('Fused C++ CPU kernel')  # From the lines above it.
   for dataset in input_pipeline.DATASETS:
-    assert input_pipeline.env_var(dataset) in text
+    assert input_pipeline.DATASETS[dataset].env_var in text
   assert '--dry_run' in text
 
 

@@ -20,8 +20,10 @@ from helpers import REPO, tiny_config
 from digits_jax import cli
 from digits_jax import comparison
 from digits_jax import errors
+from digits_jax import html_page
 from digits_jax import preemption
-from digits_jax import report
+from digits_jax import run_report
+from digits_jax import sweep_report
 from digits_jax import sweep
 from digits_jax import results
 from digits_jax import train
@@ -90,7 +92,7 @@ DAMAGE = {
 def test_a_damaged_file_is_one_line_naming_it(run, case):
   name, damage = DAMAGE[case]
   damage(os.path.join(run, name))
-  code, text = exit_line(lambda: report.write_run_report(run), run)
+  code, text = exit_line(lambda: run_report.write_run_report(run), run)
   assert code == 1 and text.startswith('error: ') and '\n' not in text, text
   named = run if case.endswith('missing') and name != 'config.json' else os.path.join(run, name)
   assert named in text and ('Rerun' in text or 'restore it' in text or 'Finish' in text)
@@ -118,7 +120,7 @@ def test_a_lost_or_cut_history_is_rebuilt_by_a_rerun(tiny_data, run):
   write(os.path.join(run, 'curves.png'), b'')
   train.train_and_evaluate(tiny_config(tiny_data, write_report=True), run)
   assert [h['epoch'] for h in results.read_history(run)] == [1, 2]
-  assert report.load_run(run)['res']['num_epochs'] == 2
+  assert run_report.load_run(run)['res']['num_epochs'] == 2
 
 
 def test_a_killed_extension_is_reported_unfinished(tiny_data, tmp_path, monkeypatch):
@@ -135,8 +137,8 @@ def test_a_killed_extension_is_reported_unfinished(tiny_data, tmp_path, monkeypa
   with pytest.raises(errors.UnfinishedRunError, match=r'holds an unfinished run: results\.json '
                      r'describes 1 epoch\(s\) of 1, but a later run of 3 epochs began since and '
                      r'has reached epoch 3'):
-    report.load_run(workdir)
-  code, text = exit_line(lambda: report.write_run_report(workdir), workdir)
+    run_report.load_run(workdir)
+  code, text = exit_line(lambda: run_report.write_run_report(workdir), workdir)
   assert code == 1 and 'Rerun its training command to finish it' in text
   assert list(comparison.unreadable_runs(str(tmp_path))) == [workdir]  # Left out of a sweep.
   assert comparison.find_runs(str(tmp_path)) == {}
@@ -148,25 +150,25 @@ def test_one_damaged_cell_leaves_the_others_report(finished, tmp_path, capsys):
   for cell in ('a_mnist', 'b_mnist'):
     shutil.copytree(finished, sweep_dir / cell)
   truncate(sweep_dir / 'b_mnist' / 'results.json')
-  report.warn_unreadable_runs(str(sweep_dir))
+  sweep_report.warn_unreadable_runs(str(sweep_dir))
   assert list(comparison.find_runs(str(sweep_dir))) == [str(sweep_dir / 'a_mnist')]
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('warning: left out of the sweep report: '
                                              f'{sweep_dir / "b_mnist" / "results.json"} is '
                                              'damaged or truncated')
   truncate(sweep_dir / 'a_mnist' / 'config.json')
-  code, text = exit_line(lambda: report.warn_unreadable_runs(str(sweep_dir)))
+  code, text = exit_line(lambda: sweep_report.warn_unreadable_runs(str(sweep_dir)))
   assert code == 1 and 'no run there can be read' in text
 
 
 def test_a_read_only_workdir_is_one_line(run, monkeypatch):
   """(As root, chmod cannot make a folder read-only: the write fails as it would.)"""
-  os.remove(os.path.join(run, report.REPORT))
+  os.remove(os.path.join(run, html_page.REPORT))
 
   def refuse(src, dst):
     raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), dst)
   monkeypatch.setattr(results.os, 'replace', refuse)
-  code, text = exit_line(lambda: report.write_run_report(run), run)
+  code, text = exit_line(lambda: run_report.write_run_report(run), run)
   assert code == 1 and text.startswith('error: could not write to ') and '\n' not in text
   assert 'read-only file system' in text
 

@@ -1,5 +1,6 @@
 """Where the data comes from: the shipped MNIST copy, tensorflow-datasets, and no data at all."""
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -14,9 +15,9 @@ from digits_jax import input_pipeline as ip
 
 
 def test_shipped_mnist_files_are_the_canonical_ones():
-  folder = ip.SHIPPED_DIRS['mnist']
+  folder = ip.SHIPPED_MNIST
   assert not idx.missing_files(folder)
-  for stem, expected in idx.CHECKSUMS['mnist'].items():
+  for stem, expected in ip.DATASETS['mnist'].checksums.items():
     with gzip.open(os.path.join(folder, stem + '.gz'), 'rb') as f:
       assert hashlib.md5(f.read()).hexdigest() == expected, stem
   with open(os.path.join(folder, 'README.md')) as f:
@@ -25,12 +26,13 @@ def test_shipped_mnist_files_are_the_canonical_ones():
 
 
 def test_auto_finds_the_shipped_mnist_after_the_configured_folders(monkeypatch, tiny_data):
-  monkeypatch.delenv(ip.env_var('mnist'), raising=False)
-  monkeypatch.setattr(ip, 'KNOWN_DIRS', {**ip.KNOWN_DIRS, 'mnist': (
-      '/nonexistent/mnist', ip.SHIPPED_DIRS['mnist'])})
+  mnist = ip.DATASETS['mnist']
+  monkeypatch.delenv(mnist.env_var, raising=False)
+  monkeypatch.setitem(ip.DATASETS, 'mnist', dataclasses.replace(
+      mnist, folders=('/nonexistent/mnist', ip.SHIPPED_MNIST)))
   config = default.get_config()
-  assert ip.resolve_source(config) == ('idx', ip.SHIPPED_DIRS['mnist'])
-  monkeypatch.setenv(ip.env_var('mnist'), tiny_data)
+  assert ip.resolve_source(config) == ('idx', ip.SHIPPED_MNIST)
+  monkeypatch.setenv(mnist.env_var, tiny_data)
   assert ip.resolve_source(config) == ('idx', tiny_data)  # The environment comes first,
   config.data_dir = '/elsewhere'
   assert ip.resolve_source(config) == ('idx', '/elsewhere')  # and config.data_dir before it.
@@ -84,5 +86,5 @@ def test_shipped_files_are_declared_package_data():
   with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), 'pyproject.toml'),
             'rb') as f:
     globs = tomllib.load(f)['tool']['setuptools']['package-data']['digits_jax']
-  for name in os.listdir(ip.SHIPPED_DIRS['mnist']):
+  for name in os.listdir(ip.SHIPPED_MNIST):
     assert any(fnmatch.fnmatch(f'datasets/mnist/{name}', g) for g in globs), name

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from digits_jax import idx
+from digits_jax import input_pipeline
 
 
 @pytest.fixture
@@ -107,6 +108,7 @@ def test_missing_file(folder):
 
 
 def test_checksum_mismatch_names_file(folder):
-  with pytest.raises(idx.DataError, match='MD5 .* differs from the canonical mnist file'):
-    idx.load_split(folder, 'train', dataset='mnist', verify_checksums=True)
-  idx.load_split(folder, 'train', dataset='mnist', verify_checksums=False)
+  checksums = input_pipeline.DATASETS['mnist'].checksums
+  with pytest.raises(idx.DataError, match='MD5 .* differs from the mnist file'):
+    idx.load_split(folder, 'train', checksums, 'mnist')
+  idx.load_split(folder, 'train', None, 'mnist')

@@ -1,5 +1,7 @@
 """Keras's validation split, the per-epoch shuffles and the masked batches."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -79,7 +81,8 @@ def test_unknown_idx_folder_without_fallback_is_an_error(monkeypatch, tmp_path):
   config = default.get_config()
   config.data_source = 'idx'
   monkeypatch.delenv('DIGITS_JAX_MNIST_DIR', raising=False)
-  monkeypatch.setattr(ip, 'KNOWN_DIRS', {'mnist': (str(tmp_path),)})
+  monkeypatch.setitem(ip.DATASETS, 'mnist', dataclasses.replace(ip.DATASETS['mnist'],
+                                                            folders=(str(tmp_path),)))
   from digits_jax import idx  # pylint: disable=g-import-not-at-top
   with pytest.raises(idx.DataError, match='DIGITS_JAX_MNIST_DIR'):
     ip.resolve_source(config)

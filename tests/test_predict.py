@@ -19,12 +19,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digits_jax import config_files
 from digits_jax import drawing_pad
 from digits_jax import idx
 from digits_jax import input_pipeline
+from digits_jax import optimizers
 from digits_jax import predict
 from digits_jax import preprocess
-from digits_jax import report
+from digits_jax import html_page
+from digits_jax import results
 from digits_jax import train
 from digits_jax import train_state as ts
 from digits_jax.checkpoint import load_network
@@ -54,7 +57,7 @@ def mnist_run(tmp_path_factory):
   try:
     input_pipeline.resolve_source(config)
   except idx.DataError:
-    pytest.skip(f'no local MNIST IDX folder: set ${input_pipeline.env_var("mnist")}')
+    pytest.skip(f'no local MNIST IDX folder: set ${input_pipeline.DATASETS["mnist"].env_var}')
   workdir = quiet_train(config, str(tmp_path_factory.mktemp('mnist') / 'run'))
   _, state = load_network(workdir)  # Replica 0, the network predict uses.
   return workdir, input_pipeline.load(config).test_images, state
@@ -148,8 +151,8 @@ ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, pad.width, pad.height);
 ctx.drawImage(img, 17, 41, 230, 200);
 bitmaps.push(grab());
 const drawings = bitmaps.map((b) => ({width: b.width, height: b.height, rgba: b64(b.data),
-    digit: window.digitsJax.prepare(b, 'mnist'),
-    fashion: window.digitsJax.prepare(b, 'fashion_mnist')}));
+    digit: window.digitsJax.prepare(b, 'digit'),
+    fashion: window.digitsJax.prepare(b, 'fashion')}));
 """
 
 
@@ -165,7 +168,7 @@ def test_the_pad_predicts_and_prepares_as_python(mnist_run, tmp_path):
   script = (f'const PAPER = "{paper}";\n'
             f'const predicted = {json.dumps(images.tolist())}.map(window.digitsJax.predict);\n'
             + DRAWINGS + 'return {predicted, drawings};')
-  with open(os.path.join(workdir, report.REPORT), encoding='utf-8') as f:
+  with open(os.path.join(workdir, html_page.REPORT), encoding='utf-8') as f:
     out = run_in_browser(f.read(), tmp_path, script)
   # (b) The forward pass: the same probabilities as train_state.predict.
   expected = np.asarray(ts.predict(state, images))
@@ -175,10 +178,10 @@ def test_the_pad_predicts_and_prepares_as_python(mnist_run, tmp_path):
   for drawing in out['drawings']:
     rgba = np.frombuffer(base64.b64decode(drawing['rgba']), np.uint8).reshape(
         drawing['height'], drawing['width'], 4)
-    for dataset, key in (('mnist', 'digit'), ('fashion_mnist', 'fashion')):
-      python = preprocess.prepare(rgba, dataset).astype(int)
+    for key in preprocess.PREPARATIONS:
+      python = preprocess.prepare(rgba, key).astype(int)
       js = np.asarray(drawing[key]).reshape(28, 28)
-      assert (np.abs(js - python) <= 1).mean() >= 0.99, dataset
+      assert (np.abs(js - python) <= 1).mean() >= 0.99, key
       assert python.max() > 100  # Something was drawn (a thin line stays faint as fashion).
   # The pad's own reading of the drawn '7' is the network's reading of Python's preparation.
   first = out['drawings'][0]
@@ -188,7 +191,7 @@ def test_the_pad_predicts_and_prepares_as_python(mnist_run, tmp_path):
 
 
 def test_the_report_embeds_the_pad_with_the_weights(tiny_run):
-  with open(os.path.join(tiny_run, report.REPORT), encoding='utf-8') as f:
+  with open(os.path.join(tiny_run, html_page.REPORT), encoding='utf-8') as f:
     text = f.read()
   assert '<canvas id="pad-canvas"' in text and 'window.digitsJax' in text
   model = json.loads(re.search(r'<script type="application/json" id="digits-jax-model">'
@@ -253,3 +256,52 @@ def test_text_output_and_a_bad_workdir(tiny_run, tmp_path):
     assert proc.stderr.startswith(f'error: {workdir} holds no '), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert 'python -m digits_jax.main' in proc.stderr
+
+
+@pytest.fixture(scope='module')
+def sgd_run(tiny_data, tmp_path_factory):
+  """A run trained with a non-default optimizer and dropout (report written)."""
+  config = tiny_config(tiny_data, optimizer='sgd', learning_rate=0.05, momentum=0.9,
+                       dropout_rate=0.2, write_report=True)
+  return quiet_train(config, str(tmp_path_factory.mktemp('sgd') / 'run'))
+
+
+def test_a_run_of_another_optimizer_reads_back_without_building_an_optimizer(
+    sgd_run, tiny_data, monkeypatch):
+  def no_optimizer(*args):
+    raise AssertionError(f'an optimizer was built to load weights: {args}')
+  monkeypatch.setattr(optimizers, 'build', no_optimizer)
+  config, state = load_network(sgd_run)
+  assert config.optimizer == 'sgd' and state.tx is None and state.opt_state is None
+  images, _ = idx.load_split(tiny_data, 'test')
+  probs = np.asarray(ts.predict(state, images))  # Deterministic: no dropout at inference.
+  np.testing.assert_allclose(probs, results.read_predictions(sgd_run)['probabilities'],
+                             rtol=1e-5, atol=1e-6)
+  with open(os.path.join(sgd_run, html_page.REPORT), encoding='utf-8') as f:
+    assert '<canvas id="pad-canvas"' in f.read()  # The report's pad loaded it too.
+
+
+def test_predict_reads_a_run_of_another_optimizer(sgd_run, tmp_path):
+  good = tmp_path / 'seven.png'
+  Image.fromarray(np.pad(np.full((40, 30), 20, np.uint8), 60, constant_values=240)).save(good)
+  proc = run_predict(f'--workdir={sgd_run}', str(good), '--json')
+  assert proc.returncode == 0, proc.stderr
+  assert sum(json.loads(proc.stdout)['probabilities']) == pytest.approx(1, abs=1e-5)
+
+
+def test_a_saved_config_without_the_newer_fields_reads_with_their_defaults(tiny_run, tmp_path):
+  workdir = str(tmp_path / 'old')
+  shutil.copytree(tiny_run, workdir)
+  path = os.path.join(workdir, 'config.json')
+  with open(path) as f:
+    saved = json.load(f)
+  newer = ('dropout_rate', 'momentum', 'nesterov', 'weight_decay', 'num_seeds')
+  with open(path, 'w') as f:
+    json.dump({k: v for k, v in saved.items() if k not in newer}, f)
+  assert config_files.added_fields(results.read_json(path)) == sorted(newer)
+  config, state = load_network(workdir)
+  assert (config.dropout_rate, config.momentum, config.num_seeds) == (0.0, 0.0, 1)
+  assert config.hidden_units == saved['hidden_units']
+  _, want = load_network(tiny_run)
+  np.testing.assert_array_equal(state.params['dense_0']['kernel'],
+                                want.params['dense_0']['kernel'])

@@ -21,7 +21,8 @@ def _config(dataset, **overrides):
   except idx.DataError:
     kind, folder = None, None
   if kind != 'idx':
-    pytest.skip(f'no local IDX folder for {dataset}: set ${input_pipeline.env_var(dataset)}')
+    env_var = input_pipeline.DATASETS[dataset].env_var
+    pytest.skip(f'no local IDX folder for {dataset}: set ${env_var}')
   return config, folder
 
 

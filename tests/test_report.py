@@ -22,7 +22,8 @@ from PIL import Image
 from digits_jax import analysis
 from digits_jax import figures
 from digits_jax import input_pipeline
-from digits_jax import report
+from digits_jax import html_page
+from digits_jax import run_report
 from digits_jax import results as results_lib
 from digits_jax import train
 from helpers import BROWSER, chromium
@@ -50,7 +51,7 @@ def run_dir(tiny_data, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('report') / 'run')
   with contextlib.redirect_stdout(io.StringIO()):
     train.train_and_evaluate(tiny_run_config(tiny_data), workdir)
-  report.write_run_report(workdir)
+  run_report.write_run_report(workdir)
   return workdir
 
 
@@ -74,12 +75,12 @@ def assert_valid_png_uris(text):
 
 
 def test_report_has_every_section_in_order(run_dir):
-  text = read(os.path.join(run_dir, report.REPORT))
-  assert tuple(re.findall(r'<h2>(.*?)</h2>', text)) == HEADINGS == report.RUN_SECTIONS
+  text = read(os.path.join(run_dir, html_page.REPORT))
+  assert tuple(re.findall(r'<h2>(.*?)</h2>', text)) == HEADINGS == run_report.RUN_SECTIONS
 
 
 def test_every_image_is_an_embedded_png_and_nothing_is_external(run_dir):
-  text = read(os.path.join(run_dir, report.REPORT))
+  text = read(os.path.join(run_dir, html_page.REPORT))
   assert len(images_of(text)) == 5  # samples, curves, recognized, misclassified, confusion.
   assert_valid_png_uris(text)
   refs = re.findall(r'(?:src|href)="([^"]*)"', text)
@@ -88,7 +89,7 @@ def test_every_image_is_an_embedded_png_and_nothing_is_external(run_dir):
 
 
 def test_report_shows_the_run_data(run_dir):
-  text = read(os.path.join(run_dir, report.REPORT))
+  text = read(os.path.join(run_dir, html_page.REPORT))
   res = results_lib.read_json(os.path.join(run_dir, 'results.json'))
   conclusions = text.split('<h2>Conclusions</h2>')[1]
   assert f'Best epoch: epoch {res["best_epoch"]} of 3' in conclusions
@@ -101,11 +102,11 @@ def test_report_shows_the_run_data(run_dir):
 
 
 def test_cli_writes_the_run_report(run_dir):
-  os.remove(os.path.join(run_dir, report.REPORT))
+  os.remove(os.path.join(run_dir, html_page.REPORT))
   proc = subprocess.run([sys.executable, '-m', 'digits_jax.report', f'--workdir={run_dir}'],
                         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.strip() == os.path.join(run_dir, report.REPORT)
+  assert proc.stdout.strip() == os.path.join(run_dir, html_page.REPORT)
   assert tuple(re.findall(r'<h2>(.*?)</h2>', read(proc.stdout.strip()))) == HEADINGS
 
 
@@ -118,11 +119,11 @@ def test_missing_plots_are_redrawn_and_missing_image_grids_noted(run_dir, tmp_pa
   with open(os.path.join(workdir, figures.FILES['misclassified']), 'r+b') as f:
     f.truncate(200)  # A half-written PNG.
   monkeypatch.setattr(input_pipeline, 'load', lambda *a: pytest.fail('loaded the dataset'))
-  text = read(report.write_run_report(workdir))
+  text = read(run_report.write_run_report(workdir))
   assert_valid_png_uris(text)  # No broken image is embedded.
   assert len(images_of(text)) == 2
   for key in ('curves', 'confusion'):  # Drawn from the saved history and predictions.
-    assert report.is_png(os.path.join(workdir, figures.FILES[key])), key
+    assert html_page.is_png(os.path.join(workdir, figures.FILES[key])), key
   for key in ('samples', 'recognized', 'misclassified'):
     assert f'{figures.FILES[key]} is missing or incomplete' in text, key
   assert tuple(re.findall(r'<h2>(.*?)</h2>', text)) == HEADINGS
@@ -139,17 +140,17 @@ def test_many_seed_run_shows_the_per_seed_table(run_dir, tmp_path):
       'misclassified_count': [400, 300, 200], 'best_epoch': [3, 2, 3],
       'final_val_accuracy': [0.95, 0.96, 0.97]})
   results_lib.write_json(path, res)
-  text = read(report.write_run_report(workdir))
+  text = read(run_report.write_run_report(workdir))
   results = text[text.index('<h2>Results</h2>'):text.index('<h2>Configuration</h2>')]
   rows = re.findall(r'<tr>(.*?)</tr>', results)
   assert re.findall(r'<th[^>]*>(.*?)</th>', rows[0]) == [
-      'seed', 'test acc.', 'test loss', 'wrong', 'best epoch', 'final val. acc.']
+      'seed', 'test loss', 'test accuracy', 'wrong', 'best epoch', 'final val. acc.']
   assert re.findall(r'<td[^>]*>(.*?)</td>', rows[2]) == [
-      '4', '97.00%', '0.1000', '300', '2', '96.00%']
+      '4', '0.1000', '97.00%', '300', '2', '96.00%']
   # mean 0.97, std 0.01, t(0.975, 2) * 0.01 / sqrt(3) = 2.48 pt.
   assert ('Over the 3 seeds the test accuracy is 97.00% +- 1.00 pt (sample std), 95% '
           'interval [94.52%, 99.48%], range 96.00% - 98.00%.') in results
-  assert '<table>' not in read(os.path.join(run_dir, report.REPORT)).split(
+  assert '<table>' not in read(os.path.join(run_dir, html_page.REPORT)).split(
       '<h2>Results</h2>')[1].split('<h2>Configuration</h2>')[0]
 
 
@@ -199,9 +200,9 @@ window.addEventListener('load', function () {
 
 @pytest.mark.skipif(BROWSER is None, reason='needs Chromium (apt-get install chromium)')
 def test_report_renders_in_a_browser(run_dir, tmp_path):
-  html_path = os.path.join(run_dir, report.REPORT)
+  html_path = os.path.join(run_dir, html_page.REPORT)
   if not os.path.exists(html_path):
-    report.write_run_report(run_dir)
+    run_report.write_run_report(run_dir)
   shot = tmp_path / 'shot.png'
   proc = chromium(f'--screenshot={shot}', '--window-size=1200,4000',
                    f'file://{html_path}', user_data_dir=tmp_path / 'profile1')

@@ -67,7 +67,7 @@ def test_many_seed_outputs(three_and_singles):
   assert res['test_accuracy'] == res['per_seed']['test_accuracy'][0]  # Replica 0 on top.
   assert res['test_loss'] == singles[0][1]['test_loss'] or res['test_loss'] == pytest.approx(
       singles[0][1]['test_loss'], rel=1e-5)
-  assert set(res['per_seed']) == set(results.PER_SEED_FIELDS)
+  assert set(res['per_seed']) == set(results.per_seed_fields())
   assert all(len(v) == 3 for v in res['per_seed'].values())
   acc = np.asarray(res['per_seed']['test_accuracy'])
   summary = res['summary']['test_accuracy']
@@ -102,7 +102,7 @@ def test_one_seed_outputs_keep_their_layout(three_and_singles):
       'mean': res['test_accuracy'], 'std': 0.0, 'n': 1, 'min': res['test_accuracy'],
       'max': res['test_accuracy'], 'ci95': None}
   with open(workdir / results.FILES['history']) as f:
-    assert f.readline().strip() == ','.join(results.HISTORY_FIELDS)  # No seed column.
+    assert f.readline().strip() == ','.join(results.history_fields())  # No seed column.
   preds = results.read_predictions(workdir, replica=None)
   assert sorted(preds) == ['labels', 'predicted', 'probabilities']
   assert preds['probabilities'].shape == (200, 10)

@@ -55,7 +55,7 @@ def test_event_file_matches_the_history_and_results(tb_run):
   workdir, _ = tb_run
   scalars, images = read_events(os.path.join(workdir, summaries.LOGDIR))
   history = results_lib.read_history(workdir)
-  for column, tag in summaries.SCALARS.items():
+  for column, tag in summaries.scalars(summaries.EPOCH_TAGS).items():
     assert scalars[tag] == [(h['epoch'], pytest.approx(h[column], rel=1e-6)) for h in history]
   res = results_lib.read_json(os.path.join(workdir, 'results.json'))
   assert scalars['test/accuracy'] == [(3, pytest.approx(res['test_accuracy'], rel=1e-6))]

@@ -17,7 +17,9 @@ import pytest
 from digits_jax import comparison
 from digits_jax import figures
 from digits_jax import preemption
-from digits_jax import report
+from digits_jax import html_page
+from digits_jax import sweep_report
+from digits_jax import outputs
 from digits_jax import results as results_lib
 from digits_jax import stats
 from digits_jax import sweep
@@ -118,8 +120,8 @@ def test_comparison_table_holds_each_runs_results(swept):
 
 
 def test_sweep_report(swept):
-  text = open(os.path.join(swept['dir'], report.REPORT), encoding='utf-8').read()
-  assert tuple(re.findall(r'<h2>(.*?)</h2>', text)) == report.SWEEP_SECTIONS
+  text = open(os.path.join(swept['dir'], html_page.REPORT), encoding='utf-8').read()
+  assert tuple(re.findall(r'<h2>(.*?)</h2>', text)) == sweep_report.SWEEP_SECTIONS
   srcs = re.findall(r'<img [^>]*src="([^"]*)"', text)
   assert len(srcs) == 3 and all(s.startswith('data:image/png;base64,') for s in srcs)
   assert all(f'>{name}<' in text for name in CONFIGS)
@@ -132,7 +134,7 @@ def test_sweep_report(swept):
 
 def test_every_runs_figures_and_report_are_written_when_the_sweep_returns(swept):
   for name in CONFIGS:
-    for file in (*figures.FILES.values(), report.REPORT):
+    for file in (*figures.FILES.values(), html_page.REPORT):
       assert os.path.getsize(os.path.join(workdir(swept, name), file)) > 0, (name, file)
 
 
@@ -156,8 +158,8 @@ def test_outputs_are_drawn_in_the_background_and_their_failure_reported(tmp_path
       raise ValueError('no room for the legend')
 
   monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
-  monkeypatch.setattr(results_lib, 'write_outputs', fake_write_outputs)
-  monkeypatch.setattr(report, 'write_sweep_report', lambda d: events.append(('report',)))
+  monkeypatch.setattr(outputs, 'write_outputs', fake_write_outputs)
+  monkeypatch.setattr(sweep_report, 'write_sweep_report', lambda d: events.append(('report',)))
   with pytest.raises(sweep.SweepError, match='v1_mnist: failed: writing its outputs: '
                      'ValueError: no room for the legend') as error:
     quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], background_outputs=True)
@@ -176,7 +178,7 @@ def test_a_stopped_sweep_still_writes_the_finished_runs_outputs(tmp_path, monkey
     write_outputs(config, workdir, data=None, summary_writer=None, res=None)
 
   monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
-  monkeypatch.setattr(results_lib, 'write_outputs',
+  monkeypatch.setattr(outputs, 'write_outputs',
                       lambda config, *a, **k: drawn.append(config.name))
   with pytest.raises(preemption.StopRequested):
     quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], background_outputs=True)
@@ -251,7 +253,7 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, tiny_data)
   with pytest.raises(sweep.SweepError, match='v1_mnist: failed: .* different config'):
     quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), tiny_overrides(tiny_data))
   assert calls == list(CONFIGS)
-  assert os.path.exists(tmp_path / report.REPORT)  # Written before the error is raised.
+  assert os.path.exists(tmp_path / html_page.REPORT)  # Written before the error is raised.
 
 
 SEEDS = {'default': [0.90, 0.91, 0.92, 0.905], 'v1': [0.95, 0.96, 0.955, 0.965],
@@ -269,7 +271,7 @@ def multi_seed(swept, tmp_path_factory):
     res.update(test_accuracy=values[0], seeds=[0, 1, 2, 3],
                per_seed={'test_accuracy': values, 'test_loss': [0.3] * 4})
     results_lib.write_json(path, res)
-  report.write_sweep_report(sweep_dir)
+  sweep_report.write_sweep_report(sweep_dir)
   return sweep_dir
 
 
@@ -302,11 +304,11 @@ def test_significance_and_conclusions_from_the_seeds(multi_seed):
   holm = stats.holm([float(rows['v1']['p_value']), float(rows['v2']['p_value'])])
   assert [float(rows['v1']['p_holm']), float(rows['v2']['p_holm'])] == pytest.approx(holm)
   assert rows['v1']['significant'] == 'True' and rows['v2']['significant'] == 'False'
-  text = html.unescape(open(os.path.join(multi_seed, report.REPORT), encoding='utf-8').read())
+  text = html.unescape(open(os.path.join(multi_seed, html_page.REPORT), encoding='utf-8').read())
   assert 'v1 is better than the default config on MNIST: +4.87 pt [' in text
   assert 'p<0.001 (Holm-adjusted)' in text
   assert 'v2: no significant difference from the default config on MNIST at n=4' in text
-  assert re.findall(r'<h2>(.*?)</h2>', text) == list(report.SWEEP_SECTIONS)
+  assert re.findall(r'<h2>(.*?)</h2>', text) == list(sweep_report.SWEEP_SECTIONS)
 
 
 def test_vary_sweep_plots_the_effect(tiny_data, tmp_path):
@@ -324,9 +326,9 @@ def test_vary_sweep_plots_the_effect(tiny_data, tmp_path):
   with open(os.path.join(sweep_dir, 'significance.csv'), newline='') as f:
     assert [(r['variant'], r['reference']) for r in csv.DictReader(f)] == [
         ('hidden_units=8', 'hidden_units=16')]
-  text = open(os.path.join(sweep_dir, report.REPORT), encoding='utf-8').read()
-  sections = list(report.SWEEP_SECTIONS)
-  sections.insert(sections.index('Significance') + 1, report.VARY_SECTION)
+  text = open(os.path.join(sweep_dir, html_page.REPORT), encoding='utf-8').read()
+  sections = list(sweep_report.SWEEP_SECTIONS)
+  sections.insert(sections.index('Significance') + 1, sweep_report.VARY_SECTION)
   assert re.findall(r'<h2>(.*?)</h2>', text) == sections
   assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', text)) == 4
   assert 'the base (hidden_units=16)' in text
@@ -353,10 +355,10 @@ def sweep_cli(*args):
 def test_report_only_and_flag_errors(swept, tmp_path):
   sweep_dir = str(tmp_path / 'copy')
   shutil.copytree(swept['dir'], sweep_dir)
-  os.remove(os.path.join(sweep_dir, report.REPORT))
+  os.remove(os.path.join(sweep_dir, html_page.REPORT))
   proc = sweep_cli(f'--sweep_dir={sweep_dir}', '--report_only')
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'Epoch' not in proc.stdout and os.path.exists(os.path.join(sweep_dir, report.REPORT))
+  assert 'Epoch' not in proc.stdout and os.path.exists(os.path.join(sweep_dir, html_page.REPORT))
   proc = sweep_cli(f'--sweep_dir={tmp_path / "empty"}', '--report_only')
   assert proc.returncode == 1 and '--report_only: no finished runs under' in proc.stderr
   proc = sweep_cli('--configs=v1', '--vary=hidden_units=8,16', f'--sweep_dir={tmp_path}')
@@ -366,7 +368,7 @@ def test_report_only_and_flag_errors(swept, tmp_path):
 @pytest.mark.skipif(BROWSER is None, reason='needs Chromium (apt-get install chromium)')
 def test_sweep_report_renders_in_a_browser(multi_seed, tmp_path):
   """Every figure (the mean +- interval one included) loads; the significance table is there."""
-  text = open(os.path.join(multi_seed, report.REPORT), encoding='utf-8').read()
+  text = open(os.path.join(multi_seed, html_page.REPORT), encoding='utf-8').read()
   checked = tmp_path / 'checked.html'
   checked.write_text(text.replace('</body>', test_report.CHECK_SCRIPT), encoding='utf-8')
   proc = chromium('--dump-dom', '--virtual-time-budget=5000', f'file://{checked}',
@@ -375,7 +377,7 @@ def test_sweep_report_renders_in_a_browser(multi_seed, tmp_path):
   assert body, proc.stderr[-2000:]
   attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
   assert attrs.get('images-ok') == 'true' and attrs['images'] == '3', attrs
-  assert tuple(attrs['headings'].split('|')) == report.SWEEP_SECTIONS
+  assert tuple(attrs['headings'].split('|')) == sweep_report.SWEEP_SECTIONS
   assert '<th>Holm p</th>' in proc.stdout and '<th>95% interval</th>' in proc.stdout
 
 

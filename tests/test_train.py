@@ -13,6 +13,7 @@ from helpers import NUM_TEST, run_main, tiny_config
 from digits_jax import checkpoint
 from digits_jax import idx
 from digits_jax import input_pipeline
+from digits_jax import outputs
 from digits_jax import parallel
 from digits_jax import results
 from digits_jax import train
@@ -136,7 +137,7 @@ def test_only_process_zero_writes_files(tiny_data, tmp_path, monkeypatch):
   probs = np.full((len(data.test_labels), 10), 0.1, np.float32)
   results.write_results(config, str(workdir), data=data, history=[],
                         tests=[{'loss': 1.0, 'accuracy': 0.1}], probs=probs[None], timings={})
-  results.write_outputs(config, str(workdir), data)
+  outputs.write_outputs(config, str(workdir), data)
   progress = train.Progress(sums=[{'loss': 1.0, 'correct': 1.0, 'count': 2.0}])
   monkeypatch.setattr(train, 'evaluate', lambda *a: [{'loss': 1.0, 'accuracy': 0.5}])
   train.finish_epoch(None, progress, val_batches=[1], config=config, workdir=str(workdir))
