@@ -18,6 +18,7 @@ from digits_jax import models
 from digits_jax import results as results_lib
 from digits_jax import train_state as ts
 from digits_jax import validation
+from digits_jax import workdir as workdir_lib
 from helpers import REPO, run_main
 
 # SPEC table 1: images shown, hidden units, hidden layers, epochs, batch, validation,
@@ -154,6 +155,17 @@ def test_cnn_config_loads_and_validates():
   assert (config.name, config.model, config.dataset) == ('cnn', 'cnn', 'mnist')
   assert validation.check_fields(config) == []
   assert load('cnn', 'fashion_mnist').dataset == 'fashion_mnist'
+
+
+def test_a_cnn_run_resumes_under_its_own_config():
+  """config.json turns config.cnn's tuple into a list inside a dict: still the same config."""
+  config = load('cnn')
+  saved = json.loads(json.dumps(config.to_dict()))
+  assert workdir_lib.changed_fields(saved, config.to_dict()) == []
+  config.cnn.features = (32, 32)
+  assert workdir_lib.changed_fields(saved, config.to_dict()) == [
+      "cnn: {'dense_units': 128, 'features': [32, 64]} -> "
+      "{'dense_units': 128, 'features': (32, 32)}"]
 
 
 def test_models_describe_themselves():
