@@ -115,7 +115,7 @@ def test_comparison_table_holds_each_runs_results(swept):
     assert row['test_accuracy_ci95_low'] == row['test_accuracy_ci95_high'] == ''
   md = open(os.path.join(swept['dir'], 'comparison.md')).read()
   assert '\n| default_mnist | default |  | mnist | 16 | 12,730 | 2 | 32 | 20% |' in md
-  assert '\n| v1_mnist | v1 |  | mnist | 16x16 | 13,002 | 2 | 30 | 10% |' in md
+  assert '\n| v1_mnist | v1 |  | mnist | 16 x 16 | 13,002 | 2 | 30 | 10% |' in md
   assert all(row['run'] == f'{row["variant"]}_mnist' and row['differs'] == '' for row in rows)
 
 
