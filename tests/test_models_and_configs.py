@@ -229,6 +229,7 @@ def test_cnn_trains_through_the_real_entry_point(tiny_data, tmp_path):
   assert sum(json.loads(proc.stdout)['probabilities']) == pytest.approx(1, abs=1e-5)
 
 
+@pytest.mark.slow  # Imports Keras (and TensorFlow): seconds.
 def test_keras_initialisation_and_logits():
   model = models.MLP((8, 8))
   params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28)))['params']
