@@ -23,9 +23,10 @@ def get_config(dataset=None):
   config.validation_split = 0.2  # Last fraction of the training set held out (Keras).
 
   # Model.
-  config.hidden_units = 128  # Units in each hidden Dense+ReLU layer.
+  config.hidden_units = 128  # Units in each hidden Dense layer (+ config.activation).
   config.num_hidden_layers = 1  # Number of hidden layers.
   config.kernel_init = 'glorot_uniform'  # Keras's Dense default; or 'lecun_normal'.
+  config.activation = 'relu'  # Hidden layers' activation: 'relu', 'tanh', 'sigmoid' or 'gelu'.
 
   # Optimisation (Keras Adam defaults).
   config.optimizer = 'keras_adam'  # Keras's Adam update rule; or 'optax_adam' (optax.adam).

@@ -36,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from digits_jax import best_epoch
+from digits_jax import errors
 from digits_jax import parallel
 from digits_jax import results as results_lib
 from digits_jax import storage
@@ -47,7 +48,7 @@ CHECKSUM_KEY = 'checksum'  # Progress-record key holding the checkpoint's checks
 TMP_MARK = '.orbax-checkpoint-tmp'  # In the name of a save's folder until it commits.
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
   """No checkpoint of the workdir can be restored intact."""
 
 
@@ -163,6 +164,17 @@ class Restored:
   kept_params: object = None
 
 
+def _processes(read_only):
+  """The processes a CheckpointManager involves: all for a writer (orbax's default), only
+  its own for a reader. Orbax makes every manager a collective (sync_global_processes),
+  which hung multi-process runs: process 0 reads alone after training (the report's
+  drawing pad) while the others wait in jax.distributed.shutdown."""
+  if not read_only:
+    return ocp.options.MultiprocessingOptions()
+  me = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
 class Checkpointer:
   """Saves and restores (state, progress) under workdir/checkpoints, keyed by global step."""
 
@@ -178,7 +190,8 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only,
             # A save cut short leaves nothing behind (a reader must not touch a run's).
-            cleanup_tmp_directories=not read_only))
+            cleanup_tmp_directories=not read_only,
+            multiprocessing_options=_processes(read_only)))
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -333,14 +346,15 @@ def load_trained(workdir, step=None):
     `train_state.seeds_of(config)` (one for a single-seed run); take replica k with
     `train_state.replica(state, k)`.
   """
-  config = ml_collections.ConfigDict(
-      results_lib.read_json(os.path.join(workdir, results_lib.FILES['config'])))
+  config = ml_collections.ConfigDict(results_lib.read_config(workdir))
   state = ts.create_train_states(config, ts.seeds_of(config))
   kept_like = state.params if best_epoch.uses_kept(config) else None
   checkpointer = Checkpointer(workdir, read_only=True)
   try:
     if checkpointer.latest_step() is None:
-      raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/.')
+      raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/: it is '
+                            'not a trained run (python -m digits_jax.main '
+                            f'--workdir={workdir} trains one).')
     restored = checkpointer.restore(state, step, kept_like)
   finally:
     checkpointer.close()
@@ -356,10 +370,12 @@ def load_network(workdir):
   The one place that picks which trained network to use: the run's first replica.
 
   Raises:
-    FileNotFoundError: `workdir` holds no config.json.
+    errors.MissingFileError: `workdir` holds no config.json.
     CheckpointError: it holds no intact checkpoint.
   """
   if not os.path.isfile(os.path.join(workdir, 'config.json')):
-    raise FileNotFoundError(f'{workdir} holds no config.json')
+    raise errors.MissingFileError(workdir, 'holds no trained run (no config.json)',
+                                  'Give a trained run\'s folder (python -m digits_jax.main '
+                                  f'--workdir={workdir} trains one).')
   config, state, _ = load_trained(workdir)
   return config, ts.replica(state, 0)

@@ -10,6 +10,7 @@ import os
 import re
 
 from digits_jax import analysis
+from digits_jax import errors
 from digits_jax import results as results_lib
 from digits_jax import significance
 from digits_jax import stats
@@ -35,18 +36,37 @@ def variant_key(name):
   return (0, 0, '') if name == 'default' else (1, int(m.group(1)), '') if m else (2, 0, name)
 
 
-def find_runs(sweep_dir):
+def run_folders(sweep_dir):
+  """The subfolders of `sweep_dir` holding a results.json, but for folders a run was moved
+  aside to (`*.old-<time>`, see workdir.prepare_workdir)."""
+  names = sorted(os.listdir(sweep_dir)) if os.path.isdir(sweep_dir) else []
+  return [os.path.join(sweep_dir, name) for name in names if '.old-' not in name
+          and os.path.isfile(os.path.join(sweep_dir, name, results_lib.FILES['results']))]
+
+
+def find_runs(sweep_dir, unreadable=None):
   """The finished runs directly under `sweep_dir`: {subfolder: results.json content}.
 
-  Folders a run was moved aside to (`*.old-<time>`, see workdir.prepare_workdir) are left out.
+  A run whose files are damaged or unfinished (results.read_finished) is left out, and
+  its reason put in the dict `unreadable` if given: one damaged cell does not take the
+  others' comparison down.
   """
   runs = {}
-  for name in sorted(os.listdir(sweep_dir)) if os.path.isdir(sweep_dir) else []:
-    path = os.path.join(sweep_dir, name, results_lib.FILES['results'])
-    if '.old-' not in name and os.path.isfile(path):
-      runs[os.path.join(sweep_dir, name)] = results_lib.read_json(path)
+  for workdir in run_folders(sweep_dir):
+    try:
+      runs[workdir] = results_lib.read_finished(workdir)
+    except errors.FileProblem as e:
+      if unreadable is not None:
+        unreadable[workdir] = str(e)
   return dict(sorted(runs.items(), key=lambda kv: (
       analysis.dataset_key(kv[1]['dataset']), variant_key(kv[1]['name']), kv[0])))
+
+
+def unreadable_runs(sweep_dir):
+  """{subfolder: reason} of the runs find_runs leaves out."""
+  unreadable = {}
+  find_runs(sweep_dir, unreadable)
+  return unreadable
 
 
 def comparison_row(res):
@@ -121,8 +141,7 @@ def differing_fields(runs):
   for workdirs in groups.values():
     if len(workdirs) < 2:
       continue
-    configs = {w: results_lib.read_json(os.path.join(w, results_lib.FILES['config']))
-               for w in workdirs}
+    configs = {w: results_lib.read_config(w) for w in workdirs}
     fields = sorted({k for c in configs.values() for k in c})
     differ = [k for k in fields
               if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
@@ -150,7 +169,8 @@ def write_sweep_info(sweep_dir, *, reference, vary):
 def read_sweep_info(sweep_dir):
   """sweep.json, or a plain sweep's (the lab's variants, compared with 'default')."""
   path = os.path.join(sweep_dir, FILES['info'])
-  info = results_lib.read_json(path) if os.path.exists(path) else {}
+  fix = 'Rerun the sweep\'s command: it rewrites sweep.json and skips the finished cells.'
+  info = results_lib.read_json(path, fix=fix) if os.path.exists(path) else {}
   return {'reference': info.get('reference', 'default'), 'vary': info.get('vary', {})}
 
 
@@ -175,7 +195,7 @@ def vary_cells(cells, vary):
   first, others = list(vary)[0], list(vary)[1:]
   out = []
   for cell in cells:
-    config = results_lib.read_json(os.path.join(cell['workdir'], results_lib.FILES['config']))
+    config = results_lib.read_config(cell['workdir'])
     if isinstance(config.get(first), bool) or not isinstance(config.get(first), (int, float)):
       return []
     out.append(dict(cell, x=config[first],

@@ -10,9 +10,11 @@ field's default from `get_config()`, its meaning from the comment beside (or abo
 import ast
 import io
 import os
+import sys
 import textwrap
 import tokenize
 
+from digits_jax import errors
 from digits_jax import input_pipeline
 
 
@@ -49,7 +51,7 @@ def resolve(text):
   return text
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(errors.UserError, ValueError):
   """`--config` names no file and no shipped config."""
 
 
@@ -73,6 +75,67 @@ def resolve_argv(argv):
           f'--config: no file {path!r}. Give the path of a config file (a module with '
           f'get_config()) or the name of a shipped one: {", ".join(shipped())}.')
   return out
+
+
+def _load(config_arg):
+  """The config that `--config=<config_arg>` names, loaded as ml_collections does.
+
+  Raises:
+    ConfigFileError: the file fails to load, or get_config() fails or returns no config.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file('config', None, '', flag_values=values,
+                                           sys_argv=['check'])
+  # ml_collections re-executes each file into the module 'config_config' it made before:
+  # a file without get_config() would find the last file's.
+  sys.modules.pop('config_config', None)
+  try:
+    values(['check', f'--config={config_arg}'])
+    config = holder.value
+  except Exception as e:  # pylint: disable=broad-except  (anything the user's file raises)
+    text = f'{type(e).__name__}: {e}'
+    if 'Traceback' in text:  # ml_collections puts the traceback in Type/ValueErrors' text.
+      text = text.strip().splitlines()[-1]
+    raise ConfigFileError(f'cannot load the --config file {config_arg!r}: {text.rstrip(".")}. '
+                          f'{LOAD_FIX}') from None
+  if not isinstance(config, config_dict.ConfigDict):
+    raise ConfigFileError(f'cannot load the --config file {config_arg!r}: its get_config() '
+                          f'returned a {type(config).__name__}, not an '
+                          f'ml_collections.ConfigDict. {LOAD_FIX}')
+  return config
+
+
+LOAD_FIX = ('A config file is a Python module whose get_config() returns an '
+            'ml_collections.ConfigDict, as configs/default.py does.')
+
+
+def check_overrides(argv):
+  """Loads `argv`'s --config file and checks that each --config.FIELD=... names a field.
+
+  Raises:
+    ConfigFileError: the file cannot be loaded (see _load), or an override names no
+      field of its config (with the near field names).
+  """
+  values = [a.split('=', 1)[1] if a.startswith('--config=') else argv[i + 1]
+            for i, a in enumerate(argv) if a.startswith('--config=')
+            or (a == '--config' and i + 1 < len(argv))]
+  config = _load(values[-1] if values else os.path.join(config_dir(), 'default.py'))
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].split('=', 1)[0]
+    node = config
+    for depth, key in enumerate(path.split('.')):
+      if not hasattr(node, 'keys') or key not in node:
+        known = list(node.keys()) if hasattr(node, 'keys') else []
+        field = '.'.join(path.split('.')[:depth + 1])
+        raise ConfigFileError(f'bad --config override {arg!r}: the config has no field '
+                              f'{field!r}.{errors.near(key, known)} Run with --help for '
+                              'every field.')
+      node = node[key]
 
 
 def field_docs():

@@ -11,6 +11,7 @@ import numpy as np
 from digits_jax import best_epoch
 from digits_jax import results as results_lib
 from digits_jax import train_state as ts
+from digits_jax import workdir as workdir_lib
 
 
 def say(*args, **kwargs):
@@ -183,7 +184,8 @@ def report_test(config, res):
 
 
 def list_written(workdir, seconds):
-  """The files of a finished run, and how long the whole run took."""
+  """The files of a finished run (only its own: a workdir may hold the user's too), and how
+  long the whole run took."""
   say(f'Wrote to {os.path.abspath(workdir)} in {fmt_seconds(seconds)}:')
-  for name in sorted(n for n in os.listdir(workdir) if not n.startswith('.')):
+  for name in workdir_lib.own_files(workdir):
     say(f'  {name}{os.sep if os.path.isdir(os.path.join(workdir, name)) else ""}')

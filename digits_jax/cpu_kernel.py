@@ -17,6 +17,7 @@ steps.select_steps chooses between this kernel and the XLA scan for training.
 """
 
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import os
@@ -24,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -122,10 +124,93 @@ def load():
   return True
 
 
+# The kernel's contract: what it implements, as values. Every field of the config is either
+# in IMPLEMENTS (with the values the kernel implements) or in NEUTRAL; a field in neither
+# (a new idea) makes the kernel stand aside until someone says here what it does to the
+# training steps. tests/test_kernel_contract.py fails when a field of configs/default.py is in
+# neither. A code edit is invisible to any list: the self-check (steps.self_check) covers it.
+
+
+@dataclasses.dataclass(frozen=True)
+class Implements:
+  """What the kernel implements of one config field.
+
+  values: the values it implements (None: every value validation accepts).
+  check: (config, value) -> why it stands aside, or None; for limits that are not a set.
+  default: the value a config without the field means (one saved before it existed).
+  """
+  values: Optional[tuple] = None
+  check: Optional[Callable[[Any, Any], Optional[str]]] = None
+  default: Any = None
+
+
+def _auto_batch(config, batch_size):
+  """Under auto the kernel runs up to AUTO_MAX_BATCH, where it is measured faster."""
+  if config.cpu_kernel == 'auto' and batch_size > AUTO_MAX_BATCH:
+    return (f'auto uses it up to batch {AUTO_MAX_BATCH} (beyond, the XLA scan is as fast; '
+            'see benchmarks/README.md); --config.cpu_kernel=on forces it')
+  return None
+
+
+IMPLEMENTS = {
+    'cpu_kernel': Implements(('auto', 'on')),
+    'model': Implements(('mlp',), default='mlp'),  # Dense layers, any widths and depth.
+    'hidden_units': Implements(),
+    'num_hidden_layers': Implements(),
+    'activation': Implements(('relu',), default='relu'),
+    'dropout_rate': Implements((0,), default=0.0),
+    'compute_dtype': Implements(('float32',)),
+    'optimizer': Implements(('keras_adam',)),
+    'learning_rate': Implements(),  # keras_adam's hyper-parameters: `hyperparams`.
+    'b1': Implements(),
+    'b2': Implements(),
+    'eps': Implements(),
+    'batch_size': Implements(check=_auto_batch),
+    'data_on_device': Implements((True,)),
+    'seed': Implements(),  # Seeds and batches arrive as the initial state and the index.
+    'num_seeds': Implements(),  # Replicas: one call trains them all.
+    'steps_per_call': Implements(),  # The block's length.
+}
+# Fields that never reach a training step (data, evaluation, outputs, bookkeeping), or reach
+# it only through the initial state or the batch plan, which the kernel takes as given.
+NEUTRAL = frozenset({
+    'name', 'dataset', 'data_source', 'data_dir', 'verify_checksums', 'validation_split',
+    'kernel_init', 'num_epochs', 'restore_best', 'early_stopping_patience',
+    'eval_batch_size', 'num_show', 'test_indices', 'num_misclassified_show',
+    'checkpoint_every_epochs', 'max_checkpoints_to_keep', 'progress_bar', 'tensorboard',
+    'write_report'})
+# The per-batch metric sums the kernel computes, in its output's column order.
+METRICS = ('loss', 'correct', 'count')
+
+
+def field_reason(config, field):
+  """Why the kernel stands aside for `config.field` (None: implemented, or neutral)."""
+  if field in NEUTRAL:
+    return None
+  rule = IMPLEMENTS.get(field)
+  if rule is None:
+    return (f'config.{field} is in neither its implemented fields nor its neutral ones '
+            '(cpu_kernel.IMPLEMENTS / NEUTRAL): say there what the kernel does with it')
+  value = config[field] if field in config else rule.default
+  if rule.values is not None and value not in rule.values:
+    allowed = ' or '.join(repr(v) for v in rule.values)
+    return f'it implements config.{field}={allowed} only (not {value!r})'
+  return rule.check(config, value) if rule.check else None
+
+
+def reference_metrics():
+  """The names of the metric sums train_state's step computes, traced abstractly (nothing
+  is compiled): the kernel computes METRICS, and stands aside for any other set."""
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)
+  return tuple(jax.eval_shape(ts.compute_metrics, spec((1, models.NUM_CLASSES), jnp.float32),
+                              spec((1,), jnp.int32), spec((1,), jnp.bool_)))
+
+
 def unusable_because(config, mesh):
   """Why the kernel can't run this config here (a string), or None when it can.
 
-  Checks the config and the devices only: building the kernel is `load`'s job.
+  Derived from the contract (IMPLEMENTS, NEUTRAL, METRICS) and the devices; builds and
+  compiles nothing (`load` builds; `steps.self_check` proves it on the run's first steps).
   """
   if config.cpu_kernel == 'off':
     return 'config.cpu_kernel is off'
@@ -134,16 +219,78 @@ def unusable_because(config, mesh):
     reasons.append(f'the backend is {jax.default_backend()}, not cpu')
   if mesh.devices.size != 1 or jax.process_count() != 1:
     reasons.append('it runs on one device only')
-  if config.optimizer != 'keras_adam':
-    reasons.append('it implements keras_adam only')
-  if config.compute_dtype != 'float32':
-    reasons.append('it computes in float32 only')
-  if not config.data_on_device:
-    reasons.append('it needs config.data_on_device')
-  if config.cpu_kernel == 'auto' and config.batch_size > AUTO_MAX_BATCH:
-    reasons.append(f'auto uses it up to batch {AUTO_MAX_BATCH} (beyond, the XLA scan is as '
-                   'fast; see benchmarks/README.md); --config.cpu_kernel=on forces it')
+  fields = list(config.keys()) + [f for f in IMPLEMENTS if f not in config]
+  reasons += [r for r in (field_reason(config, f) for f in fields) if r]
+  if sorted(reference_metrics()) != sorted(METRICS):
+    reasons.append(f'it computes the metric sums {", ".join(METRICS)} only, and the train '
+                   f'step declares {", ".join(reference_metrics())}')
   return '; '.join(reasons) or None
+
+
+# The self-check's tolerance, normwise: the largest difference of any parameter (or Adam
+# moment) over the largest value, and the loss sum's relative difference. The same math in
+# another summation order measures ~1e-6 on the ten lab configs; ReLU against tanh or sigmoid
+# 1e-2 to 1 (4 to 8 steps on MNIST).
+CHECK_TOLERANCE = 1e-4
+
+
+def _normwise(got, want):
+  """max |got - want| / max |want| over a pytree's leaves (0 for an all-zero `want`)."""
+  flat = lambda t: np.concatenate([np.ravel(np.asarray(x, np.float64))
+                                   for x in jax.tree.leaves(t)])
+  g, w = flat(got), flat(want)
+  return float(np.max(np.abs(g - w)) / max(np.max(np.abs(w)), 1e-30))
+
+
+def disagreement(got, got_sums, want, want_sums, tol=CHECK_TOLERANCE):
+  """Why the kernel's state and metric sums (`got`) differ from the reference's (`want`)
+  beyond rounding, as one line; None when they agree."""
+  trees = (('params', got.params, want.params), ('Adam m', got.opt_state.mu, want.opt_state.mu),
+           ('Adam v', got.opt_state.nu, want.opt_state.nu))
+  diffs = [(what, _normwise(a, b)) for what, a, b in trees]
+  far = [f'{what} {diff:.1e}' for what, diff in diffs if not diff <= tol]  # NaN too.
+  problems = ([f'max |kernel - reference| / max |reference|: {", ".join(far)} > {tol:.0e}']
+              if far else [])
+  (loss, ref_loss), (correct, ref_correct), (count, ref_count) = (
+      (float(np.sum(got_sums[k])), float(np.sum(want_sums[k]))) for k in METRICS)
+  if not abs(loss - ref_loss) <= tol * abs(ref_loss):
+    problems.append(f'loss sum {loss:.6g} vs {ref_loss:.6g}')
+  if abs(correct - ref_correct) > 1 or count != ref_count:  # One near-tie may round apart.
+    problems.append(f'correct {correct:g} vs {ref_correct:g} of {count:g} vs {ref_count:g}')
+  return '; '.join(problems) or None
+
+
+def checks_dir():
+  """Where passed self-checks are remembered (beside the builds)."""
+  return os.path.join(cache_dir(), 'self-checks')
+
+
+def check_key(*jaxprs):
+  """The self-check's cache key: the computations compared, as traced (the reference step's
+  layers and activation, loss, optimizer, constants and shapes; the kernel's call and its
+  attributes) and the kernel's build (library_path: its source, compiler, CPU and jaxlib).
+  An edit of the model, the step or the kernel traces or builds differently: a new check."""
+  key = hashlib.sha256(library_path().encode())
+  for jaxpr in jaxprs:
+    key.update(str(jaxpr).encode())
+  return key.hexdigest()[:32]
+
+
+def passed_before(key):
+  """Whether a self-check of this key passed on this machine before."""
+  return os.path.exists(os.path.join(checks_dir(), key))
+
+
+def remember_pass(key, note):
+  """Records a passed self-check (best effort: a read-only cache only costs a re-check)."""
+  try:
+    os.makedirs(checks_dir(), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=checks_dir())
+    with os.fdopen(fd, 'w') as f:
+      f.write(note + '\n')
+    os.replace(tmp, os.path.join(checks_dir(), key))
+  except OSError:
+    pass
 
 
 # How a block's threads share the replicas (the kernel's `layout` attribute is the index):

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from digits_jax import errors
+
 # The four files of a split, in the order (images, labels).
 FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
@@ -20,7 +22,8 @@ SPLIT_SIZES = {'train': 60_000, 'test': 10_000}
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
-class DataError(ValueError):
+
+class DataError(errors.UserError, ValueError):
   """A data file or folder is missing, truncated, corrupt or of the wrong format."""
 
 

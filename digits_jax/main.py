@@ -15,12 +15,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from digits_jax import cli
 from digits_jax import config_files
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(config_files.config_dir(), 'default.py'),
-    'Config file (a get_config() module): a path, or a shipped config\'s name (listed above).',
-    lock_config=True)
+_CONFIG = None  # Defined by parse_flags: loading the config file can fail (one line then).
 _WORKDIR = flags.DEFINE_string('workdir', '', 'Where results go; default runs/<name>_<dataset>.')
 _FRESH = flags.DEFINE_bool('fresh', False, 'Move a previous run in --workdir aside, start anew.')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
@@ -32,35 +30,45 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', -1, 'Process count (defau
 _PROCESS_ID = flags.DEFINE_integer('process_id', -1, 'This process index (default: detected).')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False,
                              'Print the resolved config and workdir, then exit without training.')
-HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_arguments(argv)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join('runs', f'{config.name}_{config.dataset}')
+  workdir = _WORKDIR.value or default_workdir(config)
   if _DRY_RUN.value:
+    with cli.one_line(workdir):
+      check_as_a_run_does(config, workdir)
     print(dry_run_text(config, workdir), end='')
     return
   import jax  # pylint: disable=g-import-not-at-top
-  from digits_jax import console, parallel, preemption, train  # pylint: disable=g-import-not-at-top,g-multiple-import
-  parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                                  _PROCESS_ID.value)
-  logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
-               jax.process_count(), jax.local_devices())
-  try:
+  from digits_jax import console, parallel, train  # pylint: disable=g-import-not-at-top,g-multiple-import
+  with cli.one_line(workdir, interrupted=console.interrupted_line(workdir)):
+    parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value,
+                                    _NUM_PROCESSES.value, _PROCESS_ID.value)
+    logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
+                 jax.process_count(), jax.local_devices())
     train.train_and_evaluate(config, workdir, fresh=_FRESH.value)
-  except train.USER_ERRORS as e:
-    sys.exit(f'error: {e}')
-  except preemption.StopRequested as e:
-    print(f'stopped: {e}', file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)
-  except KeyboardInterrupt:  # Ctrl-C outside the loop: loading, compiling, drawing.
-    print(console.interrupted_line(workdir), file=sys.stderr, flush=True)
-    sys.exit(130)
+
+
+def default_workdir(config):
+  """runs/<name>_<dataset>, one safe folder name whatever the config's name holds."""
+  from digits_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  return os.path.join('runs', workdir_lib.safe_name(f'{config.name}_{config.dataset}'))
+
+
+def check_as_a_run_does(config, workdir):
+  """The checks a run makes before it trains (config, workdir path, data against the
+  config), for --dry_run: a config that a run refuses is refused here the same way."""
+  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from digits_jax import input_pipeline, validation, workdir as workdir_lib
+  validation.check_config(config, workdir)
+  workdir_lib.check_path(workdir)
+  data = input_pipeline.load(config)
+  validation.raise_if(validation.check_against_data(config, len(data.train_labels),
+                                                    len(data.test_labels)))
 
 
 def dry_run_text(config, workdir):
@@ -78,24 +86,28 @@ def dry_run_text(config, workdir):
           f'data: {source}\n')
 
 
+def define_config_flag(argv):
+  """--config and its --config.FIELD flags, defined from `argv` once the config file is
+  known to load and every override to name a field (config_files.check_overrides)."""
+  global _CONFIG
+  config_files.check_overrides(argv)
+  _CONFIG = config_flags.DEFINE_config_file(
+      'config', os.path.join(config_files.config_dir(), 'default.py'),
+      'Config file (a get_config() module): a path, or a shipped config\'s name (listed '
+      'above).', lock_config=True, sys_argv=argv)
+
+
 def parse_flags(argv):
   """absl's parsing, with `--config` naming a shipped config from any folder, the configs
-  and fields added to --help, and a config override that names no field (or a bad value)
-  as a one-line error instead of a traceback."""
+  and fields added to --help, and every malformed flag (a config file that does not
+  load, an override that names no field, a bad value) as one `error:` line."""
   try:
     argv = config_files.resolve_argv(argv)
+    if _CONFIG is None:
+      define_config_flag([a for a in argv if a not in cli.HELP_FLAGS])
   except config_files.ConfigFileError as e:
     sys.exit(f'error: {e}')
-  if any(a in HELP_FLAGS for a in argv[1:]):  # absl's help, with the configs, exit status 0.
-    sys.modules['__main__'].__doc__ = (__doc__ + config_files.help_text()).replace('%', '%%')
-    app.usage(shorthelp='--helpfull' not in argv, writeto_stdout=True, exitcode=0)
-  try:
-    return app.parse_flags_with_usage(argv)
-  except (ImportError, OSError, SyntaxError) as e:  # Raised by the config file itself.
-    sys.exit(f'error: cannot load the --config file: {type(e).__name__}: {e}')
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    message = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
-    sys.exit(f'error: bad --config override: {message}')
+  return cli.parse_flags(argv, lambda: __doc__ + config_files.help_text())
 
 
 if __name__ == '__main__':

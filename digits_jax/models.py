@@ -1,4 +1,5 @@
-"""The lab's network: Flatten -> N x (Dense + ReLU) -> Dense(10), and its Keras-style summary."""
+"""The lab's network: Flatten -> N x (Dense + activation) -> Dense(10), and its Keras-style
+summary. The hidden activation is config.activation, one of ACTIVATIONS (ReLU by default)."""
 
 from typing import Any, Sequence
 
@@ -14,6 +15,9 @@ KERNEL_INITS = {
     'glorot_uniform': nn.initializers.glorot_uniform(),  # Keras Dense default.
     'lecun_normal': nn.initializers.lecun_normal(),  # Flax Dense default.
 }
+# Hidden activations by name (config.activation). The fused CPU kernel implements 'relu'
+# only (cpu_kernel.IMPLEMENTS); the report's drawing pad implements each of these by name.
+ACTIVATIONS = {'relu': nn.relu, 'tanh': nn.tanh, 'sigmoid': nn.sigmoid, 'gelu': nn.gelu}
 
 
 class MLP(nn.Module):
@@ -22,13 +26,15 @@ class MLP(nn.Module):
   num_classes: int = NUM_CLASSES
   kernel_init: str = 'glorot_uniform'
   dtype: Any = jnp.float32  # Computation dtype; parameters are always float32.
+  activation: str = 'relu'  # A name of ACTIVATIONS, looked up when the model is applied.
 
   @nn.compact
   def __call__(self, x):
     x = x.reshape((x.shape[0], -1)).astype(self.dtype)  # Flatten 28x28 -> 784.
     init = KERNEL_INITS[self.kernel_init]
     for i, units in enumerate(self.hidden_sizes):
-      x = nn.relu(nn.Dense(units, dtype=self.dtype, kernel_init=init, name=layer_name(i))(x))
+      dense = nn.Dense(units, dtype=self.dtype, kernel_init=init, name=layer_name(i))
+      x = ACTIVATIONS[self.activation](dense(x))
     x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init,
                  name=layer_name(len(self.hidden_sizes)))(x)
     return x.astype(jnp.float32)
@@ -57,7 +63,7 @@ def hidden_sizes(config):
 def create_model(config):
   """Builds the MLP that `config` describes."""
   return MLP(hidden_sizes=hidden_sizes(config), kernel_init=config.kernel_init,
-             dtype=jnp.dtype(config.compute_dtype))
+             dtype=jnp.dtype(config.compute_dtype), activation=config.activation)
 
 
 def count_params(sizes, num_inputs=int(np.prod(INPUT_SHAPE)), num_classes=NUM_CLASSES):
@@ -66,12 +72,12 @@ def count_params(sizes, num_inputs=int(np.prod(INPUT_SHAPE)), num_classes=NUM_CL
   return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
 
 
-def summary(sizes, name='mlp'):
+def summary(sizes, name='mlp', activation='relu'):
   """The network's structure as a Keras `model.summary()`-like table (a string)."""
   widths = (int(np.prod(INPUT_SHAPE)), *sizes, NUM_CLASSES)
   rows = [('flatten (Flatten)', f'(None, {widths[0]})', 0)]
   for i, (fan_in, units) in enumerate(zip(widths[:-1], widths[1:])):
-    act = 'relu' if i < len(sizes) else 'softmax'
+    act = activation if i < len(sizes) else 'softmax'
     rows.append((f'{layer_name(i)} (Dense, {act})', f'(None, {units})', fan_in * units + units))
   total = sum(r[2] for r in rows)
   line = '=' * 66

@@ -22,6 +22,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from digits_jax import cli
+from digits_jax import errors as errors_lib
 from digits_jax import preprocess
 
 TOP = 3
@@ -34,7 +36,7 @@ def load_network(workdir):
   predict_fn maps uint8 [B, 28, 28] to probabilities [B, 10].
 
   Raises:
-    FileNotFoundError: `workdir` holds no config.json.
+    errors.MissingFileError: `workdir` holds no config.json.
     checkpoint.CheckpointError: it holds no intact checkpoint.
   """
   from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top
@@ -102,40 +104,50 @@ def predict_files(paths, *, workdir, out_dir=''):
   probabilities = predict_fn(np.stack([p for _, p in ready.values()])) if ready else []
   records = [record(path, probs, class_names) for path, probs in zip(ready, probabilities)]
   if out_dir and records:
-    from digits_jax import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
+    errors.update(draw_figures(records, ready, paths, out_dir, class_names))
+  return records, errors
+
+
+def draw_figures(records, ready, paths, out_dir, class_names):
+  """Draws each record's figure into `out_dir` (adding its 'figure'); returns {path: reason}
+  of the images whose figure could not be written (their predictions stand)."""
+  from digits_jax import figures  # pylint: disable=g-import-not-at-top  (matplotlib)
+  failed = {}
+  try:
     os.makedirs(out_dir, exist_ok=True)
-    figs = dict(zip(paths, figure_paths(paths, out_dir)))
-    for rec in records:
-      original, prepared = ready[rec['image']]
+  except OSError as e:
+    return {rec['image']: f'--out: {errors_lib.os_error_line(e)}' for rec in records}
+  figs = dict(zip(paths, figure_paths(paths, out_dir)))
+  for rec in records:
+    original, prepared = ready[rec['image']]
+    try:
       figures.prediction(original, prepared, rec['probabilities'], class_names,
                          figs[rec['image']], os.path.basename(rec['image']))
       rec['figure'] = figs[rec['image']]
-  return records, errors
+    except OSError as e:
+      failed[rec['image']] = f'its figure: {errors_lib.os_error_line(e)}'
+  return failed
 
 
 def main(argv):
   """Prints each image's prediction (or error); exit status 1 if any image failed."""
   paths = argv[1:]
   if not paths:
-    raise app.UsageError('Name at least one image file.')
+    sys.exit('error: name at least one image file, e.g. python -m digits_jax.predict '
+             '--workdir=runs/v6_mnist docs/handwritten_4.jpg.')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs at INFO.
-  from digits_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from digits_jax import results  # pylint: disable=g-import-not-at-top
   args = flags.FLAGS
-  try:
+  with cli.one_line(args.workdir):
     records, errors = predict_files(paths, workdir=args.workdir, out_dir=args.out)
-  except (FileNotFoundError, checkpoint.CheckpointError, results.DamagedFileError) as e:
-    sys.exit(f'error: {e}: --workdir must be a trained run (python -m digits_jax.main '
-             f'--workdir={args.workdir} trains one).')
   by_path = {rec['image']: rec for rec in records}
   for path in paths:
+    if path in by_path:
+      print(json.dumps(by_path[path]) if args.json else line(by_path[path]), flush=True)
     if path in errors:
       print(f'error: {path}: {errors[path]}', file=sys.stderr, flush=True)
-      if args.json:
+      if args.json and path not in by_path:
         print(json.dumps({'image': path, 'error': errors[path]}))
-    elif path in by_path:
-      print(json.dumps(by_path[path]) if args.json else line(by_path[path]))
   sys.exit(1 if errors else 0)
 
 
@@ -145,4 +157,4 @@ if __name__ == '__main__':
                       required=True)
   flags.DEFINE_string('out', '', 'If set, write <image name>_prediction.png here per image.')
   flags.DEFINE_bool('json', False, 'Print one JSON object per image instead of text.')
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, __doc__))

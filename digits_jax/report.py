@@ -15,7 +15,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from digits_jax import cli
 from digits_jax import comparison
+from digits_jax import errors
 from digits_jax import results as results_lib
 from digits_jax import run_report
 from digits_jax import sweep_report
@@ -24,26 +26,36 @@ from digits_jax import sweep_report
 def is_sweep_dir(folder):
   """A sweep folder: no results.json of its own, but subfolders holding one."""
   return (not os.path.exists(os.path.join(folder, results_lib.FILES['results']))
-          and bool(comparison.find_runs(folder)))
+          and bool(comparison.run_folders(folder)))
+
+
+def warn_unreadable_runs(sweep_dir):
+  """One `warning:` line on stderr per run of the sweep that its report leaves out; a
+  UserError if that is every run."""
+  unreadable = comparison.unreadable_runs(sweep_dir)
+  for reason in unreadable.values():
+    print(f'warning: left out of the sweep report: {reason}', file=sys.stderr, flush=True)
+  if unreadable and len(unreadable) == len(comparison.run_folders(sweep_dir)):
+    raise errors.UserError(f'{sweep_dir}: no run there can be read (each is named above); '
+                           'rerun the sweep\'s command to rewrite their result files.')
 
 
 def main(argv):
   """Writes the report of --workdir (a run or a sweep folder) and prints its path."""
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_arguments(argv)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs at INFO when the pad loads weights.
   folder = flags.FLAGS.workdir
-  write = (sweep_report.write_sweep_report if is_sweep_dir(folder)
-           else run_report.write_run_report)
-  try:
-    print(write(folder))
-  except FileNotFoundError as e:
-    sys.exit(f'error: {e}')
+  with cli.one_line(folder):
+    if is_sweep_dir(folder):
+      warn_unreadable_runs(folder)
+      print(sweep_report.write_sweep_report(folder))
+    else:
+      print(run_report.write_run_report(folder))
 
 
 if __name__ == '__main__':
   # Defined here, not on import: main.py owns --workdir where both are imported.
   flags.DEFINE_string('workdir', None, 'A run folder, or a sweep folder of runs.',
                       required=True)
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, __doc__))

@@ -14,21 +14,30 @@ import math
 import os
 import platform
 import tempfile
+import zipfile
+import zlib
 
 import jax
 import numpy as np
 
 from digits_jax import best_epoch
+from digits_jax import errors
 from digits_jax import models
 from digits_jax import parallel
 from digits_jax import stats
 from digits_jax import train_state as ts
 
+# The history.csv columns every reader needs (the best epoch is chosen on val_accuracy);
+# the other metric columns are those of train_state.METRICS when the run was made.
+HISTORY_NEEDED = ('epoch', 'val_accuracy', 'seconds')
 # results.json's per_seed lists (one value per seed, in the order of its 'seeds'): these,
 # after test_<metric> for each of train_state.METRICS (`per_seed_fields`).
 PER_SEED_OUTCOMES = ('misclassified_count', 'best_epoch', 'final_val_accuracy')
 # Added to them, and to the top level, by config.restore_best / early_stopping_patience.
 KEPT_FIELDS = ('evaluated_epoch', 'stopped_early_at_epoch', 'epochs_trained')
+# What to do about a damaged or missing result file: the run rewrites every one of them.
+RERUN = ('Rerun the run\'s training command: a finished run is not retrained, it rewrites its '
+         'result files from its last checkpoint (or pass --fresh to start anew).')
 FILES = {
     'config': 'config.json',
     'summary': 'model_summary.txt',
@@ -97,20 +106,26 @@ def write_json(path, obj):
   write_text(path, json.dumps(obj, indent=2, allow_nan=False) + '\n')  # Strict JSON.
 
 
-class DamagedFileError(ValueError):
-  """A file the run reads back is not what was written (e.g. truncated JSON)."""
+DamagedFileError = errors.DamagedFileError  # Where callers have always found it.
 
 
-def read_json(path):
-  """A JSON file's content; raises DamagedFileError naming the file if it does not parse."""
-  with open(path) as f:
-    text = f.read()
+def read_json(path, *, kind=dict, fix=RERUN):
+  """A JSON file's content, which must be a `kind` (a JSON object by default).
+
+  Raises:
+    errors.MissingFileError, errors.DamagedFileError: naming the file, with `fix`.
+  """
+  text = _read_text(path, fix)
   try:
-    return json.loads(text)
+    value = json.loads(text)
   except json.JSONDecodeError as e:
-    raise DamagedFileError(
-        f'{path} is damaged or truncated ({e.msg} at line {e.lineno}, column {e.colno}; '
-        f'{len(text):,} characters).') from None
+    raise DamagedFileError(path, (
+        f'is damaged or truncated ({e.msg} at line {e.lineno}, column {e.colno}; '
+        f'{len(text):,} characters)'), fix) from None
+  if not isinstance(value, kind):
+    raise DamagedFileError(path, f'holds a JSON {type(value).__name__}, not the '
+                           f'{kind.__name__} that was written', fix)
+  return value
 
 
 def write_csv(path, fields, rows):
@@ -122,9 +137,25 @@ def write_csv(path, fields, rows):
   write_text(path, buf.getvalue())
 
 
-def read_csv(path):
-  with open(path, newline='') as f:
-    return list(csv.DictReader(f))
+def _read_text(path, fix):
+  """A UTF-8 text file's content, or the typed error naming it."""
+  if not os.path.isfile(path):
+    raise errors.MissingFileError(
+        path, 'is missing' if not os.path.lexists(path) else 'is not a regular file', fix)
+  try:
+    with open(path, encoding='utf-8', newline='') as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise DamagedFileError(path, f'is not UTF-8 text (byte {e.start:,}): damaged', fix) from None
+
+
+def read_csv(path, fix=RERUN):
+  """A CSV file with a header as a list of dicts of text (see _read_text for errors)."""
+  rows = list(csv.DictReader(io.StringIO(_read_text(path, fix))))
+  if any(None in r or None in r.values() for r in rows):
+    raise DamagedFileError(path, 'has a row with too few or too many values (truncated?)',
+                           fix)
+  return rows
 
 
 def write_history(workdir, history):
@@ -144,10 +175,16 @@ def read_history(workdir, all_seeds=False):
   A many-seed run's file holds every seed's rows; unless `all_seeds`, only the first
   seed's (replica 0, which results.json's top-level fields describe) are returned.
   """
-  rows = read_csv(os.path.join(workdir, FILES['history']))
-  rows = [{k: (int(v) if k in ('epoch', 'seed') else float(v)) for k, v in r.items()}
-          for r in rows]
-  if rows and 'seed' in rows[0] and not all_seeds:
+  path = os.path.join(workdir, FILES['history'])
+  rows = read_csv(path)
+  try:
+    rows = [{k: (int(v) if k in ('epoch', 'seed') else float(v)) for k, v in r.items()}
+            for r in rows]
+  except ValueError as e:
+    raise DamagedFileError(path, f'holds a value that is not a number ({e})', RERUN) from None
+  if not rows or not set(HISTORY_NEEDED) <= set(rows[0]):
+    raise DamagedFileError(path, f'has no rows of {", ".join(HISTORY_NEEDED)}', RERUN)
+  if 'seed' in rows[0] and not all_seeds:
     rows = [r for r in rows if r['seed'] == rows[0]['seed']]
   return rows
 
@@ -172,12 +209,95 @@ def read_predictions(workdir, replica=0):
   A many-seed run's file has a leading seed axis; by default only replica 0's
   predictions are returned (the one-seed layout); `replica=None` returns the file as is.
   """
-  with np.load(os.path.join(workdir, FILES['predictions'])) as f:
-    preds = {k: f[k] for k in f.files}
+  path = os.path.join(workdir, FILES['predictions'])
+  if not os.path.isfile(path):
+    raise errors.MissingFileError(path, 'is missing', RERUN)
+  try:
+    with np.load(path) as f:
+      preds = {k: f[k] for k in f.files}
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+    raise DamagedFileError(path, f'is damaged or truncated ({type(e).__name__}: {e})',
+                           RERUN) from None
+  missing = {'probabilities', 'labels', 'predicted'} - set(preds)
+  if missing:
+    raise DamagedFileError(path, f'lacks {", ".join(sorted(missing))}', RERUN)
   if 'seeds' in preds and replica is not None:
     preds = {'probabilities': preds['probabilities'][replica],
              'predicted': preds['predicted'][replica], 'labels': preds['labels']}
   return preds
+
+
+CONFIG_FIX = ('It records the config of the run in its folder: restore it, or start that run '
+              'anew with --fresh.')
+# Fields every results.json has held since the first version; the readers rely on them.
+RESULTS_FIELDS = ('name', 'dataset', 'num_epochs', 'test_accuracy', 'hidden_sizes',
+                  'num_params', 'class_names')
+
+
+def read_config(workdir, fix=CONFIG_FIX):
+  """config.json as a dict (a JSON object), or the typed error naming it and `fix`."""
+  return read_json(os.path.join(workdir, FILES['config']), fix=fix)
+
+
+def read_results(workdir):
+  """results.json as a dict holding at least RESULTS_FIELDS, or the typed error."""
+  path = os.path.join(workdir, FILES['results'])
+  res = read_json(path)
+  missing = [k for k in RESULTS_FIELDS if k not in res]
+  if missing:
+    raise DamagedFileError(path, f'lacks {", ".join(missing)}', RERUN)
+  return res
+
+
+def epochs_described(res):
+  """The epochs trained by the run that results.json describes (early stopping: fewer)."""
+  per_seed = res.get('per_seed', {}).get('epochs_trained') or [res.get('epochs_trained')]
+  return max(e or res['num_epochs'] for e in per_seed)
+
+
+def check_one_run(workdir, res, config, history):
+  """Raises UnfinishedRunError unless results.json, config.json and history.csv describe
+  the same run (a later run begun in the workdir rewrites the last two first)."""
+  epochs = max((h['epoch'] for h in history), default=0)
+  if config.get('num_epochs', res['num_epochs']) != res['num_epochs'] or (
+      epochs > epochs_described(res)):
+    raise errors.UnfinishedRunError(workdir, (
+        f'holds an unfinished run: results.json describes {epochs_described(res)} epoch(s) of '
+        f'{res["num_epochs"]}, but a later run of {config.get("num_epochs")} epochs began '
+        f'since and has reached epoch {epochs} (history.csv, config.json)'),
+        'Rerun its training command to finish it (it resumes from its last checkpoint), '
+        'then ask for the report again.')
+  if epochs < epochs_described(res):
+    raise DamagedFileError(os.path.join(workdir, FILES['history']), (
+        f'holds {epochs} epoch(s) but results.json describes {epochs_described(res)}'), RERUN)
+
+
+def read_finished(workdir):
+  """results.json of the one finished run in `workdir`, checked against its config.json
+  and history.csv (check_one_run); the typed error of the first problem found."""
+  res = read_results(workdir)
+  check_one_run(workdir, res, read_config(workdir), read_history(workdir, all_seeds=True))
+  return res
+
+
+def read_run(workdir):
+  """Every saved part of a finished run, from one consistent run: {'workdir', 'res',
+  'config', 'summary', 'history' (the first seed's), 'preds' (replica 0's)}.
+
+  Raises:
+    errors.MissingFileError: no finished run (no results.json or predictions.npz).
+    errors.DamagedFileError, errors.UnfinishedRunError: as the readers and check_one_run.
+  """
+  for key in ('results', 'predictions'):
+    if not os.path.isfile(os.path.join(workdir, FILES[key])):
+      raise errors.MissingFileError(workdir, (
+          'holds no finished run (results.json and predictions.npz are written at the end '
+          'of training)'), 'Finish the run first: rerun its training command.')
+  res = read_finished(workdir)
+  summary = os.path.join(workdir, FILES['summary'])
+  return {'workdir': workdir, 'res': res, 'config': read_config(workdir),
+          'summary': _read_text(summary, RERUN) if os.path.isfile(summary) else '',
+          'history': read_history(workdir), 'preds': read_predictions(workdir)}
 
 
 def misclassified(probabilities, labels):
@@ -216,7 +336,7 @@ def write_run_files(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   write_text(os.path.join(workdir, FILES['config']), config.to_json_best_effort(indent=2) + '\n')
   write_text(os.path.join(workdir, FILES['summary']),
-             models.summary(models.hidden_sizes(config), config.name) + '\n')
+             models.summary(models.hidden_sizes(config), config.name, config.activation) + '\n')
 
 
 def versions():
@@ -286,6 +406,7 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
       'finished_at': datetime.datetime.now().isoformat(timespec='seconds'),
   }
   if parallel.is_main_process():
+    write_history(workdir, history)  # Rebuilt from the checkpoint's log if it was lost.
     if len(seeds) == 1:
       write_predictions(workdir, probs[0], data.test_labels)
     else:

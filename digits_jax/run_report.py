@@ -29,20 +29,8 @@ RUN_SECTIONS = ('Goal', 'Results', 'Configuration', 'Model summary', 'Training s
 
 
 def load_run(workdir):
-  """The saved results of a finished run, as a dict of its parts."""
-  path = lambda name: os.path.join(workdir, results_lib.FILES[name])
-  if not os.path.exists(path('results')) or not os.path.exists(path('predictions')):
-    raise FileNotFoundError(f'{workdir} holds no finished run (results.json and '
-                            'predictions.npz are written at the end of training).')
-  summary = ''
-  if os.path.exists(path('summary')):
-    with open(path('summary')) as f:
-      summary = f.read()
-  config = results_lib.read_json(path('config')) if os.path.exists(path('config')) else {}
-  history = results_lib.read_history(workdir) if os.path.exists(path('history')) else []
-  return {'workdir': workdir, 'res': results_lib.read_json(path('results')),
-          'config': config, 'summary': summary, 'history': history,
-          'preds': results_lib.read_predictions(workdir)}
+  """The saved results of a finished run, as a dict of its parts (results.read_run)."""
+  return results_lib.read_run(workdir)
 
 
 def ensure_figures(run):

@@ -11,6 +11,7 @@ state (config.num_seeds) at once:
 
   impl = steps.build(steps.select_steps(config, mesh), config)  # Compiles the kernel once.
   runner = steps.BlockRunner(impl, config=config, mesh=mesh, data=data, padded_batch=b)
+  runner = runner.checked(state, progress)  # The kernel proves itself, else XLA's runner.
   for (begin, end), args in zip(block_list, runner.feed(index, mask, block_list)):
     state, sums = runner.run(state, args)
 """
@@ -22,6 +23,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from digits_jax import console
 from digits_jax import cpu_kernel
 from digits_jax import input_pipeline
 from digits_jax import parallel
@@ -39,6 +41,8 @@ class StepImpl:
   fallback_reason: Optional[str] = None  # Why cpu_kernel=auto did not use the kernel.
   replicas: int = 1  # Replicas trained at once (config.num_seeds).
   kernel_layout: Optional[str] = None  # One of cpu_kernel.LAYOUTS ('kernel' only).
+  check: Optional[str] = None  # The kernel's self-check: 'passed', 'passed before' (cached).
+  check_seconds: Optional[float] = None  # It took this long.
 
   def describe(self):
     """One line for the console, e.g. 'fused CPU kernel (2 thread(s))'."""
@@ -60,7 +64,8 @@ class StepImpl:
   def timings(self):
     """The fields results.json records under `timings`."""
     return {'step_impl': self.name, 'kernel_threads': self.threads,
-            'kernel_layout': self.kernel_layout, 'kernel_fallback': self.fallback_reason}
+            'kernel_layout': self.kernel_layout, 'kernel_fallback': self.fallback_reason,
+            'kernel_check': self.check, 'kernel_check_seconds': self.check_seconds}
 
 
 def _xla(config, reason=None):
@@ -84,6 +89,32 @@ def select_steps(config, mesh):
   if config.cpu_kernel == 'on':
     raise _required_but_unusable(why_not)
   return _xla(config, why_not)
+
+
+PROBE_STEPS = 4  # Steps of the self-check: a wrong step shows from the first one.
+
+
+def self_check(runner, state, index, mask):
+  """Runs the steps `index`, `mask` [1, K, B] from replica 0 of `state` (copied to the host:
+  the run's state is not touched) through the kernel and through train_state's XLA step
+  (the model's own apply_fn, so an edit of models.py is seen), and compares.
+
+  Returns (why they disagree or None, whether a pass of this very computation was
+  remembered: cpu_kernel.check_key; then nothing is run).
+  """
+  host = jax.tree.map(lambda x: np.asarray(x)[:1], state)
+  args = (runner.images, runner.labels, index, mask)
+  kernel = jax.make_jaxpr(cpu_kernel.train_steps_indexed_stacked, static_argnums=5)
+  key = cpu_kernel.check_key(jax.make_jaxpr(ts.train_steps_indexed_stacked)(host, *args),
+                             kernel(host, *args, runner.hparams))
+  if cpu_kernel.passed_before(key):
+    return None, True
+  got, got_sums = cpu_kernel.train_steps_indexed_stacked(host, *args, runner.hparams)
+  want, want_sums = ts.train_steps_indexed_stacked(host, *args)
+  why = cpu_kernel.disagreement(got, jax.device_get(got_sums), want, jax.device_get(want_sums))
+  if why is None:
+    cpu_kernel.remember_pass(key, f'{index.shape[1]} steps agreed to {cpu_kernel.CHECK_TOLERANCE}')
+  return why, False
 
 
 def _required_but_unusable(why_not):
@@ -127,6 +158,36 @@ class BlockRunner:
     if impl.name != 'xla_feed':  # The whole uint8 split on every device (47 MB for MNIST).
       self.images = parallel.replicate(data.train_images, mesh)
       self.labels = parallel.replicate(data.train_labels, mesh)
+
+  def checked(self, state, progress):
+    """This runner once the kernel has passed its self-check on the run's next steps
+    (replica 0's, from `state` where `progress` (train.Progress) stands; the state is not
+    changed), else an XLA scan runner saying why, in the console too (cpu_kernel=on: a
+    ConfigError). Self when it runs no kernel, or no epoch is left to train."""
+    if self.impl.name != 'kernel' or progress.epoch >= self.config.num_epochs:
+      return self
+    start = time.perf_counter()
+    index, mask = input_pipeline.epoch_plan(len(self.data.train_labels), self.config.batch_size,
+                                            self.padded_batch, self.config.seed, progress.epoch)
+    first = min(progress.step_in_epoch, max(len(index) - PROBE_STEPS, 0))
+    rows = slice(first, first + PROBE_STEPS)
+    why, cached = self_check(self, state, index[None, rows], mask[None, rows])
+    seconds = time.perf_counter() - start
+    self.compile_seconds += seconds
+    if why is None:
+      self.impl = dataclasses.replace(self.impl, check_seconds=seconds,
+                                      check='passed before' if cached else 'passed')
+      return self
+    why = (f'self-check failed, kernel against the model\'s own step over {PROBE_STEPS} steps '
+           f'({why}): the model or the step is not what the kernel implements')
+    if self.config.cpu_kernel == 'on':
+      raise _required_but_unusable(why)
+    fallback = BlockRunner(dataclasses.replace(_xla(self.config, why), check_seconds=seconds),
+                           config=self.config, mesh=self.mesh, data=self.data,
+                           padded_batch=self.padded_batch)
+    fallback.compile_seconds = self.compile_seconds
+    console.say(f'Training steps: {fallback.impl.describe()}.')
+    return fallback
 
   def feed(self, index, mask, block_list):
     """Yields the device arguments of each block, in order; `index` and `mask` are every

@@ -9,6 +9,8 @@ import errno
 import os
 import shutil
 
+from digits_jax import errors
+
 # The failures a user fixes on the file system, with what to do about each.
 FIXES = {
     errno.ENOSPC: 'free some space there or choose another --workdir',
@@ -19,7 +21,7 @@ FIXES = {
 }
 
 
-class StorageError(Exception):
+class StorageError(errors.UserError):
   """A write failed for lack of space or permission; the message explains it whole."""
 
   def __init__(self, message, *, code, folder):

@@ -33,7 +33,6 @@ and a run whose outputs failed is reported failed.
 
 import itertools
 import os
-import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before anything imports TensorFlow.
@@ -47,9 +46,11 @@ from ml_collections import config_flags
 from digits_jax import background
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import comparison
+from digits_jax import cli
 from digits_jax import console
+from digits_jax import errors
 from digits_jax import input_pipeline
-from digits_jax import preemption
+from digits_jax import report
 from digits_jax import results as results_lib
 from digits_jax import sweep_report as sweep_report_lib
 from digits_jax import train
@@ -68,7 +69,7 @@ RESULT_NEUTRAL_FIELDS = workdir_lib.RESUMABLE_FIELDS - {
     'num_misclassified_show'}
 
 
-class SweepError(RuntimeError):
+class SweepError(errors.UserError, RuntimeError):
   """A bad sweep argument, or runs that failed (listed in the message)."""
 
 
@@ -94,7 +95,7 @@ def _parse_config_flags(argv):
   return holder.value
 
 
-def load_config(name, dataset, overrides=(), config_dir=None):
+def load_config(name, dataset, overrides=(), config_dir=None, *, varied=()):
   """The config of `--config=<config_dir>/<name>.py:<dataset> --config.FIELD=VALUE ...`.
 
   Args:
@@ -102,46 +103,65 @@ def load_config(name, dataset, overrides=(), config_dir=None):
     dataset: passed to its get_config, as the `:dataset` of --config.
     overrides: '[dataset:]field=value' strings; those for other datasets are left out.
     config_dir: the folder of the config files.
+    varied: 'field=value' strings of a --vary cell, applied after `overrides`.
   """
   config_dir = os.path.abspath(config_dir or os.path.join(REPO, 'configs'))
   path = os.path.join(config_dir, f'{name}.py')
   if not os.path.isfile(path):
     raise SweepError(f'config {name!r}: no file {path}.')
-  applied = [(text, field, value) for text in overrides
+  applied = [('--override', text, field, value) for text in overrides
              for ds, field, value in [parse_override(text)] if ds in (None, dataset)]
+  applied += [('--vary', text, *text.split('=', 1)) for text in varied]
   argv = ['sweep', f'--config={path}:{dataset}']
   base = _parse_config_flags(argv)
-  for text, field, _ in applied:
+  for flag, text, field, _ in applied:
     if field not in base:
-      raise SweepError(f'--override {text!r}: config has no field {field!r}; fields: '
+      raise SweepError(f'{flag} {text!r}: the config has no field {field!r}.'
+                       f'{errors.near(field, base.keys())} Fields: '
                        f'{", ".join(sorted(base.keys()))}.')
   try:
-    return _parse_config_flags(argv + [f'--config.{f}={v}' for _, f, v in applied])
+    return _parse_config_flags(argv + [f'--config.{f}={v}' for _, _, f, v in applied])
   except flags.Error as e:  # absl names the flag: --config.FIELD=VALUE.
-    text, field = next(((t, f) for t, f, v in applied if f'--config.{f}=' in str(e)),
-                       (' '.join(overrides), ''))
+    flag, text, field = next(((g, t, f) for g, t, f, v in applied
+                              if f'--config.{f}=' in str(e)), ('--override', ' '.join(overrides), ''))
     expected = f'expected {type(base[field]).__name__}: ' if field else ''
-    raise SweepError(f'--override {text!r}: {expected}{e}.') from e
+    raise SweepError(f'{flag} {text!r}: {expected}{e}.') from e
 
 
 def is_finished(config, workdir):
-  """Whether `workdir` holds a finished run (results.json) of the same settings."""
-  results = os.path.join(workdir, results_lib.FILES['results'])
-  saved = os.path.join(workdir, results_lib.FILES['config'])
-  if not (os.path.exists(results) and os.path.exists(saved)):
+  """Whether `workdir` holds one finished run (results.json, consistent with config.json and
+  history.csv) of the same settings; damaged or unfinished files mean not finished (the
+  run then resumes and rewrites them)."""
+  try:
+    results_lib.read_finished(workdir)
+    old = results_lib.read_config(workdir)
+  except errors.FileProblem:
     return False
-  old, new = results_lib.read_json(saved), config.to_dict()
-  return not workdir_lib.changed_fields(old, new, may_change=RESULT_NEUTRAL_FIELDS)
+  return not workdir_lib.changed_fields(old, config.to_dict(), may_change=RESULT_NEUTRAL_FIELDS)
 
 
 def plan(configs, datasets, sweep_dir, overrides=(), config_dir=None):
   """Every run of the sweep as (workdir, config), checking all overrides before any training."""
+  check_datasets(datasets)
   runs = []
   for dataset in datasets:
     for name in configs:
       config = load_config(name, dataset, overrides, config_dir)
-      runs.append((os.path.join(sweep_dir, f'{name}_{dataset}'), config))
+      runs.append((cell_dir(sweep_dir, f'{name}_{dataset}'), config))
   return runs
+
+
+def check_datasets(datasets):
+  """Raises SweepError for an unknown dataset name, before any cell runs."""
+  unknown = [d for d in datasets if d not in input_pipeline.DATASETS]
+  if unknown or not datasets:
+    raise SweepError(f'--datasets: unknown {", ".join(map(repr, unknown)) or "(none given)"}; '
+                     f'use one or more of {", ".join(input_pipeline.DATASETS)}.')
+
+
+def cell_dir(sweep_dir, name):
+  """A cell's workdir: one safe folder (workdir.safe_name) directly inside `sweep_dir`."""
+  return os.path.join(sweep_dir, workdir_lib.safe_name(name))
 
 
 def parse_vary(texts):
@@ -181,22 +201,29 @@ def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
   config_dir, name = os.path.split(os.path.abspath(base))
   if not name.endswith('.py'):
     raise SweepError(f'--base {base!r}: expected a config file, e.g. configs/default.py.')
+  check_datasets(datasets)
   runs, reference = [], None
   for dataset in datasets:
     config = load_config(name[:-3], dataset, overrides, config_dir)
     for field in vary:
       if field not in config:
-        raise SweepError(f'--vary {field}: config has no field {field!r}; fields: '
+        raise SweepError(f'--vary {field}: the config has no field {field!r}.'
+                         f'{errors.near(field, config.keys())} Fields: '
                          f'{", ".join(sorted(config.keys()))}.')
     own = cell_label(config, vary)
     for values in itertools.product(*vary.values()):
-      cell = load_config(name[:-3], dataset, [*overrides, *(f'{f}={v}' for f, v in
-                                                              zip(vary, values))], config_dir)
+      cell = load_config(name[:-3], dataset, overrides, config_dir,
+                         varied=[f'{f}={v}' for f, v in zip(vary, values)])
       cell.name = cell_label(cell, vary)
       slug = cell.name.replace('=', '-').replace(',', '_')
-      runs.append((os.path.join(sweep_dir, f'{slug}_{dataset}'), cell))
+      runs.append((cell_dir(sweep_dir, f'{slug}_{dataset}'), cell))
     labels = [c.name for _, c in runs]
     reference = own if own in labels else labels[0]
+  folders = [w for w, _ in runs]
+  clash = sorted({w for w in folders if folders.count(w) > 1})
+  if clash:
+    raise SweepError(f'--vary: several cells would share the folder {clash[0]} (values that '
+                     'differ only in characters a folder name cannot hold); vary other values.')
   return runs, reference
 
 
@@ -224,11 +251,13 @@ def _run_cell(config, workdir, tag, writer, spent):
   except train.USER_ERRORS as e:
     console.say(f'{tag} {config.name} {config.dataset}: FAILED in {workdir}: {e}')
     return f'failed: {e}'
-  results = os.path.join(workdir, results_lib.FILES['results'])
-  if status in ('trained', 'resumed') and os.path.exists(results):
-    timings = results_lib.read_json(results)['timings']
+  if status in ('trained', 'resumed'):
+    try:  # (Absent on processes other than 0.)
+      timings = results_lib.read_results(workdir).get('timings', {})
+    except errors.FileProblem:
+      timings = {}
     for key in spent:
-      spent[key] += timings[key]
+      spent[key] += timings.get(key, 0.0)
   return status
 
 
@@ -308,16 +337,16 @@ def _list(text):
 
 def main(argv):
   """Runs the sweep the flags describe."""
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  cli.no_arguments(argv)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   f = flags.FLAGS
-  try:
+  with cli.one_line(f.sweep_dir, interrupted=console.interrupted_line(f.sweep_dir)):
     if f.report_only:
-      if not comparison.find_runs(f.sweep_dir):
+      if not comparison.run_folders(f.sweep_dir):
         raise SweepError(f'--report_only: no finished runs under {f.sweep_dir!r}; give '
                          'the --sweep_dir that the sweep trained into.')
+      report.warn_unreadable_runs(f.sweep_dir)
       console.say(f'[sweep] Report: {sweep_report_lib.write_sweep_report(f.sweep_dir)}')
       return
     if f.vary and f['configs'].present:
@@ -328,14 +357,6 @@ def main(argv):
               f.config_dir or None, num_seeds=f.num_seeds, base=f.base or None,
               vary=parse_vary(f.vary), sweep_report=f.sweep_report,
               background_outputs=f.background_outputs)
-  except SweepError as e:
-    sys.exit(f'error: {e}')
-  except preemption.StopRequested as e:
-    print(f'stopped: {e}', file=sys.stderr, flush=True)
-    sys.exit(e.exit_code)
-  except KeyboardInterrupt:  # Ctrl-C outside a training loop: loading, compiling, drawing.
-    print(console.interrupted_line(f.sweep_dir), file=sys.stderr, flush=True)
-    sys.exit(130)
 
 
 def define_flags():
@@ -367,4 +388,4 @@ def define_flags():
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, __doc__))

@@ -26,7 +26,7 @@ import numpy as np
 from digits_jax import best_epoch
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import console
-from digits_jax import idx
+from digits_jax import errors
 from digits_jax import input_pipeline
 from digits_jax import models
 from digits_jax import outputs
@@ -41,15 +41,14 @@ from digits_jax import validation
 from digits_jax import workdir as workdir_lib
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 # Failures caused by the inputs, reported as one clear line (no traceback) by the entry
 # points; a sweep records them and goes on with its other runs.
-USER_ERRORS = (validation.ConfigError, idx.DataError, workdir_lib.WorkdirMismatchError,
-               NonFiniteLossError, ckpt_lib.CheckpointError, results_lib.DamagedFileError,
-               storage.StorageError, workdir_lib.WorkdirInUseError)
+# Every such error subclasses errors.UserError (kept as a tuple for older callers).
+USER_ERRORS = (errors.UserError,)
 
 
 @dataclasses.dataclass
@@ -303,6 +302,19 @@ def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
                            write_outputs=write_outputs or outputs.write_outputs)
 
 
+def run_timings(config, runner, progress, num_train, *, eval_seconds):
+  """results.json's timings: compilation, training (one clock for all seeds), throughput,
+  steps, evaluation, and how the steps ran (steps.StepImpl.timings)."""
+  seconds = {h['epoch']: h['seconds'] for h in progress.history}
+  train_seconds = sum(seconds.values())
+  steps = input_pipeline.steps_per_epoch(num_train, config.batch_size)
+  return {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
+          'examples_per_second': num_train * len(seconds) * config.num_seeds
+                                 / max(train_seconds, 1e-9),
+          'steps': steps * progress.epoch, 'eval_seconds': eval_seconds,
+          **runner.impl.timings()}
+
+
 def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   """train_and_evaluate once the workdir is locked: checks and writes its config first."""
   workdir_lib.remove_temporaries(workdir)
@@ -321,11 +333,12 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   runner.compile_seconds += build_seconds
   console.log_start(config, mesh=mesh, data=data, padded_batch=padded_batch)
   console.say(f'Training steps: {impl.describe()}, up to {config.steps_per_call} per call.')
-  console.say(models.summary(models.hidden_sizes(config), config.name))
+  console.say(models.summary(models.hidden_sizes(config), config.name, config.activation))
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
   summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
     state, progress, kept = restore_or_init(config, mesh, checkpointer)
+    runner = runner.checked(state, progress)  # The kernel proves itself before it is relied on.
     summary_writer = open_summaries(config, workdir, progress.history)
     val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
                                       config.eval_batch_size)
@@ -348,14 +361,8 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   t_eval = time.perf_counter()
   tests, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
-  seconds = {h['epoch']: h['seconds'] for h in progress.history}  # One clock for all seeds.
-  train_seconds = sum(seconds.values())
-  steps = input_pipeline.steps_per_epoch(len(data.train_labels), config.batch_size)
-  timings = {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
-             'examples_per_second': len(data.train_labels) * len(seconds) * config.num_seeds
-                                    / max(train_seconds, 1e-9),
-             'steps': steps * progress.epoch,
-             'eval_seconds': time.perf_counter() - t_eval, **impl.timings()}
+  timings = run_timings(config, runner, progress, len(data.train_labels),
+                        eval_seconds=time.perf_counter() - t_eval)
   res = results_lib.write_results(config, workdir, data=data, history=progress.history,
                                   tests=tests, probs=probs, timings=timings)
   console.report_test(config, res)

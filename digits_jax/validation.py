@@ -14,6 +14,7 @@ import numpy as np
 
 from digits_jax import checkpoint
 from digits_jax import cpu_kernel
+from digits_jax import errors
 from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
@@ -28,7 +29,7 @@ FRESH_SUFFIX_CHARS = len('.old-20261126-183000')  # What --fresh appends to the 
 RESULTS_BYTES = 2 << 20  # Result files and figures of a run (about 1 MB for MNIST).
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """One or more config fields are invalid; the message lists every problem."""
 
 
@@ -81,6 +82,18 @@ def _one_of(config, field, allowed, problems, what=''):
   problems.append(f'config.{field}={value!r}: {what}{choices}.')
 
 
+# jax.random.key takes a signed 64-bit seed; results.json and predictions.npz store int64.
+MAX_SEED = 2**63 - 1
+
+
+def _last_seed(config):
+  """seed + num_seeds - 1 (the last replica's seed), or None if either is not an integer."""
+  seed, num_seeds = config.get('seed'), config.get('num_seeds', 1)
+  if any(isinstance(v, bool) or not isinstance(v, int) for v in (seed, num_seeds)):
+    return None
+  return seed + num_seeds - 1
+
+
 def check_fields(config):
   """Returns the list of problems with the config's own values (no file access)."""
   problems = []
@@ -92,6 +105,11 @@ def check_fields(config):
     _int_at_least(config, field, 1, problems)
   for field in ('num_show', 'num_misclassified_show', 'seed', 'early_stopping_patience'):
     _int_at_least(config, field, 0, problems)
+  last_seed = _last_seed(config)
+  if last_seed is not None and last_seed > MAX_SEED:
+    problems.append(f'config.seed={config.seed} with config.num_seeds={config.num_seeds}: the '
+                    f'seeds run to {last_seed}, past {MAX_SEED} (2**63 - 1, the largest seed '
+                    'jax.random.key and the result files take); choose a smaller seed.')
   if config.get('validation_split') == 0 and (config.get('restore_best')
                                               or config.get('early_stopping_patience')):
     problems.append('config.restore_best and config.early_stopping_patience watch the '
@@ -106,6 +124,7 @@ def check_fields(config):
   _one_of(config, 'optimizer', ts.OPTIMIZERS, problems)
   _one_of(config, 'cpu_kernel', cpu_kernel.MODES, problems)
   _one_of(config, 'kernel_init', models.KERNEL_INITS, problems)
+  _one_of(config, 'activation', models.ACTIVATIONS, problems)
   indices = config.get('test_indices')
   if not isinstance(indices, (tuple, list)) or not all(_is_int(i) for i in indices):
     problems.append(f'config.test_indices={indices!r}: must be a tuple of integers, '

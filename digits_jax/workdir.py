@@ -18,10 +18,12 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 
 from digits_jax import checkpoint as ckpt_lib
+from digits_jax import errors
 from digits_jax import outputs
 from digits_jax import parallel
 from digits_jax import results as results_lib
@@ -44,7 +46,7 @@ RESUMABLE_FIELDS = frozenset({
 IMPLIED_BEFORE_ADDED = {'num_seeds': 1, 'restore_best': False, 'early_stopping_patience': 0}
 
 
-class WorkdirMismatchError(ValueError):
+class WorkdirMismatchError(errors.UserError, ValueError):
   """The workdir holds a run of another config."""
 
 
@@ -66,17 +68,19 @@ def prepare_workdir(config, workdir, *, fresh):
 
   Returns the folder the old run was moved to, or None.
   """
+  folder = os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)
+  if not fresh and os.path.lexists(folder) and not os.path.isdir(folder):
+    raise errors.DamagedFileError(folder, 'is not a folder, and the run keeps its checkpoints '
+                                  'there', 'Move it out of the way, or pass --fresh to move '
+                                  'the old run aside and start anew.')
   path = os.path.join(workdir, results_lib.FILES['config'])
   if not os.path.exists(path) and not ckpt_lib.has_checkpoint(workdir):
     return None
   if fresh:
     return move_run_aside(workdir)
-  try:
-    old = results_lib.read_json(path) if os.path.exists(path) else {}
-  except results_lib.DamagedFileError as e:
-    raise results_lib.DamagedFileError(
-        f'{e} It records the config of the run in {workdir}: restore it, or pass --fresh '
-        'to move the old run aside and start anew.') from None
+  old = results_lib.read_config(workdir, fix=(
+      f'It records the config of the run in {workdir}: restore it, or pass --fresh to move '
+      'the old run aside and start anew.'))
   diff = changed_fields({**IMPLIED_BEFORE_ADDED, **old}, config.to_dict())
   if diff:
     raise WorkdirMismatchError(
@@ -88,8 +92,55 @@ def prepare_workdir(config, workdir, *, fresh):
   return None
 
 
-class WorkdirInUseError(RuntimeError):
+class WorkdirInUseError(errors.UserError, RuntimeError):
   """Another run holds the workdir's lock."""
+
+
+class UnsafeWorkdirError(errors.UserError, ValueError):
+  """A workdir path that the run could not use safely: too long, characters the checkpoint
+  library rejects, or a lock file that is a link out of the workdir."""
+
+
+# Characters orbax/TensorStore reject or misread in a checkpoint path (a backslash splits
+# it, brackets are taken as a pattern), found by saving and restoring in such folders.
+UNSAFE_CHARACTERS = ('\\', '[', ']', '\0')
+# Room for the longest path a run writes below its workdir (orbax's temporary checkpoint
+# folders and OCDBT files).
+LONGEST_INSIDE = 160
+
+
+def path_problem(workdir):
+  """Why `workdir` cannot hold a run (one sentence), or None."""
+  path = os.path.abspath(workdir)
+  bad = sorted({c for c in UNSAFE_CHARACTERS if c in path})
+  if bad:
+    return (f'it contains {" and ".join(repr(c) for c in bad)}, which the checkpoint library '
+            '(orbax) cannot use in a path')
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  path_max = os.pathconf(existing, 'PC_PATH_MAX')  # (Each name's length: validation.py.)
+  if len(os.fsencode(path)) + LONGEST_INSIDE > path_max:
+    return (f'it is {len(os.fsencode(path))} bytes long; the files a run writes inside need '
+            f'it under {path_max - LONGEST_INSIDE}')
+  return None
+
+
+def safe_name(text):
+  """`text` (a config name, a cell's values) as one folder name that stays where it is put:
+  characters other than letters, digits and `.,=+-_` become '_', and no leading dot (so
+  never '..', a hidden file or a path separator); at most 100 characters."""
+  name = re.sub(r'[^A-Za-z0-9.,=+_-]+', '_', text).lstrip('.')[:100]
+  return name or '_'
+
+
+def check_path(workdir):
+  """Raises UnsafeWorkdirError if `workdir` cannot hold a run (see path_problem): checked
+  before anything is written, so a refused path leaves nothing behind."""
+  problem = path_problem(workdir)
+  if problem:
+    raise UnsafeWorkdirError(f'--workdir {workdir!r} cannot hold a run: {problem}. Choose a '
+                             'shorter path of plain characters.')
 
 
 class WorkdirLock:
@@ -107,9 +158,12 @@ class WorkdirLock:
     self.fd, self.taken_over, self.created = None, None, False
 
   def __enter__(self):
+    check_path(self.workdir)  # Before anything is created: the lock is the first write.
     refusal = self._acquire() if parallel.is_main_process() else None
     if parallel.any_process(refusal is not None):  # Every process stops, or none.
       self.__exit__()
+      if isinstance(refusal, UnsafeWorkdirError):
+        raise refusal
       raise WorkdirInUseError(refusal or self._refusal(_read_record(self.path)))
     return self
 
@@ -126,7 +180,15 @@ class WorkdirLock:
     self.created = not os.path.isdir(self.workdir)
     os.makedirs(self.workdir, exist_ok=True)
     while True:
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:  # Never through a link: the record would overwrite a file outside the workdir.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+      except OSError as e:
+        if e.errno != errno.ELOOP:
+          raise
+        return UnsafeWorkdirError(
+            f'{self.path} is a symbolic link (to {os.readlink(self.path)!r}); a run writes '
+            'its lock record there and never writes through a link out of its workdir. '
+            f'Remove the link (rm {self.path}) and rerun.')
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except OSError as e:
@@ -162,7 +224,8 @@ def _same_file(fd, path):
 def _read_record(path):
   """The lock file's record of its holder, or None if absent, empty or garbled."""
   try:
-    with open(path) as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, 'rb') as f:
       record = json.loads(f.read() or 'null')
   except (OSError, ValueError):
     return None

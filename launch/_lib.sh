@@ -43,3 +43,12 @@ gpu_memory_env() {
     setenv XLA_PYTHON_CLIENT_PREALLOCATE false
   fi
 }
+
+# Run (or print) `srun ARGS` for a job step with the job's CPUs per task: SLURM 22.05's
+# srun no longer inherits --cpus-per-task, and a step of one CPU would pin the trainer
+# to one core where tasks are bound to their CPUs.
+run_srun() {
+  local cpus=()
+  [[ -z "${SLURM_CPUS_PER_TASK:-}" ]] || cpus=("--cpus-per-task=$SLURM_CPUS_PER_TASK")
+  run srun ${cpus[@]+"${cpus[@]}"} "$@"
+}

@@ -83,3 +83,69 @@ def test_help_lists_configs_fields_and_variables(tmp_path):
   for dataset in input_pipeline.DATASETS:
     assert input_pipeline.DATASETS[dataset].env_var in text
   assert '--dry_run' in text
+
+
+BAD_FILES = {
+    'raises': ('def get_config():\n  raise RuntimeError("no such lab")\n',
+               'RuntimeError: no such lab'),
+    'returns a dict': ('def get_config():\n  return {"a": 1}\n',
+                       'its get_config() returned a dict, not an ml_collections.ConfigDict'),
+    'has no get_config': ('X = 1\n', "AttributeError: module 'config_config' has no attribute"),
+    'raises a ValueError': ('def get_config():\n  raise ValueError("bad width")\n',
+                            'ValueError: bad width. A config'),
+}
+
+
+@pytest.mark.parametrize('case', list(BAD_FILES))
+def test_a_config_file_that_does_not_load_is_one_line(tmp_path, case):
+  """Issue 21 item 5, checked where main checks it (before any flag is defined)."""
+  text, message = BAD_FILES[case]
+  path = tmp_path / 'bad.py'
+  path.write_text(text)
+  with pytest.raises(config_files.ConfigFileError) as raised:
+    config_files.check_overrides(['main', f'--config={path}'])
+  assert str(raised.value).startswith(f"cannot load the --config file '{path}': ")
+  assert '\n' not in str(raised.value)
+  assert message in str(raised.value) and 'returns an ml_collections.ConfigDict' in str(
+      raised.value)
+
+
+@pytest.mark.parametrize('arg, message', [
+    ('--config.colour_scheme=dark', "the config has no field 'colour_scheme'. Run with --help"),
+    ('--config.batchsize=3', "no field 'batchsize'. Did you mean \"batch_size\""),
+    ('--config.num_epochs.x=3', "no field 'num_epochs.x'")])
+def test_an_override_of_no_field_names_the_near_ones(arg, message):
+  """Issue 22 item 5: 'no such field', with the near names (difflib)."""
+  with pytest.raises(config_files.ConfigFileError, match=f'bad --config override {arg!r}: '):
+    config_files.check_overrides(['main', arg])
+  with pytest.raises(config_files.ConfigFileError, match=message.replace('.', r'\.')):
+    config_files.check_overrides(['main', '--config', 'configs/default.py', arg])
+  config_files.check_overrides(['main', '--config.num_epochs=3'])  # A field: no error.
+
+
+@pytest.mark.parametrize('args, message', [
+    pytest.param(('--config.batch_size=0', '--dry_run'), 'config.batch_size=0: must be an '
+                 'integer >= 1.', marks=pytest.mark.slow),  # These import jax: 4-9 s loaded.
+    pytest.param(('--config=configs/v6.py:cifar', '--dry_run'), "config.dataset='cifar': "
+                 'unknown dataset', marks=pytest.mark.slow),
+    (('--config.hidden_units=abc',), "error: flag --config.hidden_units=abc: invalid literal "
+     "for int() with base 10: 'abc'. See --help"),
+    (('extra',), 'error: unexpected arguments: extra. Every setting is a flag'),
+    (('--fresh_start',), "error: Unknown command line flag 'fresh_start'"),
+    (('--config.colour_scheme=dark',), "error: bad --config override '--config.colour_scheme=dark':"
+     " the config has no field 'colour_scheme'."),
+    pytest.param(('--config.seed=18446744073709551617', '--dry_run'), 'the seeds run to '
+                 '18446744073709551617, past 9223372036854775807', marks=pytest.mark.slow)])
+def test_dry_run_validates_and_bad_flags_are_one_paragraph(tmp_path, args, message):
+  """Issue 22 items 4 and 5, issue 21 item 4: nothing is written, no traceback."""
+  proc = _run(tmp_path, f'--workdir={tmp_path / "run"}', *args)
+  assert proc.returncode == 1 and proc.stderr.startswith('error: '), proc.stderr[-2000:]
+  assert message in proc.stderr and 'Traceback' not in proc.stderr
+  assert os.listdir(tmp_path) == []
+
+
+def test_predict_without_workdir_is_one_line(tmp_path):
+  env = {**os.environ, 'PYTHONPATH': REPO}
+  proc = subprocess.run([sys.executable, '-m', 'digits_jax.predict', 'x.png'], cwd=tmp_path,
+                        env=env, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 1 and proc.stderr == 'error: --workdir is required (see --help).\n'

@@ -20,7 +20,8 @@ from helpers import tiny_config
 
 def _config(**kw):
   config = default.get_config()
-  config.update(kw)
+  for field, value in kw.items():  # Fields not in configs/default.py (yet) too.
+    config[field] = value
   return config
 
 
@@ -94,10 +95,14 @@ def test_index_out_of_range_is_an_error():
 
 @pytest.mark.parametrize('kw, reason', [
     (dict(cpu_kernel='off'), 'config.cpu_kernel is off'),
-    (dict(optimizer='optax_adam'), 'keras_adam only'),
-    (dict(compute_dtype='bfloat16'), 'float32 only'),
-    (dict(data_on_device=False), 'data_on_device'),
+    (dict(optimizer='optax_adam'), "config.optimizer='keras_adam' only (not 'optax_adam')"),
+    (dict(compute_dtype='bfloat16'), "config.compute_dtype='float32' only"),
+    (dict(data_on_device=False), 'config.data_on_device=True only'),
     (dict(batch_size=64), 'auto uses it up to batch 32'),
+    (dict(activation='tanh'), "config.activation='relu' only (not 'tanh')"),
+    (dict(dropout_rate=0.1), 'config.dropout_rate=0 only (not 0.1)'),  # A field to come.
+    (dict(model='cnn'), "config.model='mlp' only (not 'cnn')"),
+    (dict(label_smoothing=0.1), 'config.label_smoothing is in neither'),  # A new idea.
 ])
 def test_used_only_where_it_applies(kw, reason):
   mesh = parallel.make_mesh()
@@ -139,7 +144,7 @@ def test_a_failed_build_under_on_is_a_config_error(monkeypatch):
 
 def test_required_but_unusable_stops_before_training(tiny_data, tmp_path):
   config = tiny_config(tiny_data, cpu_kernel='on', optimizer='optax_adam')
-  with pytest.raises(validation.ConfigError, match='cpu_kernel=on.*keras_adam only'):
+  with pytest.raises(validation.ConfigError, match="cpu_kernel=on.*'keras_adam' only"):
     train.train_and_evaluate(config, str(tmp_path))
   assert not list(tmp_path.iterdir())  # Refused before anything was written.
 
@@ -252,7 +257,8 @@ def test_many_replicas_run_one_per_thread(monkeypatch):
   assert many.describe() == ('fused CPU kernel (4 thread(s), 4 replicas in one call, one per '
                              'thread at a time)')
   assert many.timings() == {'step_impl': 'kernel', 'kernel_threads': 4,
-                            'kernel_layout': 'replica_per_thread', 'kernel_fallback': None}
+                            'kernel_layout': 'replica_per_thread', 'kernel_fallback': None,
+                            'kernel_check': None, 'kernel_check_seconds': None}
   monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0})  # One CPU: nothing to share.
   alone = steps_lib.select_steps(_config(num_seeds=4), mesh)
   assert (alone.threads, alone.kernel_layout) == (1, 'lanes')

@@ -21,7 +21,9 @@ GPU = LAUNCH / 'gpu_single_host.sh'
 TPU = LAUNCH / 'tpu_vm.sh'
 SLURM = LAUNCH / 'slurm_gpu.sbatch'
 SWEEP = LAUNCH / 'slurm_sweep.sbatch'
+LOCAL = LAUNCH / 'local_slurm.sh'
 SCRIPTS = [GPU, TPU, SLURM, SWEEP]
+ALL_SCRIPTS = SCRIPTS + [LOCAL]  # local_slurm.sh takes a command (start, stop), no dry run.
 STUBS = ['gcloud', 'sbatch', 'srun', 'pip', 'pip3', 'python', 'python3', 'nvidia-smi']
 
 pytestmark = pytest.mark.skipif(shutil.which('bash') is None, reason='needs bash')
@@ -96,7 +98,7 @@ def test_unknown_option_fails_clearly(sandbox, script):
   assert not result.stdout
 
 
-@pytest.mark.parametrize('script', SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize('script', ALL_SCRIPTS, ids=lambda p: p.name)
 def test_help_prints_header(sandbox, script):
   result = launch(sandbox, script, '--help')
   assert result.returncode == 0
@@ -105,7 +107,7 @@ def test_help_prints_header(sandbox, script):
               if line.startswith(('#', 'set '))]
 
 
-@pytest.mark.parametrize('script', SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize('script', ALL_SCRIPTS, ids=lambda p: p.name)
 def test_script_is_executable_strict_bash(script):
   text = script.read_text()
   assert text.startswith('#!/usr/bin/env bash\n')
@@ -116,7 +118,7 @@ def test_script_is_executable_strict_bash(script):
 
 @pytest.mark.skipif(shutil.which('shellcheck') is None, reason='no shellcheck')
 def test_shellcheck_clean():
-  subprocess.run(['shellcheck', *map(str, SCRIPTS)], check=True)
+  subprocess.run(['shellcheck', *map(str, ALL_SCRIPTS), str(LAUNCH / '_lib.sh')], check=True)
 
 
 @pytest.mark.parametrize('script,args,env', [
@@ -291,6 +293,32 @@ def test_slurm_submit_dry_run(sandbox):
   assert sbatch[i + 1:] == ['--', '--config.num_epochs=2']
 
 
+def test_slurm_submit_to_a_cpu_cluster(sandbox):
+  """GPUS_PER_NODE=0: no --gres, TASKS_PER_NODE processes per node, CPUS_PER_TASK each."""
+  sbatch, = commands(launch(sandbox, SLURM, '--dry-run', NODES='1', GPUS_PER_NODE='0',
+                            TASKS_PER_NODE='2', CPUS_PER_TASK='1', LOG_DIR='/tmp/logs'))
+  assert [a for a in sbatch if a.startswith('--gres')] == ['--gres=none']  # Not the header's.
+  for opt in ['--nodes=1', '--ntasks-per-node=2', '--cpus-per-task=1',
+              '--output=/tmp/logs/slurm-%x-%j.out']:
+    assert opt in sbatch
+  gpu, = commands(launch(sandbox, SLURM, '--dry-run', GPUS_PER_NODE='2', TASKS_PER_NODE='5'))
+  assert '--ntasks-per-node=2' in gpu and '--cpus-per-task=8' in gpu  # One task per GPU.
+  bad = launch(sandbox, SLURM, '--dry-run', GPUS_PER_NODE='none')
+  assert bad.returncode == 2 and "GPUS_PER_NODE must be a number" in bad.stderr
+
+
+def test_job_steps_keep_the_jobs_cpus_per_task(sandbox):
+  """srun (SLURM 22.05) no longer inherits --cpus-per-task: the scripts pass the job's."""
+  job = commands(launch(sandbox, SLURM, DRY_RUN='1', SLURM_JOB_ID='42',
+                        SLURM_CPUS_PER_TASK='3'))[-1]
+  cell, = find(commands(launch(sandbox, SWEEP, '--step=cell', DRY_RUN='1', SLURM_JOB_ID='7',
+                               SLURM_ARRAY_TASK_ID='0', SLURM_CPUS_PER_TASK='3')), 'srun')
+  for srun in (job, cell):
+    assert srun[:2] == ['srun', '--cpus-per-task=3']
+  plain = commands(launch(sandbox, SLURM, DRY_RUN='1', SLURM_JOB_ID='42'))[-1]
+  assert not [a for a in plain if a.startswith('--cpus-per-task')]
+
+
 def test_slurm_job_dry_run(sandbox):
   cmds = commands(launch(sandbox, SLURM, '--', '--config.batch_size=8',
                          DRY_RUN='1', SLURM_JOB_ID='42',
@@ -369,7 +397,8 @@ def test_slurm_sweep_dry_run_one_array_task_per_cell(sandbox):
 @pytest.mark.parametrize('task,cell', [('0', ('default', 'mnist')),
                                        ('11', ('v1', 'fashion_mnist'))])
 def test_slurm_sweep_array_task_runs_its_cell(sandbox, task, cell):
-  cmds = commands(launch(sandbox, SWEEP, '--step=cell', DRY_RUN='1', SLURM_JOB_ID='7', SLURM_ARRAY_TASK_ID=task,
+  cmds = commands(launch(sandbox, SWEEP, '--step=cell', DRY_RUN='1', SLURM_JOB_ID='7',
+                         SLURM_ARRAY_TASK_ID=task,
                          SWEEP_DIR='/shared/sweep'))
   assert ['export', 'XLA_PYTHON_CLIENT_PREALLOCATE=false'] in cmds
   srun, = find(cmds, 'srun')
@@ -384,6 +413,35 @@ def test_slurm_sweep_rejects_bad_task_and_seeds(sandbox):
   assert not result.stdout
   result = launch(sandbox, SWEEP, '--dry-run', '--num_seeds=0')
   assert result.returncode != 0 and '--num_seeds must be a positive integer' in result.stderr
+
+
+def test_slurm_sweep_on_a_cpu_cluster(sandbox):
+  """GPUS_PER_NODE=0 asks for no GPU anywhere; CPUS_PER_TASK sizes the array's tasks only."""
+  cmds = commands(launch(sandbox, SWEEP, '--dry-run', '--configs=v2,v3', '--datasets=mnist',
+                         '--num_seeds=2', GPUS_PER_NODE='0', CPUS_PER_TASK='1',
+                         LOG_DIR='/tmp/logs'))
+  array, gather = find(cmds, 'sbatch')
+  assert not [a for a in array + gather if a.startswith('--gres')]
+  assert '--cpus-per-task=1' in array and '--cpus-per-task=1' in gather
+  assert '--output=/tmp/logs/slurm-%x-%A_%a.out' in array
+  assert '--output=/tmp/logs/slurm-%x-%j.out' in gather
+  default, _ = find(commands(launch(sandbox, SWEEP, '--dry-run')), 'sbatch')
+  assert '--cpus-per-task=8' in default and '--gres=gpu:1' in default
+  header = [l for l in SWEEP.read_text().splitlines() if l.startswith('#SBATCH')]
+  assert not [l for l in header if '--gres' in l or '--cpus-per-task' in l]  # Both jobs read it.
+
+
+def test_local_slurm_needs_root_and_says_so(sandbox):
+  """Exit status 3 and the reason where SLURM cannot start, for callers that skip on it."""
+  tmp_path, env = sandbox
+  fake_id = tmp_path / 'bin' / 'id'
+  fake_id.write_text('#!/bin/sh\necho 1000\n')
+  fake_id.chmod(0o755)
+  result = launch(sandbox, LOCAL, 'start', SLURM_DIR=str(tmp_path / 'nothing'))
+  assert result.returncode == 3
+  assert 'SLURM cannot start here: it needs root' in result.stderr
+  bad = launch(sandbox, LOCAL, 'restart')
+  assert bad.returncode == 2 and "unknown command 'restart'" in bad.stderr
 
 
 def test_slurm_sweep_default_cells_are_the_sweeps(sandbox):

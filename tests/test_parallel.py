@@ -85,18 +85,44 @@ def _free_port():
     return s.getsockname()[1]
 
 
+# The trainer's default outputs, which TINY_FLAGS turn off: a multi-process run must write
+# them too (process 0 alone, after training) and still end.
+DEFAULT_OUTPUTS = dict(tensorboard=True, write_report=True)
+# Every file and folder a finished run writes (report.html last, by process 0 alone).
+OUTPUTS = ('checkpoints', 'config.json', 'confusion.png', 'curves.png', 'history.csv',
+           'misclassified.csv', 'misclassified.png', 'model_summary.txt', 'predictions.npz',
+           'recognized.png', 'report.html', 'results.json', 'samples.png', 'tensorboard')
+HANG_SECONDS = 300  # A finished tiny run ends in seconds; one that hangs fails here.
+
+
 def _start_two(data_dir, workdir, **overrides):
-  """Starts the real entry point as two processes of 2 CPU devices each."""
+  """Starts the real entry point as two processes of 2 CPU devices each, default outputs on."""
   port = _free_port()
   procs = []
   for pid in range(2):
     cmd = [sys.executable, '-u', '-m', 'digits_jax.main', '--config=configs/default.py',
            f'--workdir={workdir}', '--distributed', f'--coordinator_address=localhost:{port}',
            '--num_processes=2', f'--process_id={pid}',
-           *config_flags(**{**TINY_FLAGS, 'data_dir': data_dir, **overrides})]
+           *config_flags(**{**TINY_FLAGS, **DEFAULT_OUTPUTS, 'data_dir': data_dir,
+                            **overrides})]
     procs.append(subprocess.Popen(cmd, cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True))
   return procs
+
+
+def _finish(procs, timeout=HANG_SECONDS):
+  """Each process's (stdout, stderr); kills them all and fails if any runs past `timeout`."""
+  deadline = time.monotonic() + timeout
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=max(deadline - time.monotonic(), 1)))
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      tails = [q.communicate()[1][-1500:] for q in procs]
+      pytest.fail(f'the processes did not end within {timeout}s (a hang); stderr: {tails}')
+  return outs
 
 
 def test_signal_to_one_process_stops_all_and_they_resume(tmp_path):
@@ -110,12 +136,13 @@ def test_signal_to_one_process_stops_all_and_they_resume(tmp_path):
       time.sleep(epoch_seconds(line) / 3)
       procs[1].send_signal(signal.SIGTERM)  # Only process 1 hears it.
       break
-  outs = [p.communicate(timeout=600) for p in procs]
+  outs = _finish(procs)
   assert [p.returncode for p in procs] == [143, 143], outs[0][1][-2000:] + outs[1][1][-2000:]
   assert "another process's stop signal received: saved a checkpoint" in outs[0][1]
   procs = _start_two(data_dir, workdir, num_epochs=3, batch_size=2, steps_per_call=8)
-  outs = [p.communicate(timeout=600) for p in procs]
+  outs = _finish(procs)
   assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:]
+  assert not set(OUTPUTS) - set(os.listdir(workdir))
   assert 'Resumed from the checkpoint' in outs[0][0]
   _, state, _ = checkpoint.load_trained(workdir)
   import jax  # pylint: disable=g-import-not-at-top
@@ -127,16 +154,8 @@ def test_signal_to_one_process_stops_all_and_they_resume(tmp_path):
 def test_two_processes_equal_one(tiny_data, tmp_path):
   reference = _train_on(1, tiny_data, str(tmp_path / 'single'), 5)
   workdir = str(tmp_path / 'multi')
-  port = _free_port()
-  procs = []
-  for pid in range(2):
-    cmd = [sys.executable, '-m', 'digits_jax.main', '--config=configs/default.py',
-           f'--workdir={workdir}', '--distributed', f'--coordinator_address=localhost:{port}',
-           '--num_processes=2', f'--process_id={pid}',
-           *config_flags(**{**TINY_FLAGS, 'data_dir': tiny_data, 'batch_size': 5})]
-    procs.append(subprocess.Popen(cmd, cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True))
-  outs = [p.communicate(timeout=600) for p in procs]
+  procs = _start_two(tiny_data, workdir, batch_size=5)
+  outs = _finish(procs)
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert 'Devices: 4 x cpu (cpu), 2 process(es)' in outs[0][0]
@@ -149,3 +168,6 @@ def test_two_processes_equal_one(tiny_data, tmp_path):
   _assert_close((flat, results.read_history(workdir)), reference[:2])
   res = results.read_json(os.path.join(workdir, 'results.json'))
   assert res['devices']['processes'] == 2
+  assert not set(OUTPUTS) - set(os.listdir(workdir))  # Every output, the report's too.
+  with open(os.path.join(workdir, 'report.html'), encoding='utf-8') as f:
+    assert 'id="digits-jax-model"' in f.read()  # The pad read the trained weights.

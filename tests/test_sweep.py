@@ -379,3 +379,46 @@ def test_sweep_report_renders_in_a_browser(multi_seed, tmp_path):
   assert attrs.get('images-ok') == 'true' and attrs['images'] == '3', attrs
   assert tuple(attrs['headings'].split('|')) == sweep_report.SWEEP_SECTIONS
   assert '<th>Holm p</th>' in proc.stdout and '<th>95% interval</th>' in proc.stdout
+
+
+@pytest.mark.parametrize('vary', [['data_dir=/a,/b'], ['name=../../../x,..'],
+                                  ['data_dir=<script>/x,a\\b']])
+def test_vary_values_never_become_paths(tmp_path, vary):
+  """Issue 21 item 8: each cell is one safe folder directly inside the sweep folder."""
+  runs, _ = sweep.vary_plan(os.path.join(REPO, 'configs', 'default.py'), ['mnist'],
+                            str(tmp_path), sweep.parse_vary(vary))
+  assert len(runs) == 2
+  for workdir, _ in runs:
+    assert os.path.dirname(workdir) == str(tmp_path) and not os.path.basename(
+        workdir).startswith('.') and workdir_lib.path_problem(workdir) is None
+
+
+def test_unknown_dataset_is_refused_before_any_cell(tmp_path, monkeypatch):
+  """Issue 21 item 7: as --configs=nope is."""
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda *a, **k: pytest.fail('trained'))
+  with pytest.raises(sweep.SweepError, match=r"--datasets: unknown 'cifar'; use one or more "
+                     'of mnist, fashion_mnist'):
+    sweep.run_sweep(('default',), ['mnist', 'cifar'], str(tmp_path))
+  with pytest.raises(sweep.SweepError, match="--datasets: unknown 'cifar'"):
+    sweep.run_sweep((), ['cifar'], str(tmp_path), vary={'hidden_units': ['8']})
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_bad_vary_value_names_vary():
+  """Issue 21 item 6: not --override."""
+  with pytest.raises(sweep.SweepError, match=r"^--vary 'hidden_units=a': expected int"):
+    sweep.vary_plan(os.path.join(REPO, 'configs', 'default.py'), ['mnist'], 'S',
+                    sweep.parse_vary(['hidden_units=a,b']))
+  with pytest.raises(sweep.SweepError, match=r"no field 'hiden_units'\. Did you mean "
+                     '"hidden_units"'):
+    sweep.load_config('default', 'mnist', ['hiden_units=3'])
+
+
+@pytest.mark.slow  # Two processes that import jax.
+def test_help_exits_0_and_a_bad_flag_is_one_line(tmp_path):
+  proc = sweep_cli('--help')
+  assert proc.returncode == 0 and '--vary' in proc.stdout and 'Runs many' in proc.stdout
+  proc = sweep_cli('--num_seeds=x', f'--sweep_dir={tmp_path}')
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+      "error: flag --num_seeds=x: invalid literal for int() with base 10: 'x'. See --help for "
+      'the flags and their values.']

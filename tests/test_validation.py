@@ -41,6 +41,9 @@ CASES = [
     ({'cpu_kernel': 'fast'}, "config.cpu_kernel='fast': use auto"),
     ({'max_checkpoints_to_keep': 0}, 'config.max_checkpoints_to_keep=0'),
     ({'data_dir': '/nonexistent/mnist'}, "config.data_dir='/nonexistent/mnist': no such folder"),
+    ({'seed': 2**64 + 1}, 'the seeds run to 18446744073709551617, past 9223372036854775807'),
+    ({'seed': 2**63 - 1, 'num_seeds': 2}, 'config.seed=9223372036854775807 with '
+     'config.num_seeds=2: the seeds run to 9223372036854775808'),
 ]
 
 

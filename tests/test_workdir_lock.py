@@ -143,3 +143,17 @@ def test_config_is_checked_and_written_under_the_lock_before_the_kernel_build(
   monkeypatch.setattr(train.steps_lib, 'build', build)
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
   assert seen == {'config.json': True, 'locked': True}
+
+
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
+  """Issue 21 item 12: the lock record is never written through a link out of the workdir."""
+  outside = tmp_path / 'precious.txt'
+  outside.write_text('keep me\n')
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  os.symlink(outside, workdir / workdir_lib.LOCK_FILE)
+  with pytest.raises(workdir_lib.UnsafeWorkdirError, match=r'\.lock is a symbolic link \(to '
+                     f"'{outside}'\\); .* Remove the link"):
+    with workdir_lib.WorkdirLock(str(workdir)):
+      pytest.fail('locked')
+  assert outside.read_text() == 'keep me\n' and os.path.islink(workdir / workdir_lib.LOCK_FILE)

@@ -1,20 +1,24 @@
 // The report's drawing pad: digits_jax.preprocess and the trained MLP's forward pass in
 // JavaScript, and the pad's events. The page embeds the model as JSON in
 // <script id="digits-jax-model"> (see digits_jax/drawing_pad.py):
-//   {dataset, classNames, constants: {size, digitBox, ...}, layers: [{in, out, kernel,
-//    bias}]}, kernel [in, out] row-major and bias as base64 little-endian float32.
-// Exposes window.digitsJax.prepare(imageData[, preparation]) -> 784 grey levels 0..255 (null if blank)
-// and window.digitsJax.predict(pixels) -> the 10 probabilities.
+//   {dataset, preparation, classNames, constants: {size, digitBox, ...}, kind: 'mlp', activation,
+//    layers: [{in, out, kernel, bias}], checks: [{pixels, probabilities}], checkTolerance},
+//   kernel [in, out] row-major and bias as base64 little-endian float32, pixels base64 uint8.
+// Exposes window.digitsJax.prepare(imageData[, preparation]) -> 784 grey levels 0..255 (null if blank),
+// window.digitsJax.predict(pixels) -> the 10 probabilities, and window.digitsJax.selfCheck:
+// {ok, reason, maxDiff}, the forward pass checked on load against Python's probabilities
+// of the check images; unless ok, the pad shows the reason instead of predictions.
 (function () {
   'use strict';
   var model = JSON.parse(document.getElementById('digits-jax-model').textContent);
   var K = model.constants;
 
-  function decodeFloat32(b64) {
+  function decodeBytes(b64) {
     var bin = atob(b64), bytes = new Uint8Array(bin.length);
     for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    return new Float32Array(bytes.buffer);
+    return bytes;
   }
+  function decodeFloat32(b64) { return new Float32Array(decodeBytes(b64).buffer); }
   var layers = model.layers.map(function (l) {
     return {n_in: l['in'], n_out: l.out, kernel: decodeFloat32(l.kernel),
             bias: decodeFloat32(l.bias)};
@@ -219,6 +223,18 @@
 
   // ------------------------------------------------------------------ the network
 
+  // The hidden activations this script implements, by the names of models.ACTIVATIONS
+  // (gelu as jax.nn.gelu's default, the tanh approximation).
+  var ACTIVATIONS = {
+    relu: function (a) { return Math.max(a, 0); },
+    tanh: Math.tanh,
+    sigmoid: function (a) { return 1 / (1 + Math.exp(-a)); },
+    gelu: function (a) {
+      return 0.5 * a * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (a + 0.044715 * a * a * a)));
+    }
+  };
+  var activation = ACTIVATIONS[model.activation];
+
   function predict(pixels) {  // 784 grey levels (or 28 rows of 28) -> 10 probabilities.
     var x = Array.from(pixels).flat().map(function (p) { return p / 255; });
     layers.forEach(function (l, k) {
@@ -227,14 +243,37 @@
         if (x[i] === 0) continue;
         for (var j = 0, row = i * l.n_out; j < l.n_out; j++) y[j] += x[i] * l.kernel[row + j];
       }
-      x = k < layers.length - 1 ? y.map(function (a) { return Math.max(a, 0); }) : y;
+      x = k < layers.length - 1 ? y.map(activation) : y;
     });
     var top = Math.max.apply(null, x), e = x.map(function (a) { return Math.exp(a - top); });
     var sum = e.reduce(function (a, b) { return a + b; }, 0);
     return e.map(function (a) { return a / sum; });
   }
 
-  window.digitsJax = {prepare: prepare, predict: predict, model: model};
+  function check() {  // This forward pass against Python's on the page's check images.
+    if (model.kind !== 'mlp' || !activation) {
+      return {ok: false, maxDiff: null, reason: 'This page cannot run this network (' +
+          model.kind + ', activation ' + model.activation + '): it runs MLPs with ' +
+          Object.keys(ACTIVATIONS).join(', ') + '. Use python -m digits_jax.predict.'};
+    }
+    var worst = 0;
+    model.checks.forEach(function (c) {
+      var p = predict(decodeBytes(c.pixels));
+      for (var k = 0; k < p.length; k++) {
+        var d = Math.abs(p[k] - c.probabilities[k]);
+        worst = d > worst || isNaN(d) ? d : worst;
+      }
+    });
+    var ok = model.checks.length > 0 && worst <= model.checkTolerance;
+    return {ok: ok, maxDiff: worst, reason: ok ? null :
+        'Warning: this page\'s copy of the network disagrees with Python on its check ' +
+        'images (probabilities differ by up to ' + worst.toFixed(4) + '), so it shows no ' +
+        'predictions. The network was changed in a way this page does not know; use ' +
+        'python -m digits_jax.predict.'};
+  }
+
+  var selfCheck = check();
+  window.digitsJax = {prepare: prepare, predict: predict, model: model, selfCheck: selfCheck};
 
   // ------------------------------------------------------------------ the pad
 
@@ -273,7 +312,8 @@
   function update() {
     pending = false;
     var pixels = prepare(ctx.getImageData(0, 0, pad.width, pad.height));
-    show(pixels, pixels ? predict(pixels) : null);
+    show(pixels, pixels && selfCheck.ok ? predict(pixels) : null);
+    if (!selfCheck.ok) status.textContent = selfCheck.reason;
   }
 
   function point(ev) {
@@ -304,7 +344,10 @@
   });
   pad.addEventListener('pointermove', function (ev) { if (drawing) stroke(ev); });
   ['pointerup', 'pointercancel'].forEach(function (name) {
-    pad.addEventListener(name, function () { drawing = false; });
+    pad.addEventListener(name, function () {  // The last stroke is read even without a frame.
+      drawing = false;
+      if (pending) update();
+    });
   });
   document.getElementById('pad-clear').addEventListener('click', clear);
   clear();
