@@ -27,13 +27,22 @@ def get_config(dataset=None):
   config.num_hidden_layers = 1  # Number of hidden layers.
   config.kernel_init = 'glorot_uniform'  # Keras's Dense default; or 'lecun_normal'.
   config.activation = 'relu'  # Hidden layers' activation: 'relu', 'tanh', 'sigmoid' or 'gelu'.
+  # Fraction of each hidden layer's outputs dropped while training (keys from seed and step;
+  # evaluation and predict never drop); 0 = none, the lab's network.
+  config.dropout_rate = 0.0
 
-  # Optimisation (Keras Adam defaults).
-  config.optimizer = 'keras_adam'  # Keras's Adam update rule; or 'optax_adam' (optax.adam).
-  config.learning_rate = 1e-3  # Adam step size.
-  config.b1 = 0.9  # Adam first-moment decay.
-  config.b2 = 0.999  # Adam second-moment decay.
-  config.eps = 1e-7  # Adam epsilon (Keras's default, not optax's 1e-8).
+  # Optimisation. config.optimizer names an entry of digits_jax/optimizers.py's registry:
+  # 'keras_adam' (Keras's Adam update rule, the lab's) or an optax optimizer ('sgd', 'adamw',
+  # 'rmsprop', ...); it takes the fields below that its signature names, and the others
+  # must stay at these defaults. E.g. --config.optimizer=sgd --config.momentum=0.9.
+  config.optimizer = 'keras_adam'
+  config.learning_rate = 1e-3  # Step size (every optimizer).
+  config.b1 = 0.9  # First-moment decay (Adam family, lion, ...).
+  config.b2 = 0.999  # Second-moment decay (Adam family, lion, ...).
+  config.eps = 1e-7  # Epsilon (Keras's default, not optax's 1e-8), for those that take one.
+  config.momentum = 0.0  # Momentum (sgd, rmsprop, lars, sm3); 0 = none.
+  config.nesterov = False  # Nesterov momentum (sgd, rmsprop, the Adam family).
+  config.weight_decay = 0.0  # Decoupled weight decay (adamw, lamb, lion, ...); 0 = none.
   config.num_epochs = 10  # Passes over the training split.
   config.batch_size = 32  # Global training batch size (the last partial batch is kept).
   config.seed = 0  # Seeds initialisation and the per-epoch shuffles.

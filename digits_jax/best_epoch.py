@@ -50,7 +50,7 @@ def active(history, seeds, patience):
 
 def uses_kept(config):
   """Whether the run evaluates kept parameters rather than its last state's."""
-  return bool(config.get('restore_best') or config.get('early_stopping_patience'))
+  return bool(config.restore_best or config.early_stopping_patience)
 
 
 def initial_kept(config, params):

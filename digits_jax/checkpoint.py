@@ -13,6 +13,16 @@ the index of a shard), and a flipped bit in a data file restores silently otherw
 A restore recomputes the checksum; a checkpoint that fails to restore or to verify is
 moved aside to `damaged_checkpoints/` (never deleted) and the next older one is tried.
 
+A checkpoint does not hold the state's `rng` (the replicas' keys: key(seed), from the
+config), so checkpoints saved before it existed restore as they are. Its progress record
+also holds `arrays_checksum`, a checksum of its arrays that does not depend on their
+tree's structure, which a reader that does not know the optimizer's state verifies.
+
+Loading weights (`read_params`, `load_trained`, `load_network`: predict, the report and
+its pad) reads the parameters alone, by a plain single-process read (no CheckpointManager,
+no barrier: process 0 may call it alone in a multi-process run), and builds no optimizer:
+a run trained with any optimizer reads back.
+
 The loop's state is replica-stacked (config.num_seeds replicas on a leading axis). A
 one-replica state is saved without that axis, exactly as before num_seeds existed, so
 old checkpoints resume and load; N replicas are saved stacked.
@@ -23,29 +33,27 @@ import datetime
 import errno
 import hashlib
 import json
-import logging
 import os
 import shutil
-import sys
-import traceback
 
 from absl import logging as absl_logging
 import jax
-import ml_collections
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from digits_jax import best_epoch
+from digits_jax import config_files
 from digits_jax import errors
+from digits_jax import orbax_quiet
 from digits_jax import parallel
-from digits_jax import results as results_lib
 from digits_jax import storage
 from digits_jax import train_state as ts
 
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'damaged_checkpoints'  # Checkpoints that failed to restore or verify.
 CHECKSUM_KEY = 'checksum'  # Progress-record key holding the checkpoint's checksum.
-TMP_MARK = '.orbax-checkpoint-tmp'  # In the name of a save's folder until it commits.
+ARRAYS_CHECKSUM_KEY = 'arrays_checksum'  # ... and that of its arrays, in no order.
+TMP_MARK = orbax_quiet.TMP_MARK
 
 
 class CheckpointError(errors.UserError, RuntimeError):
@@ -75,20 +83,37 @@ def _host(x):
   return np.asarray(x)
 
 
+def _as_digested(leaf):
+  """An array as the checksums digest it (integers as int64: the step is an int32 array
+  when saved, an int when restored)."""
+  value = np.ascontiguousarray(_host(leaf))
+  return value.astype(np.int64) if value.dtype.kind in 'iu' else value
+
+
 def checksum(state, progress, kept_params=None):
   """SHA-256 of every array of `state` and `kept_params` (with its path, dtype and shape)
   and of `progress`."""
   digest = hashlib.sha256()
   for tree in (state, kept_params):  # None adds nothing: old checksums stay valid.
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-      value = np.ascontiguousarray(_host(leaf))
-      if value.dtype.kind in 'iu':  # The step is an int32 array when saved, an int restored.
-        value = value.astype(np.int64)
+      value = _as_digested(leaf)
       digest.update(f'{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape};'.encode())
       digest.update(value.tobytes())
   record = {k: v for k, v in progress.items() if k != CHECKSUM_KEY}
   digest.update(json.dumps(record, sort_keys=True, allow_nan=True).encode())
   return digest.hexdigest()
+
+
+def arrays_checksum(*trees):
+  """SHA-256 of every array of `trees` (dtype, shape and bytes), in no order: each array is
+  digested apart and the digests sorted. A reader that restores the raw tree (whose
+  structure, e.g. the optimizer's state's, it does not know) can verify it."""
+  parts = []
+  for leaf in jax.tree.leaves(trees):
+    value = _as_digested(leaf)
+    parts.append(hashlib.sha256(f'{value.dtype}:{value.shape};'.encode() + value.tobytes())
+                 .hexdigest())
+  return hashlib.sha256(''.join(sorted(parts)).encode()).hexdigest()
 
 
 def _first_line(exc):
@@ -97,61 +122,6 @@ def _first_line(exc):
   text = text.splitlines()[0] if text else ''
   text = text.split(' See full TensorStore details')[0]
   return f'{type(exc).__name__}: {text[:160]}' if text else type(exc).__name__
-
-
-class _QuietStorageFailures(logging.Filter):
-  """Drops orbax's logged tracebacks of a disk-full or permission failure: the failure
-  is raised to the caller too, which explains it once, in one paragraph."""
-
-  def filter(self, record):
-    if f'{os.sep}orbax{os.sep}' not in record.pathname or record.levelno < logging.WARNING:
-      return True
-    if TMP_MARK in record.getMessage():  # About the temporary folder of a failed save.
-      return False
-    exc = record.exc_info[1] if record.exc_info else None
-    return storage.find(exc) is None and storage.find(Exception(record.getMessage())) is None
-
-
-class _QuietOrphanedReads(logging.Filter):
-  """Drops asyncio's 'Task exception was never retrieved' for orbax's other reads of a
-  checkpoint that failed to restore: that failure is already reported, in one line."""
-
-  def filter(self, record):
-    return not _orphaned(record.exc_info[1] if record.exc_info else None)
-
-
-def _orphaned(exc):
-  """Whether `exc` is the echo of a failure already reported: a TensorStore callback into
-  orbax's closed event loop, or an orbax read or write left running after it failed."""
-  if isinstance(exc, RuntimeError) and str(exc) == 'Event loop is closed':
-    return True
-  frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
-  return any(f'{os.sep}orbax{os.sep}' in frame.filename for frame in frames)
-
-
-def _quiet_orphaned_callbacks():
-  """After a failed save or restore, orbax's other reads and writes of that checkpoint
-  still finish and report their errors (as unraisable exceptions, or through
-  sys.excepthook from a callback thread); drops those, since the failure itself is
-  raised and reported in one line. Idempotent."""
-  if getattr(sys.unraisablehook, 'digits_jax_quiet', False):
-    return
-  previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
-
-  def unraisable_hook(unraisable):
-    if not _orphaned(unraisable.exc_value):
-      previous_unraisable(unraisable)
-
-  def except_hook(exc_type, exc, tb):
-    if not _orphaned(exc):
-      previous_except(exc_type, exc, tb)
-
-  unraisable_hook.digits_jax_quiet = True
-  sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
-
-
-_QUIET = _QuietStorageFailures()
-_QUIET_READS = _QuietOrphanedReads()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,9 +152,7 @@ class Checkpointer:
     """`read_only`: for reading a run's checkpoints, even while it saves (never save)."""
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
-    absl_logging.get_absl_logger().addFilter(_QUIET)  # Both idempotent.
-    logging.getLogger('asyncio').addFilter(_QUIET_READS)
-    _quiet_orphaned_callbacks()  # Before any save: their echoes can come before the failure.
+    orbax_quiet.install(absl_logging.get_absl_logger())
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -200,7 +168,8 @@ class Checkpointer:
     """Saves a replica-stacked state asynchronously; `progress` is a JSON-serialisable dict;
     `kept_params`, if given, the replica-stacked parameters each replica is evaluated with."""
     state, kept_params = _as_saved(state), _as_saved(kept_params)
-    progress = dict(progress, **{CHECKSUM_KEY: checksum(state, progress, kept_params)})
+    progress = dict(progress, **{ARRAYS_CHECKSUM_KEY: arrays_checksum(state, kept_params)})
+    progress[CHECKSUM_KEY] = checksum(state, progress, kept_params)
     items = {'state': ocp.args.StandardSave(state), 'progress': ocp.args.JsonSave(progress)}
     if kept_params is not None:
       items['kept_params'] = ocp.args.StandardSave(kept_params)
@@ -236,9 +205,10 @@ class Checkpointer:
     recorded = progress.pop(CHECKSUM_KEY, None)
     if recorded is not None and recorded != checksum(state, progress, kept):
       raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
+    progress.pop(ARRAYS_CHECKSUM_KEY, None)
     if ts.num_replicas(state_like) == 1:
       state, kept = jax.tree.map(lambda x: x[None], (state, kept))
-    return Restored(step, state, progress, kept)
+    return Restored(step, state.replace(rng=state_like.rng), progress, kept)
 
   def restore_newest_intact(self, state_like, kept_like=None):
     """Restores the newest checkpoint that is intact, moving damaged ones aside.
@@ -301,7 +271,10 @@ class Checkpointer:
 
 
 def _as_saved(tree):
-  """A stacked tree as saved: one replica without its replica axis, many stacked."""
+  """A stacked tree as saved: one replica without its replica axis, many stacked; a train
+  state without its `rng` (the config's seeds)."""
+  if isinstance(tree, ts.TrainState):
+    tree = tree.replace(rng=None)
   if tree is None or ts.num_replicas(tree) > 1:
     return tree
   return ts.replica(tree, 0)
@@ -333,35 +306,97 @@ def epochs_begun(workdir):
   return 0
 
 
-def load_trained(workdir, step=None):
-  """Rebuilds the trained state of a finished (or interrupted) run from its workdir.
+@dataclasses.dataclass(frozen=True)
+class Weights:
+  """A checkpoint's parameters, read without its optimizer state (numpy, as saved: one
+  replica without a replica axis, many stacked)."""
+  step: object  # The state's step (optimizer steps taken), as saved.
+  params: object
+  kept_params: object  # The parameters each replica is evaluated with, or None.
+  progress: dict
 
-  Needs no TensorFlow: reads workdir/config.json and the latest checkpoint (or `step`),
-  verified against its checksum; moves nothing. A run with config.restore_best or
+
+def _single_process_reader():
+  """An orbax Checkpointer that reads in this process alone: its restore's barrier spans
+  only this process, so process 0 may read while the others do something else."""
+  options = _processes(read_only=True)
+  handler = ocp.CompositeCheckpointHandler(
+      state=ocp.PyTreeCheckpointHandler(multiprocessing_options=options),
+      kept_params=ocp.PyTreeCheckpointHandler(multiprocessing_options=options),
+      progress=ocp.JsonCheckpointHandler(multiprocessing_options=options))
+  return ocp.Checkpointer(handler, multiprocessing_options=options)
+
+
+def _as_numpy(tree_metadata):
+  """Restore arguments reading every array of a tree (given by its metadata) as numpy."""
+  return jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree_metadata)
+
+
+def read_params(workdir, step=None):
+  """The parameters of the checkpoint of `step` (default the latest), verified against its
+  `arrays_checksum` (one saved before that checksum existed is trusted). Builds no
+  optimizer: the state is read as the raw tree it was saved as; a single-process read.
+
+  Raises:
+    CheckpointError: the workdir holds no checkpoint (or not `step`).
+    DamagedCheckpointError: it cannot be read, or does not match its checksum.
+  """
+  steps = sorted(int(n) for n in os.listdir(os.path.join(workdir, CHECKPOINT_DIR))
+                 if n.isdigit()) if has_checkpoint(workdir) else []
+  step = (steps[-1] if steps else None) if step is None else step
+  if step not in steps:
+    raise CheckpointError(
+        f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/' + (
+            f' at step {step}.' if step is not None else ': it is not a trained run (python '
+            f'-m digits_jax.main --workdir={workdir} trains one).'))
+  try:
+    return _read_weights(os.path.join(workdir, CHECKPOINT_DIR, str(step)), step)
+  except DamagedCheckpointError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if (storage.find(e) or (None,))[0] in (errno.EACCES, errno.EPERM):
+      raise
+    raise DamagedCheckpointError(step, f'cannot be restored ({_first_line(e)})') from e
+
+
+def _read_weights(path, step):
+  """`Weights` of one checkpoint folder, its arrays verified against its arrays_checksum."""
+  reader = _single_process_reader()
+  items = reader.metadata(path).item_metadata
+  names = [name for name in ('state', 'kept_params') if items.get(name) is not None]
+  args = {name: ocp.args.PyTreeRestore(restore_args=_as_numpy(items[name].tree))
+          for name in names}
+  restored = reader.restore(path, args=ocp.args.Composite(
+      **args, progress=ocp.args.JsonRestore()))
+  state, kept = restored['state'], restored['kept_params'] if 'kept_params' in names else None
+  progress = dict(restored['progress'])
+  progress.pop(CHECKSUM_KEY, None)
+  recorded = progress.pop(ARRAYS_CHECKSUM_KEY, None)
+  if recorded is not None and recorded != arrays_checksum(state, kept):
+    raise DamagedCheckpointError(step, 'does not match its checksum (a flipped bit?)')
+  return Weights(state['step'], state['params'], kept, progress)
+
+
+def load_trained(workdir, step=None):
+  """The trained network of a finished (or interrupted) run, for evaluation and inference.
+
+  Needs no TensorFlow and builds no optimizer: reads workdir/config.json (completed by
+  config_files.read_run_config) and the parameters of the latest checkpoint (or `step`),
+  verified against their checksum; moves nothing. A run with config.restore_best or
   config.early_stopping_patience comes back with the parameters it was evaluated with
-  (each replica's best, or where it stopped); its optimizer state and step are the last.
+  (each replica's best, or where it stopped).
 
   Returns:
-    (config, state, progress): `state` is replica-stacked, one replica per seed of
-    `train_state.seeds_of(config)` (one for a single-seed run); take replica k with
-    `train_state.replica(state, k)`.
+    (config, state, progress): `state` is a replica-stacked TrainState without an
+    optimizer (tx and opt_state None; its step is the checkpoint's), one replica per seed
+    of `train_state.seeds_of(config)`; take replica k with `train_state.replica(state, k)`.
   """
-  config = ml_collections.ConfigDict(results_lib.read_config(workdir))
-  state = ts.create_train_states(config, ts.seeds_of(config))
-  kept_like = state.params if best_epoch.uses_kept(config) else None
-  checkpointer = Checkpointer(workdir, read_only=True)
-  try:
-    if checkpointer.latest_step() is None:
-      raise CheckpointError(f'{workdir} holds no checkpoint under {CHECKPOINT_DIR}/: it is '
-                            'not a trained run (python -m digits_jax.main '
-                            f'--workdir={workdir} trains one).')
-    restored = checkpointer.restore(state, step, kept_like)
-  finally:
-    checkpointer.close()
-  state = restored.state
-  if restored.kept_params is not None:
-    state = state.replace(params=restored.kept_params)
-  return config, state, restored.progress
+  config = config_files.read_run_config(workdir)
+  weights = read_params(workdir, step)
+  params = weights.params if weights.kept_params is None else weights.kept_params
+  stacked = lambda x: jnp.asarray(x if config.num_seeds > 1 else x[None])
+  state = ts.inference_state(config, jax.tree.map(stacked, params), stacked(weights.step))
+  return config, state, weights.progress
 
 
 def load_network(workdir):

@@ -10,6 +10,7 @@ import os
 import re
 
 from digits_jax import analysis
+from digits_jax import config_files
 from digits_jax import errors
 from digits_jax import results as results_lib
 from digits_jax import significance
@@ -141,7 +142,7 @@ def differing_fields(runs):
   for workdirs in groups.values():
     if len(workdirs) < 2:
       continue
-    configs = {w: results_lib.read_config(w) for w in workdirs}
+    configs = {w: config_files.read_run_config(w).to_dict() for w in workdirs}
     fields = sorted({k for c in configs.values() for k in c})
     differ = [k for k in fields
               if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1]
@@ -195,11 +196,11 @@ def vary_cells(cells, vary):
   first, others = list(vary)[0], list(vary)[1:]
   out = []
   for cell in cells:
-    config = results_lib.read_config(cell['workdir'])
-    if isinstance(config.get(first), bool) or not isinstance(config.get(first), (int, float)):
+    config = config_files.read_run_config(cell['workdir'])
+    if isinstance(config[first], bool) or not isinstance(config[first], (int, float)):
       return []
     out.append(dict(cell, x=config[first],
-                    series=','.join(f'{f}={config.get(f)}' for f in others)))
+                    series=','.join(f'{f}={config[f]}' for f in others)))
   return out
 
 

@@ -5,6 +5,12 @@ so `from configs import default` and `--config=/any/path/v6.py` work from any fo
 `--config=configs/v6.py` (or just `--config=v6`) finds the shipped file when the current
 folder has none. The field list of `--help` is read from configs/default.py itself: each
 field's default from `get_config()`, its meaning from the comment beside (or above) it.
+
+A run's saved config (its workdir's config.json) is read by `read_run_config` alone: the
+fields added to configs/default.py since the run was made take their default there, which
+by contract is what runs did before the field existed (dropout_rate 0, num_seeds 1, ...).
+Nothing else fills in a missing field (`config.get(field, default)`), and the resume guard
+(workdir.py) compares the completed config.
 """
 
 import ast
@@ -14,8 +20,11 @@ import sys
 import textwrap
 import tokenize
 
+import ml_collections
+
 from digits_jax import errors
 from digits_jax import input_pipeline
+from digits_jax import results as results_lib
 
 
 def config_dir():
@@ -25,6 +34,34 @@ def config_dir():
   except ImportError:
     return os.path.abspath('configs')
   return os.path.dirname(os.path.abspath(configs.__file__))
+
+
+def defaults():
+  """configs/default.py's config: every field, at its default."""
+  from configs import default  # pylint: disable=g-import-not-at-top  (see config_dir)
+  return default.get_config()
+
+
+def complete(saved):
+  """A saved config (a dict, as in config.json) as a ConfigDict with every field that
+  configs/default.py has and it lacks filled with its default. Fields it has keep their
+  saved value, including any that default.py no longer has."""
+  return ml_collections.ConfigDict({**defaults().to_dict(), **saved})
+
+
+def added_fields(saved):
+  """The fields of configs/default.py that a saved config (a dict) lacks, in file order."""
+  return [field for field in defaults().keys() if field not in saved]
+
+
+def read_run_config(workdir, fix=results_lib.CONFIG_FIX):
+  """The config of the run in `workdir`: its config.json, completed by `complete`.
+
+  Raises:
+    the typed error of `results.read_config` (naming the file and `fix`) if config.json
+    is missing or damaged.
+  """
+  return complete(results_lib.read_config(workdir, fix=fix))
 
 
 def shipped():
@@ -165,8 +202,7 @@ def field_docs():
 
 def help_text():
   """The shipped configs, every config field (default and meaning) and the data variables."""
-  from configs import default  # pylint: disable=g-import-not-at-top
-  config = default.get_config()
+  config = defaults()
   datasets = ', '.join(input_pipeline.DATASETS)
   lines = ['', f'Shipped configs (in {config_dir()}): --config=configs/NAME.py, or '
            f'--config=NAME; add :DATASET for another dataset ({datasets}), e.g. '

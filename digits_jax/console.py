@@ -9,9 +9,10 @@ import jax
 import numpy as np
 
 from digits_jax import best_epoch
+from digits_jax import optimizers
 from digits_jax import results as results_lib
-from digits_jax import train_state as ts
 from digits_jax import workdir as workdir_lib
+from digits_jax import train_state as ts
 
 
 def say(*args, **kwargs):
@@ -153,6 +154,8 @@ def log_start(config, *, mesh, data, padded_batch):
   say(f'Data: {config.dataset} from {data.source}: {len(data.train_labels):,} '
       f'training, {len(data.val_labels):,} validation (last '
       f'{config.validation_split:.0%}), {len(data.test_labels):,} test images.')
+  say(f'Optimizer: {optimizers.describe(config)}'
+      + (f'; dropout {config.dropout_rate:g} in training.' if config.dropout_rate else '.'))
   if padded_batch != config.batch_size:
     say(f'Batch {config.batch_size} padded to {padded_batch} (a multiple of '
         f'{mesh.devices.size} devices); padded examples are masked out of the loss, '

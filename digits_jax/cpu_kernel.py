@@ -165,6 +165,11 @@ IMPLEMENTS = {
     'b1': Implements(),
     'b2': Implements(),
     'eps': Implements(),
+    # The optimizer registry's other hyperparameters: keras_adam takes none of them, and
+    # validation keeps them at these defaults for it (optimizers.problems).
+    'momentum': Implements((0,), default=0.0),
+    'nesterov': Implements((False,), default=False),
+    'weight_decay': Implements((0,), default=0.0),
     'batch_size': Implements(check=_auto_batch),
     'data_on_device': Implements((True,)),
     'seed': Implements(),  # Seeds and batches arrive as the initial state and the index.

@@ -94,8 +94,8 @@ def model_json(params, config):
   checks it must pass before predicting."""
   record = input_pipeline.dataset(config.dataset)
   return {'dataset': config.dataset, 'preparation': record.preparation,
-          'classNames': list(record.class_names), 'constants': CONSTANTS, 'kind': 'mlp',
-          'activation': config.activation,
+          'classNames': list(record.class_names),
+          'constants': CONSTANTS, 'kind': 'mlp', 'activation': config.activation,
           'layers': [{'in': k.shape[0], 'out': k.shape[1], 'kernel': _b64(k), 'bias': _b64(b)}
                      for k, b in layers(params)],
           'checks': checks(params, config), 'checkTolerance': CHECK_TOLERANCE}

@@ -228,13 +228,13 @@ def draw_image_grids(workdir, config, res, preds, train_images, train_labels, te
   and the misclassified test images) from a run's saved results and predictions (of
   replica 0 in a many-seed run, as the titles then say)."""
   path = lambda key: os.path.join(workdir, FILES[key])
-  n = min(config.get('num_show', 25), len(train_images))
+  n = min(config.num_show, len(train_images))
   samples(train_images[:n], train_labels[:n], class_names, path('samples'))
   if res['recognized']:
     recognized(test_images, res['recognized'], class_names, path('recognized'),
                replica_note(res))
   wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
-  misclassified(test_images, wrong[:config.get('num_misclassified_show', 5)],
+  misclassified(test_images, wrong[:config.num_misclassified_show],
                 preds['labels'], preds['predicted'], class_names, path('misclassified'),
                 replica_note(res))
 

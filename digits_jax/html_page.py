@@ -123,22 +123,25 @@ def page(title, subtitle, sections, footer=''):
           f'<footer>{html.escape(footer)}</footer></main></body></html>\n')
 
 
-def goal(datasets):
-  """One paragraph on what the lab does, on the datasets named (registry names)."""
+def goal(datasets, optimizer=None):
+  """One paragraph on what the lab does, on the datasets named (registry names), with which
+  optimizer (`optimizers.describe`; None: each run's own, in its config)."""
   records = [input_pipeline.DATASETS.get(d) for d in datasets]
   parts = [(r.subject, r.title) if r else ('images', d) for r, d in zip(records, datasets)]
   if len(parts) == 1:
     what = f'{parts[0][0]} from {parts[0][1]}'
   else:
     what = ' and of '.join(f'{subject} ({title})' for subject, title in parts)
+  optimizer = optimizer or "the one each run's config names"
   return ('The lab trains a fully connected network (Flatten 28×28 → Dense+ReLU hidden '
           'layer(s) → Dense(10) with softmax) to recognise 28×28 grey-level images of '
           f'{what} '
           '(60,000 training and 10,000 test images, 10 classes). Inputs are scaled to [0, 1]; '
-          'the loss is categorical cross-entropy and the optimizer Adam. The last fraction of '
-          'the training set is held out for validation, as Keras does. After training, the '
-          'network is evaluated on the test set, chosen test images are recognised with their '
-          '10 output probabilities, and the misclassified test images are counted and shown.')
+          f'the loss is categorical cross-entropy and the optimizer {optimizer}. The last '
+          'fraction of the training set is held out for validation, as Keras does. After '
+          'training, the network is evaluated on the test set, chosen test images are '
+          'recognised with their 10 output probabilities, and the misclassified test images '
+          'are counted and shown.')
 
 
 def conclusions_section(findings):

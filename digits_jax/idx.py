@@ -22,7 +22,6 @@ SPLIT_SIZES = {'train': 60_000, 'test': 10_000}
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 
-
 class DataError(errors.UserError, ValueError):
   """A data file or folder is missing, truncated, corrupt or of the wrong format."""
 

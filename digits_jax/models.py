@@ -27,14 +27,18 @@ class MLP(nn.Module):
   kernel_init: str = 'glorot_uniform'
   dtype: Any = jnp.float32  # Computation dtype; parameters are always float32.
   activation: str = 'relu'  # A name of ACTIVATIONS, looked up when the model is applied.
+  dropout_rate: float = 0.0  # Dropout after each hidden activation, in training only.
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train=False):
+    """Logits of `x`; `train` turns dropout on (it then needs a 'dropout' rng)."""
     x = x.reshape((x.shape[0], -1)).astype(self.dtype)  # Flatten 28x28 -> 784.
     init = KERNEL_INITS[self.kernel_init]
     for i, units in enumerate(self.hidden_sizes):
       dense = nn.Dense(units, dtype=self.dtype, kernel_init=init, name=layer_name(i))
       x = ACTIVATIONS[self.activation](dense(x))
+      if self.dropout_rate:  # (None at 0: the lab's network and its summary unchanged.)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f'dropout_{i}')(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=init,
                  name=layer_name(len(self.hidden_sizes)))(x)
     return x.astype(jnp.float32)
@@ -63,7 +67,8 @@ def hidden_sizes(config):
 def create_model(config):
   """Builds the MLP that `config` describes."""
   return MLP(hidden_sizes=hidden_sizes(config), kernel_init=config.kernel_init,
-             dtype=jnp.dtype(config.compute_dtype), activation=config.activation)
+             dtype=jnp.dtype(config.compute_dtype), activation=config.activation,
+             dropout_rate=float(config.dropout_rate))
 
 
 def count_params(sizes, num_inputs=int(np.prod(INPUT_SHAPE)), num_classes=NUM_CLASSES):

@@ -9,7 +9,6 @@ made of html_page.py's blocks; this module is the command that picks one.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -17,7 +16,6 @@ from absl import logging
 
 from digits_jax import cli
 from digits_jax import comparison
-from digits_jax import errors
 from digits_jax import results as results_lib
 from digits_jax import run_report
 from digits_jax import sweep_report
@@ -29,17 +27,6 @@ def is_sweep_dir(folder):
           and bool(comparison.run_folders(folder)))
 
 
-def warn_unreadable_runs(sweep_dir):
-  """One `warning:` line on stderr per run of the sweep that its report leaves out; a
-  UserError if that is every run."""
-  unreadable = comparison.unreadable_runs(sweep_dir)
-  for reason in unreadable.values():
-    print(f'warning: left out of the sweep report: {reason}', file=sys.stderr, flush=True)
-  if unreadable and len(unreadable) == len(comparison.run_folders(sweep_dir)):
-    raise errors.UserError(f'{sweep_dir}: no run there can be read (each is named above); '
-                           'rerun the sweep\'s command to rewrite their result files.')
-
-
 def main(argv):
   """Writes the report of --workdir (a run or a sweep folder) and prints its path."""
   cli.no_arguments(argv)
@@ -48,7 +35,7 @@ def main(argv):
   folder = flags.FLAGS.workdir
   with cli.one_line(folder):
     if is_sweep_dir(folder):
-      warn_unreadable_runs(folder)
+      sweep_report.warn_unreadable_runs(folder)
       print(sweep_report.write_sweep_report(folder))
     else:
       print(run_report.write_run_report(folder))

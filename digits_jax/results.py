@@ -23,13 +23,11 @@ import numpy as np
 from digits_jax import best_epoch
 from digits_jax import errors
 from digits_jax import models
+from digits_jax import optimizers
 from digits_jax import parallel
 from digits_jax import stats
 from digits_jax import train_state as ts
 
-# The history.csv columns every reader needs (the best epoch is chosen on val_accuracy);
-# the other metric columns are those of train_state.METRICS when the run was made.
-HISTORY_NEEDED = ('epoch', 'val_accuracy', 'seconds')
 # results.json's per_seed lists (one value per seed, in the order of its 'seeds'): these,
 # after test_<metric> for each of train_state.METRICS (`per_seed_fields`).
 PER_SEED_OUTCOMES = ('misclassified_count', 'best_epoch', 'final_val_accuracy')
@@ -182,8 +180,9 @@ def read_history(workdir, all_seeds=False):
             for r in rows]
   except ValueError as e:
     raise DamagedFileError(path, f'holds a value that is not a number ({e})', RERUN) from None
-  if not rows or not set(HISTORY_NEEDED) <= set(rows[0]):
-    raise DamagedFileError(path, f'has no rows of {", ".join(HISTORY_NEEDED)}', RERUN)
+  # Only the epoch is required: a run made before a metric was declared lacks its columns.
+  if not rows or 'epoch' not in rows[0]:
+    raise DamagedFileError(path, 'has no rows with an epoch column', RERUN)
   if 'seed' in rows[0] and not all_seeds:
     rows = [r for r in rows if r['seed'] == rows[0]['seed']]
   return rows
@@ -386,6 +385,7 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
       'hidden_sizes': list(models.hidden_sizes(config)),
       'num_params': models.count_params(models.hidden_sizes(config)),
+      'optimizer': optimizers.describe(config), 'dropout_rate': config.dropout_rate,
       'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
       'validation_split': config.validation_split, 'seed': config.seed,
       'num_train': len(data.train_labels), 'num_val': len(data.val_labels),

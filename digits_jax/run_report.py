@@ -13,10 +13,12 @@ import math
 import os
 
 from digits_jax import analysis
+from digits_jax import config_files
 from digits_jax import drawing_pad
 from digits_jax import figures
 from digits_jax import html_page as hp
 from digits_jax import input_pipeline
+from digits_jax import optimizers
 from digits_jax import results as results_lib
 from digits_jax import stats
 from digits_jax import train_state as ts
@@ -29,8 +31,10 @@ RUN_SECTIONS = ('Goal', 'Results', 'Configuration', 'Model summary', 'Training s
 
 
 def load_run(workdir):
-  """The saved results of a finished run, as a dict of its parts (results.read_run)."""
-  return results_lib.read_run(workdir)
+  """The saved results of a finished run, as a dict of its parts (results.read_run), its
+  config completed (config_files.complete)."""
+  run = results_lib.read_run(workdir)
+  return dict(run, config=config_files.complete(run['config']).to_dict())
 
 
 def ensure_figures(run):
@@ -183,7 +187,7 @@ def _misclassified_section(run, figs):
   """How many test images were misclassified, and the first ones drawn."""
   res, config = run['res'], run['config']
   wrong = results_lib.misclassified(run['preds']['probabilities'], run['preds']['labels'])
-  shown = min(len(wrong), config.get('num_misclassified_show', len(wrong)))
+  shown = min(len(wrong), config['num_misclassified_show'])
   return hp.section('Misclassified test images',
                  f'{len(wrong):,} of {res["num_test"]:,} test images '
                  f'({analysis.pct(len(wrong) / max(res["num_test"], 1))}) were '
@@ -196,7 +200,7 @@ def run_sections(run, figs, cm):
   """The sections of a run's page, in order (RUN_SECTIONS)."""
   res = run['res']
   return [
-      hp.section('Goal', hp.goal([res['dataset']])),
+      hp.section('Goal', hp.goal([res['dataset']], optimizers.describe(run['config']))),
       _results_section(run),
       _config_section(run['config']),
       hp.section('Model summary', hp.Raw(f'<pre>{html.escape(run["summary"])}</pre>')),

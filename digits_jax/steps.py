@@ -70,7 +70,7 @@ class StepImpl:
 
 def _xla(config, reason=None):
   return StepImpl('xla_scan' if config.data_on_device else 'xla_feed', fallback_reason=reason,
-                  replicas=config.get('num_seeds', 1))
+                  replicas=config.num_seeds)
 
 
 def select_steps(config, mesh):
@@ -82,7 +82,7 @@ def select_steps(config, mesh):
     return _xla(config)
   why_not = cpu_kernel.unusable_because(config, mesh)
   if why_not is None:
-    replicas = config.get('num_seeds', 1)
+    replicas = config.num_seeds
     threads = cpu_kernel.default_threads(replicas)
     return StepImpl('kernel', threads=threads, replicas=replicas,
                     kernel_layout=cpu_kernel.default_layout(replicas, threads))

@@ -47,10 +47,11 @@ from digits_jax import background
 from digits_jax import checkpoint as ckpt_lib
 from digits_jax import comparison
 from digits_jax import cli
+from digits_jax import config_files
 from digits_jax import console
 from digits_jax import errors
 from digits_jax import input_pipeline
-from digits_jax import report
+from digits_jax import preemption
 from digits_jax import results as results_lib
 from digits_jax import sweep_report as sweep_report_lib
 from digits_jax import train
@@ -134,7 +135,7 @@ def is_finished(config, workdir):
   run then resumes and rewrites them)."""
   try:
     results_lib.read_finished(workdir)
-    old = results_lib.read_config(workdir)
+    old = config_files.read_run_config(workdir).to_dict()
   except errors.FileProblem:
     return False
   return not workdir_lib.changed_fields(old, config.to_dict(), may_change=RESULT_NEUTRAL_FIELDS)
@@ -346,7 +347,7 @@ def main(argv):
       if not comparison.run_folders(f.sweep_dir):
         raise SweepError(f'--report_only: no finished runs under {f.sweep_dir!r}; give '
                          'the --sweep_dir that the sweep trained into.')
-      report.warn_unreadable_runs(f.sweep_dir)
+      sweep_report_lib.warn_unreadable_runs(f.sweep_dir)
       console.say(f'[sweep] Report: {sweep_report_lib.write_sweep_report(f.sweep_dir)}')
       return
     if f.vary and f['configs'].present:

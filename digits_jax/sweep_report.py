@@ -8,9 +8,11 @@ are drawn by sweep_figures.py, the page from html_page.py's blocks.
 import dataclasses
 import html
 import os
+import sys
 
 from digits_jax import analysis
 from digits_jax import comparison
+from digits_jax import errors
 from digits_jax import html_page as hp
 from digits_jax import input_pipeline
 from digits_jax import results as results_lib
@@ -200,3 +202,14 @@ def write_sweep_report(sweep_dir):
   out = os.path.join(sweep_dir, hp.REPORT)
   results_lib.write_text(out, text)
   return out
+
+
+def warn_unreadable_runs(sweep_dir):
+  """One `warning:` line on stderr per run of the sweep that its report leaves out; a
+  UserError if that is every run."""
+  unreadable = comparison.unreadable_runs(sweep_dir)
+  for reason in unreadable.values():
+    print(f'warning: left out of the sweep report: {reason}', file=sys.stderr, flush=True)
+  if unreadable and len(unreadable) == len(comparison.run_folders(sweep_dir)):
+    raise errors.UserError(f'{sweep_dir}: no run there can be read (each is named above); '
+                           'rerun the sweep\'s command to rewrite their result files.')

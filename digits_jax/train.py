@@ -302,10 +302,10 @@ def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
                            write_outputs=write_outputs or outputs.write_outputs)
 
 
-def run_timings(config, runner, progress, num_train, *, eval_seconds):
-  """results.json's timings: compilation, training (one clock for all seeds), throughput,
-  steps, evaluation, and how the steps ran (steps.StepImpl.timings)."""
-  seconds = {h['epoch']: h['seconds'] for h in progress.history}
+def _timings(config, *, runner, progress, num_train, eval_seconds):
+  """results.json's `timings`: compile, training and evaluation seconds, the steps taken and
+  how they ran."""
+  seconds = {h['epoch']: h['seconds'] for h in progress.history}  # One clock for all seeds.
   train_seconds = sum(seconds.values())
   steps = input_pipeline.steps_per_epoch(num_train, config.batch_size)
   return {'compile_seconds': runner.compile_seconds, 'train_seconds': train_seconds,
@@ -361,8 +361,8 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   t_eval = time.perf_counter()
   tests, probs = evaluate(state, device_eval_batches(
       mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
-  timings = run_timings(config, runner, progress, len(data.train_labels),
-                        eval_seconds=time.perf_counter() - t_eval)
+  timings = _timings(config, runner=runner, progress=progress, num_train=len(data.train_labels),
+                     eval_seconds=time.perf_counter() - t_eval)
   res = results_lib.write_results(config, workdir, data=data, history=progress.history,
                                   tests=tests, probs=probs, timings=timings)
   console.report_test(config, res)

@@ -19,7 +19,7 @@ the gradients or the metrics, so a padded step is exactly the unpadded one.
 
 import dataclasses
 import functools
-from typing import Callable, NamedTuple
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,61 +27,29 @@ import optax
 from flax.training import train_state
 
 from digits_jax import models
+from digits_jax import optimizers
 
-TrainState = train_state.TrainState
+# The optimizers live in optimizers.py; these names stay importable from here.
+KerasAdamState, keras_adam = optimizers.KerasAdamState, optimizers.keras_adam
+OPTIMIZERS, create_optimizer = optimizers.OPTIMIZERS, optimizers.create_optimizer
 
-
-class KerasAdamState(NamedTuple):
-  count: jax.Array  # Steps taken.
-  mu: optax.Updates  # First moments.
-  nu: optax.Updates  # Second moments.
-
-
-def keras_adam(learning_rate, b1=0.9, b2=0.999, eps=1e-7):
-  """Adam exactly as Keras applies it: p -= lr_t * m / (sqrt(v) + eps).
-
-  lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t) folds both bias corrections into one scalar,
-  so epsilon is added to the uncorrected sqrt(v) (optax.adam adds it to the corrected
-  one: the two differ by eps * sqrt(1 - b2^t)). One divide per parameter instead of
-  three also makes the step cheaper wherever the update is memory- or ALU-bound.
-  """
-  def init(params):
-    zeros = lambda: jax.tree.map(jnp.zeros_like, params)
-    return KerasAdamState(jnp.zeros([], jnp.int32), zeros(), zeros())
-
-  def update(grads, state, params=None):
-    del params
-    count = state.count + 1
-    t = count.astype(jnp.float32)
-    lr_t = learning_rate * jnp.sqrt(1 - b2**t) / (1 - b1**t)
-    mu = jax.tree.map(lambda m, g: m + (g - m) * (1 - b1), state.mu, grads)
-    nu = jax.tree.map(lambda v, g: v + (g * g - v) * (1 - b2), state.nu, grads)
-    updates = jax.tree.map(lambda m, v: -lr_t * m / (jnp.sqrt(v) + eps), mu, nu)
-    return updates, KerasAdamState(count, mu, nu)
-
-  return optax.GradientTransformation(init, update)
+DROPOUT_STREAM = 1  # fold_in constant that separates the dropout keys from init's key.
 
 
-OPTIMIZERS = {'keras_adam': keras_adam, 'optax_adam': optax.adam}
-
-
-def create_optimizer(config):
-  """Adam with the config's (by default Keras's) hyper-parameters and update rule."""
-  return _optimizer(*_optimizer_fields(config))
-
-
-def _optimizer_fields(config):
-  """The config fields that make its optimizer (hashable: the compiled init's cache key)."""
-  return config.optimizer, config.learning_rate, config.b1, config.b2, config.eps
-
-
-def _optimizer(name, learning_rate, b1, b2, eps):
-  return OPTIMIZERS[name](learning_rate, b1=b1, b2=b2, eps=eps)
+class TrainState(train_state.TrainState):
+  """flax's TrainState plus `rng`: the raw data (`jax.random.key_data`) of the key the
+  replica was initialised with, `key(seed)`. Training's randomness (dropout) at step t is
+  `fold_in(fold_in(key, DROPOUT_STREAM), t)`: a function of (seed, step) alone, so a
+  resumed run draws what the uninterrupted one drew, and replica k of num_seeds what the
+  run with seed + k draws. Checkpoints do not store it (it is the config's seed); None
+  in a state restored for inference."""
+  rng: Optional[jax.Array] = None
 
 
 def _init(model, tx, rng):
   params = model.init(rng, jnp.zeros((1, *models.INPUT_SHAPE), jnp.float32))['params']
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                           rng=jax.random.key_data(rng))
 
 
 # Initialisation runs once per run, so XLA's full backend optimisation only costs time:
@@ -93,18 +61,17 @@ INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 @functools.lru_cache(maxsize=32)
 def _jitted_init(model, optimizer_fields):
   """`_init` of the model and optimizer jitted as a function of a typed key, one per
-  process (so compiled once: a sweep's two datasets and a run's report reloading its
-  network share it)."""
-  return jax.jit(functools.partial(_init, model, _optimizer(*optimizer_fields)),
+  process (so compiled once: a sweep's two datasets share it)."""
+  return jax.jit(functools.partial(_init, model, optimizers.build(optimizer_fields)),
                  compiler_options=INIT_COMPILER_OPTIONS)
 
 
 def _config_init(config, rng):
   """The config's initial state for `rng`; traced as plain ops inside a caller's
   transformation (eval_shape, jit), where compiler options cannot be set."""
-  model, optimizer_fields = models.create_model(config), _optimizer_fields(config)
+  model, optimizer_fields = models.create_model(config), optimizers.fields(config)
   if isinstance(rng, jax.core.Tracer):
-    return _init(model, _optimizer(*optimizer_fields), rng)
+    return _init(model, optimizers.build(optimizer_fields), rng)
   return _jitted_init(model, optimizer_fields)(rng)
 
 
@@ -121,9 +88,16 @@ def create_train_state(config, rng):
   return _config_init(config, rng)
 
 
+def inference_state(config, params, step=0):
+  """A TrainState for evaluation and prediction only: the config's model and `params`,
+  no optimizer (tx and opt_state None), so weights read back whatever trained them."""
+  return TrainState(step=step, apply_fn=models.create_model(config).apply, params=params,
+                    tx=None, opt_state=None)
+
+
 def seeds_of(config):
   """The replicas' seeds: config.seed, config.seed + 1, ..., one per config.num_seeds."""
-  return [int(config.seed) + k for k in range(int(config.get('num_seeds', 1)))]
+  return [int(config.seed) + k for k in range(int(config.num_seeds))]
 
 
 def create_train_states(config, seeds):
@@ -244,12 +218,20 @@ def compute_metrics(logits, labels, mask):
           COUNT: jnp.sum(mask)}
 
 
+def dropout_key(state):
+  """The typed key of the state's training step: fold_in(key(seed), DROPOUT_STREAM, step)."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), DROPOUT_STREAM)
+  return jax.random.fold_in(key, state.step)
+
+
 def _train_step(state, batch):
-  """One Adam step on the mean loss of the batch's unmasked examples."""
+  """One optimizer step on the mean loss of the batch's unmasked examples; the model runs
+  in training mode (dropout on, if it has any) with the step's own key."""
   images = preprocess(batch['image'])
 
   def loss_fn(params):
-    logits = state.apply_fn({'params': params}, images)
+    logits = state.apply_fn({'params': params}, images, train=True,
+                            rngs={'dropout': dropout_key(state)})
     metrics = compute_metrics(logits, batch['label'], batch['mask'])
     return metrics['loss'] / jnp.maximum(metrics[COUNT], 1.0), metrics
 

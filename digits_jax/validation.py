@@ -13,18 +13,16 @@ import ml_collections
 import numpy as np
 
 from digits_jax import checkpoint
+from digits_jax import config_files
 from digits_jax import cpu_kernel
 from digits_jax import errors
 from digits_jax import idx
 from digits_jax import input_pipeline
 from digits_jax import models
+from digits_jax import optimizers
 from digits_jax import storage
-from digits_jax import train_state as ts
 
 FLOAT32 = np.finfo(np.float32)
-# Bytes per parameter while training: the float32 parameter, its gradient and Adam's two
-# moments.
-TRAINING_BYTES_PER_PARAM = 4 * 4
 FRESH_SUFFIX_CHARS = len('.old-20261126-183000')  # What --fresh appends to the workdir name.
 RESULTS_BYTES = 2 << 20  # Result files and figures of a run (about 1 MB for MNIST).
 
@@ -121,7 +119,8 @@ def check_fields(config):
   _number_in(config, 'b2', 0.0, 1.0, problems)
   _float32_positive(config, 'eps', problems)
   _one_of(config, 'compute_dtype', models.COMPUTE_DTYPES, problems)
-  _one_of(config, 'optimizer', ts.OPTIMIZERS, problems)
+  problems += optimizers.problems(config, config_files.defaults())
+  _number_in(config, 'dropout_rate', 0.0, 1.0, problems)
   _one_of(config, 'cpu_kernel', cpu_kernel.MODES, problems)
   _one_of(config, 'kernel_init', models.KERNEL_INITS, problems)
   _one_of(config, 'activation', models.ACTIVATIONS, problems)
@@ -203,16 +202,16 @@ def _name_lengths(workdir, path, probe):
 
 
 def checkpoint_bytes(config):
-  """About the size of one checkpoint: parameters and Adam's two moments, float32."""
-  return models.count_params(models.hidden_sizes(config)) * 4 * 3
+  """About the size of one checkpoint: parameters and the optimizer's state, float32."""
+  return models.count_params(models.hidden_sizes(config)) * 4 * (1 + optimizers.slots(config))
 
 
 def training_bytes(config):
-  """About the memory training takes on each device: parameters, gradients and Adam's
-  moments (float32), and the activations of the larger batch and their gradients."""
+  """About the memory training takes on each device: parameters, gradients and the
+  optimizer's state (float32), and the activations of the larger batch and their gradients."""
   sizes = models.hidden_sizes(config)
   batch = max(config.batch_size, config.eval_batch_size)
-  return (models.count_params(sizes) * TRAINING_BYTES_PER_PARAM
+  return (models.count_params(sizes) * 4 * (2 + optimizers.slots(config))
           + batch * (sum(sizes) + models.NUM_CLASSES) * 4 * 2)
 
 
@@ -238,7 +237,7 @@ def check_memory(config):
   params = models.count_params(models.hidden_sizes(config))
   return [f'config.hidden_units={config.hidden_units}, num_hidden_layers='
           f'{config.num_hidden_layers}: the {params:,} parameters need about '
-          f'{storage.human_size(need)} to train (parameters, gradients, Adam\'s moments and '
+          f'{storage.human_size(need)} to train (parameters, gradients, the optimizer\'s state and '
           f'activations), more than the {storage.human_size(have)} of {what}; lower '
           'hidden_units or num_hidden_layers.']
 

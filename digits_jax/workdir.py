@@ -8,8 +8,10 @@ it when it ends (a file left behind tells of a run that died).
 
 config.json (written before training) records the config a workdir's checkpoints belong
 to. A later run in the same workdir may change only the fields of `RESUMABLE_FIELDS`;
-every other field, including any field added to the config later, is guarded; and
-num_epochs may not fall below the epochs already trained.
+every other field is guarded, and num_epochs may not fall below the epochs already
+trained. A field added to the config after the run was made is compared at the value
+config_files.complete gives it (its default: what the run did before the field existed),
+so an old run resumes under today's defaults and refuses a changed value.
 """
 
 import datetime
@@ -23,6 +25,7 @@ import shutil
 import socket
 
 from digits_jax import checkpoint as ckpt_lib
+from digits_jax import config_files
 from digits_jax import errors
 from digits_jax import outputs
 from digits_jax import parallel
@@ -39,11 +42,6 @@ RESUMABLE_FIELDS = frozenset({
     'data_on_device', 'eval_batch_size', 'cpu_kernel', 'num_show', 'test_indices',
     'num_misclassified_show', 'checkpoint_every_epochs', 'max_checkpoints_to_keep',
     'progress_bar', 'tensorboard', 'write_report'})
-
-
-# Fields added to the config later, with the value a config.json written before them
-# implied: such a run resumes as if it had recorded that value.
-IMPLIED_BEFORE_ADDED = {'num_seeds': 1, 'restore_best': False, 'early_stopping_patience': 0}
 
 
 class WorkdirMismatchError(errors.UserError, ValueError):
@@ -78,10 +76,10 @@ def prepare_workdir(config, workdir, *, fresh):
     return None
   if fresh:
     return move_run_aside(workdir)
-  old = results_lib.read_config(workdir, fix=(
+  old = config_files.read_run_config(workdir, fix=(
       f'It records the config of the run in {workdir}: restore it, or pass --fresh to move '
       'the old run aside and start anew.'))
-  diff = changed_fields({**IMPLIED_BEFORE_ADDED, **old}, config.to_dict())
+  diff = changed_fields(old.to_dict(), config.to_dict())
   if diff:
     raise WorkdirMismatchError(
         f'workdir {workdir!r} holds a run of a different config ({"; ".join(diff)}). '

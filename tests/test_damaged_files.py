@@ -20,10 +20,10 @@ from helpers import REPO, tiny_config
 from digits_jax import cli
 from digits_jax import comparison
 from digits_jax import errors
-from digits_jax import preemption
 from digits_jax import html_page
-from digits_jax import report
+from digits_jax import preemption
 from digits_jax import run_report
+from digits_jax import sweep_report
 from digits_jax import sweep
 from digits_jax import results
 from digits_jax import train
@@ -150,14 +150,14 @@ def test_one_damaged_cell_leaves_the_others_report(finished, tmp_path, capsys):
   for cell in ('a_mnist', 'b_mnist'):
     shutil.copytree(finished, sweep_dir / cell)
   truncate(sweep_dir / 'b_mnist' / 'results.json')
-  report.warn_unreadable_runs(str(sweep_dir))
+  sweep_report.warn_unreadable_runs(str(sweep_dir))
   assert list(comparison.find_runs(str(sweep_dir))) == [str(sweep_dir / 'a_mnist')]
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('warning: left out of the sweep report: '
                                              f'{sweep_dir / "b_mnist" / "results.json"} is '
                                              'damaged or truncated')
   truncate(sweep_dir / 'a_mnist' / 'config.json')
-  code, text = exit_line(lambda: report.warn_unreadable_runs(str(sweep_dir)))
+  code, text = exit_line(lambda: sweep_report.warn_unreadable_runs(str(sweep_dir)))
   assert code == 1 and 'no run there can be read' in text
 
 

@@ -1,6 +1,8 @@
-"""Fault injection: killed runs (of one seed and of three at once) resume to exactly the
-uninterrupted result; NaN stops cleanly."""
+"""Fault injection: killed runs (of one seed, of three at once, and of three with dropout,
+whose keys come from (seed, step)) resume to exactly the uninterrupted result; NaN stops
+cleanly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +19,7 @@ from digits_jax import checkpoint
 from digits_jax import results
 from digits_jax import steps
 from digits_jax import train
+from digits_jax import workdir as workdir_lib
 
 # Long enough epochs (2,400 single-step calls) for a signal to land inside epoch 2.
 LONG = dict(TINY_FLAGS, num_epochs=3, batch_size=2, steps_per_call=1)
@@ -27,17 +30,23 @@ def long_data(tmp_path_factory):
   return write_tiny_dataset(str(tmp_path_factory.mktemp('long')), num_train=6000)
 
 
-def _start(data_dir, workdir, num_seeds):
+# The variants: (num_seeds, dropout_rate).
+VARIANTS = {'one_seed': (1, 0.0), 'three_seeds': (3, 0.0), 'three_seeds_dropout': (3, 0.3)}
+
+
+def _start(data_dir, workdir, variant):
+  num_seeds, dropout_rate = variant
   cmd = [sys.executable, '-u', '-m', 'digits_jax.main', '--config=configs/default.py',
          f'--workdir={workdir}',
-         *config_flags(**LONG, data_dir=data_dir, num_seeds=num_seeds)]
+         *config_flags(**LONG, data_dir=data_dir, num_seeds=num_seeds,
+                       dropout_rate=dropout_rate)]
   return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
 
 
-def _run_killed_in_epoch_2(data_dir, workdir, sig, num_seeds):
+def _run_killed_in_epoch_2(data_dir, workdir, sig, variant):
   """Starts a run and sends `sig` a third of an epoch after epoch 1 is reported."""
-  proc = _start(data_dir, workdir, num_seeds)
+  proc = _start(data_dir, workdir, variant)
   for line in proc.stdout:
     if line.startswith('Epoch 1/3 - '):
       time.sleep(epoch_seconds(line) / 3)
@@ -47,8 +56,8 @@ def _run_killed_in_epoch_2(data_dir, workdir, sig, num_seeds):
   return proc.returncode, out, err
 
 
-def _finish(data_dir, workdir, num_seeds):
-  proc = _start(data_dir, workdir, num_seeds)
+def _finish(data_dir, workdir, variant):
+  proc = _start(data_dir, workdir, variant)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-3000:]
   return out
@@ -63,9 +72,9 @@ def _outcome(workdir):
   return history, jax.device_get(state.params), results.read_predictions(workdir, None)
 
 
-@pytest.fixture(scope='module', params=[1, 3], ids=['one_seed', 'three_seeds'])
+@pytest.fixture(scope='module', params=list(VARIANTS.values()), ids=list(VARIANTS))
 def reference(request, long_data, tmp_path_factory):
-  """(num_seeds, the uninterrupted run's outcome)."""
+  """((num_seeds, dropout_rate), the uninterrupted run's outcome)."""
   workdir = str(tmp_path_factory.mktemp('ref') / 'run')
   _finish(long_data, workdir, request.param)
   return request.param, _outcome(workdir)
@@ -78,15 +87,16 @@ def _assert_same(a, b):
 
 
 def test_sigterm_saves_then_resume_is_identical(long_data, reference, tmp_path):
-  num_seeds, want = reference
+  variant, want = reference
+  num_seeds = variant[0]
   workdir = str(tmp_path / 'run')
-  code, _, err = _run_killed_in_epoch_2(long_data, workdir, signal.SIGTERM, num_seeds)
+  code, _, err = _run_killed_in_epoch_2(long_data, workdir, signal.SIGTERM, variant)
   assert code == 143, err[-3000:]
   assert 'SIGTERM received: saved a checkpoint' in err and '(epoch 2, step' in err
   assert 'Rerun the same command to resume' in err
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
   assert len(results.read_history(workdir, all_seeds=True)) == num_seeds
-  out = _finish(long_data, workdir, num_seeds)
+  out = _finish(long_data, workdir, variant)
   assert 'Resumed from the checkpoint' in out and 'steps into the next' in out
   got = _outcome(workdir)
   _assert_same(got, want)
@@ -95,11 +105,11 @@ def test_sigterm_saves_then_resume_is_identical(long_data, reference, tmp_path):
 
 
 def test_sigkill_then_resume_is_identical(long_data, reference, tmp_path):
-  num_seeds, want = reference
+  variant, want = reference
   workdir = str(tmp_path / 'run')
-  code, _, _ = _run_killed_in_epoch_2(long_data, workdir, signal.SIGKILL, num_seeds)
+  code, _, _ = _run_killed_in_epoch_2(long_data, workdir, signal.SIGKILL, variant)
   assert code == -signal.SIGKILL
-  _finish(long_data, workdir, num_seeds)
+  _finish(long_data, workdir, variant)
   _assert_same(_outcome(workdir), want)
 
 
@@ -136,3 +146,17 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monke
   _, state, progress = checkpoint.load_trained(workdir)
   assert progress['epoch'] == 1 and int(state.step[0]) == 15
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.params)))
+
+
+def test_a_run_from_before_newer_fields_resumes_at_their_defaults_and_guards_them(
+    tiny_data, tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
+  path = os.path.join(workdir, results.FILES['config'])
+  newer = ('dropout_rate', 'momentum', 'nesterov', 'weight_decay')
+  old = {k: v for k, v in results.read_json(path).items() if k not in newer}
+  results.write_text(path, json.dumps(old))  # As config.json was before those fields.
+  with pytest.raises(workdir_lib.WorkdirMismatchError, match=r'dropout_rate: 0.0 -> 0.1\)'):
+    train.train_and_evaluate(tiny_config(tiny_data, num_epochs=2, dropout_rate=0.1), workdir)
+  state = train.train_and_evaluate(tiny_config(tiny_data, num_epochs=2), workdir)
+  assert int(state.step[0]) == 2 * 15

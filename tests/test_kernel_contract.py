@@ -119,3 +119,17 @@ def test_a_passed_check_changes_nothing_and_is_remembered(tiny_data, tmp_path, c
   assert timings['kernel_check'] is None
   for other in (again, unchecked):  # The run's state went through the check untouched.
     jax.tree.map(np.testing.assert_array_equal, first, other)
+
+
+@pytest.mark.parametrize('name', sorted(models.ACTIVATIONS))
+def test_the_activation_field_reaches_the_model(name):
+  config = default.get_config()
+  config.update(dict(hidden_units=8, num_hidden_layers=2, activation=name))
+  model = models.create_model(config)
+  x = jax.random.uniform(jax.random.key(0), (3, 28, 28))
+  params = model.init(jax.random.key(1), x)['params']
+  h = x.reshape(3, -1)
+  for i in range(2):
+    h = models.ACTIVATIONS[name](h @ params[f'dense_{i}']['kernel'] + params[f'dense_{i}']['bias'])
+  want = h @ params['dense_2']['kernel'] + params['dense_2']['bias']
+  np.testing.assert_allclose(model.apply({'params': params}, x), want, rtol=1e-5, atol=1e-6)

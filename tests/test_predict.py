@@ -19,12 +19,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digits_jax import config_files
 from digits_jax import drawing_pad
 from digits_jax import idx
 from digits_jax import input_pipeline
+from digits_jax import optimizers
 from digits_jax import predict
 from digits_jax import preprocess
 from digits_jax import html_page
+from digits_jax import results
 from digits_jax import train
 from digits_jax import train_state as ts
 from digits_jax.checkpoint import load_network
@@ -253,3 +256,52 @@ def test_text_output_and_a_bad_workdir(tiny_run, tmp_path):
     assert proc.stderr.startswith(f'error: {workdir} holds no '), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert 'python -m digits_jax.main' in proc.stderr
+
+
+@pytest.fixture(scope='module')
+def sgd_run(tiny_data, tmp_path_factory):
+  """A run trained with a non-default optimizer and dropout (report written)."""
+  config = tiny_config(tiny_data, optimizer='sgd', learning_rate=0.05, momentum=0.9,
+                       dropout_rate=0.2, write_report=True)
+  return quiet_train(config, str(tmp_path_factory.mktemp('sgd') / 'run'))
+
+
+def test_a_run_of_another_optimizer_reads_back_without_building_an_optimizer(
+    sgd_run, tiny_data, monkeypatch):
+  def no_optimizer(*args):
+    raise AssertionError(f'an optimizer was built to load weights: {args}')
+  monkeypatch.setattr(optimizers, 'build', no_optimizer)
+  config, state = load_network(sgd_run)
+  assert config.optimizer == 'sgd' and state.tx is None and state.opt_state is None
+  images, _ = idx.load_split(tiny_data, 'test')
+  probs = np.asarray(ts.predict(state, images))  # Deterministic: no dropout at inference.
+  np.testing.assert_allclose(probs, results.read_predictions(sgd_run)['probabilities'],
+                             rtol=1e-5, atol=1e-6)
+  with open(os.path.join(sgd_run, html_page.REPORT), encoding='utf-8') as f:
+    assert '<canvas id="pad-canvas"' in f.read()  # The report's pad loaded it too.
+
+
+def test_predict_reads_a_run_of_another_optimizer(sgd_run, tmp_path):
+  good = tmp_path / 'seven.png'
+  Image.fromarray(np.pad(np.full((40, 30), 20, np.uint8), 60, constant_values=240)).save(good)
+  proc = run_predict(f'--workdir={sgd_run}', str(good), '--json')
+  assert proc.returncode == 0, proc.stderr
+  assert sum(json.loads(proc.stdout)['probabilities']) == pytest.approx(1, abs=1e-5)
+
+
+def test_a_saved_config_without_the_newer_fields_reads_with_their_defaults(tiny_run, tmp_path):
+  workdir = str(tmp_path / 'old')
+  shutil.copytree(tiny_run, workdir)
+  path = os.path.join(workdir, 'config.json')
+  with open(path) as f:
+    saved = json.load(f)
+  newer = ('dropout_rate', 'momentum', 'nesterov', 'weight_decay', 'num_seeds')
+  with open(path, 'w') as f:
+    json.dump({k: v for k, v in saved.items() if k not in newer}, f)
+  assert config_files.added_fields(results.read_json(path)) == sorted(newer)
+  config, state = load_network(workdir)
+  assert (config.dropout_rate, config.momentum, config.num_seeds) == (0.0, 0.0, 1)
+  assert config.hidden_units == saved['hidden_units']
+  _, want = load_network(tiny_run)
+  np.testing.assert_array_equal(state.params['dense_0']['kernel'],
+                                want.params['dense_0']['kernel'])

@@ -7,10 +7,12 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import default
 from digits_jax import models
+from digits_jax import optimizers
 from digits_jax import train_state as ts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -247,3 +249,105 @@ def test_fed_stacked_steps_equal_indexed_stacked_steps():
 def test_seeds_of_config():
   assert ts.seeds_of(_config(seed=4, num_seeds=3)) == [4, 5, 6]
   assert ts.seeds_of(_config(seed=2)) == [2]
+
+
+# ---------------------------------------------------------------- optimizers by name
+
+
+def test_the_hyperparameter_fields_are_derived_from_the_registry_and_the_config():
+  assert optimizers.hyperparameter_fields(default.get_config()) == [
+      'b1', 'b2', 'eps', 'learning_rate', 'momentum', 'nesterov', 'weight_decay']
+  assert optimizers.hyperparameters(_config()) == {
+      'learning_rate': 1e-3, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-7}
+  assert optimizers.hyperparameters(_config(optimizer='sgd', momentum=0.9)) == {
+      'learning_rate': 1e-3, 'momentum': 0.9, 'nesterov': False}
+
+
+@pytest.mark.parametrize('name', sorted(optimizers.OPTIMIZERS))
+def test_every_registered_optimizer_builds_from_the_config_and_updates(name):
+  config = _config(optimizer=name)
+  params = {'w': jnp.ones((4, 3)), 'b': jnp.zeros(3)}
+  tx = optimizers.create_optimizer(config)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree.leaves(updates))
+  assert optimizers.problems(config, default.get_config()) == []
+
+
+def test_sgd_with_momentum_is_optax_sgd_with_the_config_values():
+  config = _config(optimizer='sgd', learning_rate=0.05, momentum=0.9)
+  state = ts.create_train_state(config, jax.random.key(0))
+  batches = [_batch(16, seed=s) for s in (1, 2)]
+  tx = optax.sgd(0.05, momentum=0.9)
+  params = jax.tree.map(jnp.copy, state.params)  # train_step donates the state's.
+  opt_state = tx.init(params)
+  for batch in batches:
+    state, _ = ts.train_step(state, batch)
+    grads = jax.grad(lambda p: ts.compute_metrics(  # pylint: disable=cell-var-from-loop
+        state.apply_fn({'params': p}, ts.preprocess(batch['image'])), batch['label'],
+        batch['mask'])['loss'] / 16)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               state.params, params)
+  assert optimizers.describe(config) == (
+      'sgd (learning_rate=0.05, momentum=0.9, nesterov=False)')
+
+
+def test_a_hyperparameter_the_optimizer_does_not_take_is_refused_not_ignored():
+  defaults = default.get_config()
+  [problem] = optimizers.problems(_config(optimizer='adam', momentum=0.9), defaults)
+  assert "config.optimizer='adam' takes no momentum" in problem and 'sgd)' in problem
+  [problem] = optimizers.problems(_config(optimizer='adamm'), defaults)
+  assert "config.optimizer='adamm'" in problem and 'keras_adam, optax_adam, ' in problem
+  assert optimizers.problems(_config(optimizer='adamw', weight_decay=1e-4), defaults) == []
+  assert optimizers.problems(_config(optimizer='sgd', momentum=-1.0), defaults) == [
+      'config.momentum=-1.0: must be a number >= 0 (0 = none).']
+
+
+def test_optimizer_state_slots():
+  assert optimizers.slots(_config()) == 2
+  assert optimizers.slots(_config(optimizer='sgd')) == 1  # momentum 0.0 keeps a trace.
+  assert optimizers.slots(_config(optimizer='sign_sgd')) == 0
+
+
+# ---------------------------------------------------------------- dropout
+
+
+def test_dropout_trains_with_a_mask_and_evaluates_deterministically():
+  config = _config(dropout_rate=0.5)
+  state = ts.create_train_state(config, jax.random.key(0))
+  images = ts.preprocess(_batch(8)['image'])
+  apply = lambda **kw: np.asarray(state.apply_fn({'params': state.params}, images, **kw))
+  key = lambda step: {'dropout': ts.dropout_key(state.replace(step=step))}
+  np.testing.assert_array_equal(apply(), apply())  # Evaluation: no randomness.
+  assert not np.allclose(apply(train=True, rngs=key(0)), apply())
+  np.testing.assert_array_equal(apply(train=True, rngs=key(0)), apply(train=True, rngs=key(0)))
+  assert not np.allclose(apply(train=True, rngs=key(0)), apply(train=True, rngs=key(1)))
+  plain = ts.create_train_state(_config(), jax.random.key(0))
+  np.testing.assert_array_equal(  # Rate 0: training mode is the plain network.
+      np.asarray(plain.apply_fn({'params': plain.params}, images, train=True, rngs=key(0))),
+      np.asarray(plain.apply_fn({'params': plain.params}, images)))
+
+
+def test_dropout_keys_come_from_seed_and_step():
+  state = ts.create_train_state(_config(dropout_rate=0.5), jax.random.key(3))
+  want = jax.random.fold_in(jax.random.fold_in(jax.random.key(3), ts.DROPOUT_STREAM), 7)
+  np.testing.assert_array_equal(jax.random.key_data(ts.dropout_key(state.replace(step=7))),
+                                jax.random.key_data(want))
+
+
+def test_with_dropout_stacked_replica_k_trains_as_its_single_seed_run():
+  config = _config(dropout_rate=0.3)
+  images, labels, index, mask = _indexed_data()
+  stacked, _ = ts.train_steps_indexed_stacked(ts.create_train_states(config, [3, 4, 5]),
+                                              images, labels, index, mask)
+  for k, seed in enumerate([3, 4, 5]):
+    single, _ = ts.train_steps_indexed(
+        ts.create_train_state(config, jax.random.key(seed)), images, labels, index[k], mask[k])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 ts.replica(stacked, k).params, single.params)
+  # Dropout did change training: the same seed without dropout ends elsewhere.
+  plain, _ = ts.train_steps_indexed(ts.create_train_state(_config(), jax.random.key(3)),
+                                    images, labels, index[0], mask[0])
+  assert not np.allclose(plain.params['dense_0']['kernel'],
+                         ts.replica(stacked, 0).params['dense_0']['kernel'])

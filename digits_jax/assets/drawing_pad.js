@@ -1,13 +1,15 @@
 // The report's drawing pad: digits_jax.preprocess and the trained MLP's forward pass in
 // JavaScript, and the pad's events. The page embeds the model as JSON in
 // <script id="digits-jax-model"> (see digits_jax/drawing_pad.py):
-//   {dataset, preparation, classNames, constants: {size, digitBox, ...}, kind: 'mlp', activation,
-//    layers: [{in, out, kernel, bias}], checks: [{pixels, probabilities}], checkTolerance},
-//   kernel [in, out] row-major and bias as base64 little-endian float32, pixels base64 uint8.
-// Exposes window.digitsJax.prepare(imageData[, preparation]) -> 784 grey levels 0..255 (null if blank),
-// window.digitsJax.predict(pixels) -> the 10 probabilities, and window.digitsJax.selfCheck:
-// {ok, reason, maxDiff}, the forward pass checked on load against Python's probabilities
-// of the check images; unless ok, the pad shows the reason instead of predictions.
+//   {dataset, preparation, classNames, constants: {size, digitBox, ...}, kind: 'mlp',
+//    activation, layers: [{in, out, kernel, bias}], checks: [{pixels, probabilities}],
+//    checkTolerance}, kernel [in, out] row-major and bias as base64 little-endian float32,
+//    pixels base64 uint8.
+// Exposes window.digitsJax.prepare(imageData[, preparation]) -> 784 grey levels 0..255 (null
+// if blank), window.digitsJax.predict(pixels) -> the 10 probabilities, and
+// window.digitsJax.selfCheck: {ok, reason, maxDiff}, the forward pass checked on load against
+// Python's probabilities of the check images; unless ok, the pad shows the reason instead of
+// predictions.
 (function () {
   'use strict';
   var model = JSON.parse(document.getElementById('digits-jax-model').textContent);
