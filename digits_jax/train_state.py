@@ -19,7 +19,7 @@ the gradients or the metrics, so a padded step is exactly the unpadded one.
 
 import dataclasses
 import functools
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp

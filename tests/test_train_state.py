@@ -300,7 +300,7 @@ def test_a_hyperparameter_the_optimizer_does_not_take_is_refused_not_ignored():
   [problem] = optimizers.problems(_config(optimizer='adamm'), defaults)
   assert "config.optimizer='adamm'" in problem and 'keras_adam, optax_adam, ' in problem
   assert optimizers.problems(_config(optimizer='adamw', weight_decay=1e-4), defaults) == []
-  assert optimizers.problems(_config(momentum=-1.0), defaults) == [
+  assert optimizers.problems(_config(optimizer='sgd', momentum=-1.0), defaults) == [
       'config.momentum=-1.0: must be a number >= 0 (0 = none).']
 
 
