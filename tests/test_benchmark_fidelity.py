@@ -21,6 +21,7 @@ def lines(program, accs, epochs=10, config='default'):
                              'train_seconds': 1.0 + s}) + '\n' for s, a in enumerate(accs))
 
 
+@pytest.mark.slow
 def test_fidelity_table_from_recorded_seeds(tmp_path):
   keras, ours = tmp_path / 'keras.jsonl', tmp_path / 'ours.jsonl'
   # Keras's lines from keras_lab.py; another config's and other epochs' lines are ignored.
@@ -54,8 +55,9 @@ def test_fidelity_refuses_a_pattern_matching_nothing(tmp_path):
   assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_readme_fidelity_table_is_what_the_recorded_runs_give():
-  """The README's ten-config table is rebuilt, number for number, from benchmarks/records."""
+  """benchmarks/README.md's ten-config table is rebuilt, number for number, from the records."""
   records = os.path.join(REPO, 'benchmarks', 'records', 'fidelity_mnist_')
   proc = subprocess.run(
       [sys.executable, 'benchmarks/benchmark.py', '--sections=fidelity', '--seeds=5',
@@ -65,9 +67,9 @@ def test_readme_fidelity_table_is_what_the_recorded_runs_give():
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   printed = {t[0]: t for t in (l.split() for l in proc.stdout.splitlines())
              if len(t) > 15 and t[0] in ('default',) + tuple(f'v{i}' for i in range(1, 10))}
-  with open(os.path.join(REPO, 'README.md')) as f:
+  with open(os.path.join(REPO, 'benchmarks', 'README.md')) as f:
     readme = f.read()
-  section = readme.split("### Against the lab's Keras program")[1].split('###')[0]
+  section = readme.split("### Against the lab's Keras program")[1].split('\n## ')[0]
   rows = [[c.strip() for c in l.strip('|').split('|')] for l in section.splitlines()
           if l.startswith('| v') or l.startswith('| default')]
   assert len(rows) == 10

@@ -42,6 +42,7 @@ def test_best_is_the_first_strict_maximum_as_modelcheckpoint_saves():
   assert best_epoch.to_keep([None], history, restore_best=False).tolist() == [False]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('patience', [1, 2, 3])
 def test_early_stopping_stops_where_keras_does(patience):
   keras = pytest.importorskip('keras')
@@ -104,6 +105,7 @@ def _test_accuracies(state, config):
                                                 batches)]
 
 
+@pytest.mark.slow
 def test_restore_best_and_early_stopping_end_to_end(tiny_data, tmp_path):
   config = tiny_config(tiny_data, **KEEPING)
   workdir = str(tmp_path / 'run')
@@ -128,6 +130,7 @@ def test_restore_best_and_early_stopping_end_to_end(tiny_data, tmp_path):
   assert _results(workdir)['test_accuracy'] == res['test_accuracy']
 
 
+@pytest.mark.slow
 def test_restore_best_resumes_with_the_best_params(tiny_data, tmp_path):
   """A run extended from a checkpoint evaluates the same best epoch as one run straight."""
   config = tiny_config(tiny_data, num_epochs=4, restore_best=True, learning_rate=0.05)
@@ -143,6 +146,7 @@ def test_restore_best_resumes_with_the_best_params(tiny_data, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, *params)
 
 
+@pytest.mark.slow
 def test_replicas_keep_and_stop_like_their_single_seed_runs(tiny_data, tmp_path):
   """num_seeds=3: each replica's history, evaluated epoch, stop and test results are its
   one-seed run's, though the replicas stop at different epochs."""

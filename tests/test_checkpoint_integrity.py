@@ -97,6 +97,7 @@ def _damaged_copy(finished, tmp_path, damage, steps=(LATEST,)):
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', DAMAGE)
 def test_damaged_latest_checkpoint_falls_back_to_identical_results(
     kind, finished, tiny_data, tmp_path, capsys):
@@ -124,6 +125,7 @@ def test_intact_checkpoint_verifies_and_a_damaged_one_is_refused_by_load_trained
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(LATEST)))  # Moved nothing.
 
 
+@pytest.mark.slow
 def test_no_intact_checkpoint_stops_with_one_line_and_moves_all_aside(
     finished, tiny_data, tmp_path):
   workdir = _damaged_copy(finished, tmp_path, DAMAGE['truncated data file'],

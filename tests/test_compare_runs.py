@@ -28,6 +28,7 @@ def parent(tiny_data, tmp_path_factory):
   return folder
 
 
+@pytest.mark.slow
 def test_rows_are_labelled_by_folder_with_the_fields_that_differ(parent):
   with open(parent / 'comparison.csv', newline='') as f:
     rows = list(csv.DictReader(f))
@@ -36,6 +37,7 @@ def test_rows_are_labelled_by_folder_with_the_fields_that_differ(parent):
       ('lr_3e-3', 'default', 'learning_rate=0.003')]
 
 
+@pytest.mark.slow
 def test_the_page_names_runs_by_folder(parent):
   with open(parent / 'report.html', encoding='utf-8') as f:
     page = f.read()

@@ -30,6 +30,7 @@ def test_configs_install_with_the_package():
 
 @pytest.mark.parametrize('arg', [os.path.join(REPO, 'configs', 'v6.py:fashion_mnist'),
                                  'configs/v6.py:fashion_mnist', 'v6:fashion_mnist'])
+@pytest.mark.slow
 def test_config_from_another_folder(tmp_path, arg):
   proc = _run(tmp_path, f'--config={arg}', '--config.num_epochs=3', '--dry_run')
   assert proc.returncode == 0, proc.stderr
@@ -53,6 +54,7 @@ def test_unknown_config_is_one_line(tmp_path):
       'get_config()) or the name of a shipped one: default, v1, v2, v3, v4, v5, v6, v7, v8, v9.')
 
 
+@pytest.mark.slow
 def test_readme_snippet_runs_as_a_script_elsewhere(tmp_path):
   with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
     readme = f.read()
@@ -136,6 +138,7 @@ def test_an_override_of_no_field_names_the_near_ones(arg, message):
      " the config has no field 'colour_scheme'."),
     pytest.param(('--config.seed=18446744073709551617', '--dry_run'), 'the seeds run to '
                  '18446744073709551617, past 9223372036854775807', marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_dry_run_validates_and_bad_flags_are_one_paragraph(tmp_path, args, message):
   """Issue 22 items 4 and 5, issue 21 item 4: nothing is written, no traceback."""
   proc = _run(tmp_path, f'--workdir={tmp_path / "run"}', *args)

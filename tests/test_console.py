@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO, TINY_FLAGS, config_flags, write_tiny_dataset
 from digits_jax import console
 from digits_jax import cpu_kernel
@@ -23,6 +25,7 @@ def _main(*flags):
   return [sys.executable, '-u', '-m', 'digits_jax.main', '--config=configs/default.py', *flags]
 
 
+@pytest.mark.slow
 def test_a_run_prints_no_library_start_up_lines(tiny_data, tmp_path):
   # tf.data feeding: TensorFlow is imported, and must stay quiet.
   flags = config_flags(**{**TINY_FLAGS, 'data_dir': tiny_data, 'data_on_device': False})
@@ -73,6 +76,7 @@ def _stop(cmd, when, sig, env=None):
   return proc.returncode, ''.join(out) + rest, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_training_saves_and_exits_130(tmp_path):
   data = write_tiny_dataset(str(tmp_path / 'data'), num_train=3000)
   flags = config_flags(**{**TINY_FLAGS, 'data_dir': data, 'num_epochs': 3, 'batch_size': 2,
@@ -83,6 +87,7 @@ def test_ctrl_c_in_training_saves_and_exits_130(tmp_path):
   assert 'SIGINT received: saved a checkpoint' in err and 'Traceback' not in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_outside_the_loop_is_one_line(tmp_path):
   """Ctrl-C while the data loads (held there by a slow loader) stops with one line."""
   code = (

@@ -179,6 +179,7 @@ def test_the_cache_key_holds_this_cpus_features():
     assert 'msse2' in features or 'sse2' in features
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_xla_when_the_build_fails(tiny_data, tmp_path, monkeypatch):
   def fail():
     raise cpu_kernel.KernelBuildError('no C++ compiler')

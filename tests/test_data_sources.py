@@ -40,6 +40,7 @@ def test_auto_finds_the_shipped_mnist_after_the_configured_folders(monkeypatch, 
   assert ip.resolve_source(config) == ('tfds', None)
 
 
+@pytest.mark.slow
 def test_tfds_path_through_load(monkeypatch):
   """The real `load` on tfds's mock data: no network, but tfds's builder code runs (its
   imports included, e.g. importlib_resources, tensorflow/datasets#11212)."""

@@ -62,6 +62,7 @@ STAGES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('stage', STAGES)
 def test_disk_full_ends_in_one_paragraph_and_the_rerun_resumes(
     stage, small_disk, tiny_data, reference, monkeypatch):
@@ -94,6 +95,7 @@ def test_disk_full_ends_in_one_paragraph_and_the_rerun_resumes(
   np.testing.assert_array_equal(outcome[2], reference[2])
 
 
+@pytest.mark.slow
 def test_entry_point_says_one_paragraph_on_a_full_disk_then_resumes(small_disk, tiny_data):
   workdir = os.path.join(small_disk, 'run')
   # 16 kept checkpoints of 230 KB each cannot fit in 3 MB: a save fails mid-run.

@@ -86,6 +86,7 @@ def _assert_same(a, b):
   np.testing.assert_array_equal(a[2]['probabilities'], b[2]['probabilities'])
 
 
+@pytest.mark.slow
 def test_sigterm_saves_then_resume_is_identical(long_data, reference, tmp_path):
   variant, want = reference
   num_seeds = variant[0]
@@ -104,6 +105,7 @@ def test_sigterm_saves_then_resume_is_identical(long_data, reference, tmp_path):
       2 if num_seeds == 1 else 3)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_identical(long_data, reference, tmp_path):
   variant, want = reference
   workdir = str(tmp_path / 'run')
@@ -113,6 +115,7 @@ def test_sigkill_then_resume_is_identical(long_data, reference, tmp_path):
   _assert_same(_outcome(workdir), want)
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_other_seed_other_run(tiny_data, tmp_path):
   runs = {}
   for name, seed in (('a', 0), ('b', 0), ('c', 1)):

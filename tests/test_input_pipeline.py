@@ -11,6 +11,7 @@ from digits_jax import input_pipeline as ip
 SPLITS = (0.1, 0.12, 0.15, 0.17, 0.18, 0.2, 0.22, 0.25, 0.27, 0.3)
 
 
+@pytest.mark.slow  # Imports Keras (and TensorFlow): seconds.
 @pytest.mark.parametrize('split', SPLITS)
 def test_split_matches_keras(split):
   array_slicing = pytest.importorskip(

@@ -84,6 +84,7 @@ def _run(config, workdir):
   return state, results.read_json(workdir / results.FILES['results'])['timings']
 
 
+@pytest.mark.slow
 def test_a_code_edit_of_the_activation_falls_back_to_xla(tiny_data, tmp_path, checks,
                                                          monkeypatch, capsys):
   monkeypatch.setitem(models.ACTIVATIONS, 'relu', nn.tanh)  # An edit of models.py.

@@ -61,6 +61,7 @@ def test_summary_lists_layers_and_total():
   assert '100,480' in text and '1,290' in text and 'Total params: 101,770' in text
 
 
+@pytest.mark.slow  # Imports Keras (and TensorFlow): seconds.
 def test_keras_initialisation_and_logits():
   model = models.MLP((8, 8))
   params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28)))['params']

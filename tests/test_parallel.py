@@ -57,6 +57,7 @@ def _assert_close(a, b):
       assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('batch', [32, 5])
 def test_four_devices_equal_one(tiny_data, tmp_path, batch):
   one = _train_on(1, tiny_data, str(tmp_path / 'one'), batch)
@@ -66,6 +67,7 @@ def test_four_devices_equal_one(tiny_data, tmp_path, batch):
     assert 'Batch 5 padded to 8 (a multiple of 4 devices)' in four[2]
 
 
+@pytest.mark.slow
 def test_replicas_sharded_on_four_devices_equal_one_device(tiny_data, tmp_path):
   flags = dict(num_epochs=1, cpu_kernel='off')  # All through the XLA scan.
   one = _train_on(1, tiny_data, str(tmp_path / 'one'), 6, num_seeds=4, **flags)
@@ -125,6 +127,7 @@ def _finish(procs, timeout=HANG_SECONDS):
   return outs
 
 
+@pytest.mark.slow
 def test_signal_to_one_process_stops_all_and_they_resume(tmp_path):
   data_dir = write_tiny_dataset(str(tmp_path / 'data'), num_train=3000)
   flags = dict(num_epochs=3, batch=2, steps_per_call=8)
@@ -151,6 +154,7 @@ def test_signal_to_one_process_stops_all_and_they_resume(tmp_path):
   _assert_close((flat, results.read_history(workdir)), reference[:2])
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tiny_data, tmp_path):
   reference = _train_on(1, tiny_data, str(tmp_path / 'single'), 5)
   workdir = str(tmp_path / 'multi')

@@ -216,6 +216,7 @@ def run_predict(*args):
                         env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
 
 
+@pytest.mark.slow  # Runs `predict` in subprocesses: seconds each.
 def test_bad_images_get_one_line_each_and_the_others_are_still_predicted(tiny_run, tmp_path):
   good = tmp_path / 'good.png'
   Image.fromarray(np.pad(np.full((40, 30), 20, np.uint8), 60, constant_values=240)).save(good)
@@ -241,6 +242,7 @@ def test_bad_images_get_one_line_each_and_the_others_are_still_predicted(tiny_ru
   assert Image.open(out_dir / 'good_prediction.png').size[0] > 500
 
 
+@pytest.mark.slow  # Runs `predict` in subprocesses: seconds each.
 def test_text_output_and_a_bad_workdir(tiny_run, tmp_path):
   good = tmp_path / 'seven.png'
   Image.fromarray(np.pad(np.full((40, 30), 20, np.uint8), 60, constant_values=240)).save(good)

@@ -198,6 +198,7 @@ window.addEventListener('load', function () {
 </script></body>"""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BROWSER is None, reason='needs Chromium (apt-get install chromium)')
 def test_report_renders_in_a_browser(run_dir, tmp_path):
   html_path = os.path.join(run_dir, html_page.REPORT)

@@ -123,6 +123,7 @@ def test_load_trained_returns_the_stacked_state(three_and_singles, tiny_data):
       rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_workdir_of_other_num_seeds_is_refused(tiny_data, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1, num_seeds=2), workdir)
@@ -130,6 +131,7 @@ def test_a_workdir_of_other_num_seeds_is_refused(tiny_data, tmp_path):
     train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1, num_seeds=3), workdir)
 
 
+@pytest.mark.slow
 def test_a_run_from_before_num_seeds_resumes_as_one_seed(tiny_data, tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1), workdir)
@@ -141,6 +143,7 @@ def test_a_run_from_before_num_seeds_resumes_as_one_seed(tiny_data, tmp_path):
   assert int(ts.replica(state, 0).step) == 2 * 15
 
 
+@pytest.mark.slow
 def test_tf_data_feeding_trains_the_replicas_alike(tiny_data, tmp_path):
   runs = [_run(tiny_data, tmp_path / str(on_device), num_seeds=2, cpu_kernel='off',
                data_on_device=on_device)[0] for on_device in (True, False)]

@@ -79,6 +79,7 @@ def test_rewriting_keeps_one_clean_file_and_imports_no_tensorflow(tb_run):
   assert out.stdout.strip() == 'False'
 
 
+@pytest.mark.slow
 def test_a_resumed_run_starts_its_file_from_the_saved_epochs(tmp_path):
   history = [{'epoch': e, 'loss': 1.0 / e, 'accuracy': 0.5, 'val_loss': np.nan,
               'val_accuracy': np.nan, 'seconds': 1.0} for e in (1, 2)]

@@ -138,6 +138,7 @@ def test_every_runs_figures_and_report_are_written_when_the_sweep_returns(swept)
       assert os.path.getsize(os.path.join(workdir(swept, name), file)) > 0, (name, file)
 
 
+@pytest.mark.slow
 def test_outputs_are_drawn_in_the_background_and_their_failure_reported(tmp_path,
                                                                           monkeypatch):
   """With background_outputs, each run's outputs are written by the worker thread after
@@ -169,6 +170,7 @@ def test_outputs_are_drawn_in_the_background_and_their_failure_reported(tmp_path
   assert events[-1] == ('report',)  # After every output was written.
 
 
+@pytest.mark.slow
 def test_a_stopped_sweep_still_writes_the_finished_runs_outputs(tmp_path, monkeypatch):
   drawn = []
 
@@ -241,6 +243,7 @@ def test_overrides_take_the_fields_type():
   assert sweep.load_config('v1', 'mnist', ['test_indices=4']).test_indices == (4,)
 
 
+@pytest.mark.slow
 def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, tiny_data):
   calls = []
 
@@ -275,6 +278,7 @@ def multi_seed(swept, tmp_path_factory):
   return sweep_dir
 
 
+@pytest.mark.slow
 def test_comparison_table_holds_each_cells_seeds(multi_seed):
   with open(os.path.join(multi_seed, 'comparison.csv'), newline='') as f:
     rows = {r['variant']: r for r in csv.DictReader(f)}
@@ -291,6 +295,7 @@ def test_comparison_table_holds_each_cells_seeds(multi_seed):
         res['timings']['train_seconds'] / 4)
 
 
+@pytest.mark.slow
 def test_significance_and_conclusions_from_the_seeds(multi_seed):
   with open(os.path.join(multi_seed, 'significance.csv'), newline='') as f:
     rows = {r['variant']: r for r in csv.DictReader(f)}
@@ -311,6 +316,7 @@ def test_significance_and_conclusions_from_the_seeds(multi_seed):
   assert re.findall(r'<h2>(.*?)</h2>', text) == list(sweep_report.SWEEP_SECTIONS)
 
 
+@pytest.mark.slow
 def test_vary_sweep_plots_the_effect(tiny_data, tmp_path):
   sweep_dir = str(tmp_path / 'width')
   status, log = quiet(sweep.run_sweep, (), ['mnist'], sweep_dir,
@@ -365,6 +371,7 @@ def test_report_only_and_flag_errors(swept, tmp_path):
   assert proc.returncode == 1 and 'leave out --configs' in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BROWSER is None, reason='needs Chromium (apt-get install chromium)')
 def test_sweep_report_renders_in_a_browser(multi_seed, tmp_path):
   """Every figure (the mean +- interval one included) loads; the significance table is there."""

@@ -114,6 +114,7 @@ def test_bad_flag_stops_before_training(tiny_data, tmp_path):
   assert not os.path.exists(tmp_path / 'w')
 
 
+@pytest.mark.slow
 def test_device_data_and_tf_data_train_identically(tiny_data, tmp_path):
   a = train.train_and_evaluate(tiny_config(tiny_data, data_on_device=True, cpu_kernel='off'),
                                str(tmp_path / 'a'))

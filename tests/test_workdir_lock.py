@@ -46,6 +46,7 @@ def _outcome(workdir):
   return history, jax.device_get(state.params), results.read_predictions(workdir)['probabilities']
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_one_stops_at_once_the_other_is_unmixed(tiny_data, tmp_path):
   workdir = str(tmp_path / 'shared')
   procs = {batch: _start(tiny_data, workdir, batch_size=batch) for batch in (32, 64)}
@@ -83,6 +84,7 @@ def test_a_held_lock_refuses_at_once_and_writes_nothing(tiny_data, tmp_path):
   assert os.listdir(workdir) == [workdir_lib.LOCK_FILE]  # The killed holder's, nothing more.
 
 
+@pytest.mark.slow
 def test_the_lock_of_a_run_that_died_is_taken_over(tiny_data, tmp_path, capsys):
   workdir = str(tmp_path / 'run')
   holder = _hold_lock(workdir)
