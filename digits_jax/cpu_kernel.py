@@ -97,11 +97,16 @@ def build():
   path = library_path()
   if os.path.exists(path):
     return path
-  os.makedirs(os.path.dirname(path), exist_ok=True)
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(path))
+  except OSError as e:  # The cache, not the workdir: say which folder and how to move it.
+    raise KernelBuildError(f'its cache folder {os.path.dirname(path)} cannot be written '
+                           f'({e.strerror}); set $DIGITS_JAX_KERNEL_CACHE to a writable '
+                           'folder') from e
+  os.close(fd)
   console.say(f'Building the fused CPU kernel for this machine (once, about 5-10 s; cached in '
               f'{os.path.dirname(path)})...')
-  fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(path))
-  os.close(fd)
   cmd = [_compiler(), *FLAGS, f'-I{jax.ffi.include_dir()}', SOURCE, '-o', tmp]
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
