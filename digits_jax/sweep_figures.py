@@ -1,22 +1,144 @@
-"""The figures only a --vary sweep draws, and the rule for which sweep plots can say anything.
+"""The sweep's figures: its cells compared, one panel per dataset (matplotlib, as
+figures.py, whose `save` writes them).
 
-A plot that cannot vary is left out rather than drawn: a learning-rate sweep's runs all
-have the same parameter count, so accuracy against parameters is one vertical line of
-dots. Train seconds are not plotted against the varied value: a cell holds one timing
-(its seeds train together) on a machine shared with other work, so the curve would be
-load noise without an interval; the comparison table keeps each cell's seconds.
+A plot that cannot vary is left out rather than drawn (params_vary): a learning-rate
+sweep's runs all have the same parameter count, so accuracy against parameters is one
+vertical line of dots. Train seconds are not plotted against a --vary value: a cell holds
+one timing (its seeds train together) on a machine shared with other work, so that curve
+would be load noise without an interval; the comparison table keeps each cell's seconds.
 """
-
-import io
 
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+import numpy as np
 
-from digits_jax import results as results_lib  # pylint: disable=g-import-not-at-top
+from digits_jax import figures
 from digits_jax import stats
+
+# Ten colours and ten markers: any ten runs of a panel differ in both.
+COLORS = tuple(matplotlib.colormaps['tab10'].colors)
+MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', '*', 'h', '<')
+
+
+def run_styles(names):
+  """{label: (colour, marker)}, assigned in order of first appearance, one per label."""
+  unique = list(dict.fromkeys(names))
+  return {n: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, n in enumerate(unique)}
+
+
+def _legend_outside(ax):
+  """The legend to the right of the panel, where it covers no point."""
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+            frameon=False)
+
+
+def _dataset_panels(groups, *, width=6, height=4):
+  """A figure with one panel per dataset, side by side; returns (fig, axes[1, n])."""
+  return plt.subplots(1, max(1, len(groups)), figsize=(width * max(1, len(groups)), height),
+                      squeeze=False)
+
+
+def sweep_accuracy_vs_params(rows, path, dataset_titles=None):
+  """Test accuracy against parameter count, one panel per dataset, each run labelled.
+
+  Args:
+    rows: dicts with 'dataset', 'variant', 'params' and 'test_accuracy' (comparison rows).
+    path: where the PNG goes.
+    dataset_titles: optional {dataset: title} for the panel titles.
+  """
+  groups = figures.grouped((r['dataset'], r) for r in rows)
+  styles = run_styles(r['variant'] for r in rows)
+  fig, axes = _dataset_panels(groups, width=7.5, height=4.2)  # Room for the legend.
+  for ax, (dataset, runs) in zip(axes[0], groups.items()):
+    params = [float(r['params']) for r in runs]
+    acc = [100 * float(r['test_accuracy']) for r in runs]
+    for r, x, y in zip(runs, params, acc):  # A legend names the runs: no labels to overlap.
+      color, marker = styles[r['variant']]
+      ax.scatter([x], [y], color=color, marker=marker, s=60, zorder=3, label=r['variant'])
+    if max(params) > 3 * min(params):  # Log scale only where it spreads the points.
+      ax.set_xscale('log')
+      # Ticks at 1, 2 and 5 of each decade: several labelled ticks over any spread.
+      ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f'{x:,.0f}'))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.tick_params(axis='x', labelsize=8)
+    _legend_outside(ax)
+    ax.margins(x=0.15, y=0.15)
+    ax.set_xlabel('parameters' + (' (log scale)' if ax.get_xscale() == 'log' else ''))
+    ax.set_ylabel('test accuracy (%)')
+    ax.set_title((dataset_titles or {}).get(dataset, dataset))
+    ax.grid(alpha=0.3, which='both')
+  fig.tight_layout()
+  figures.save(fig, path)
+
+
+def sweep_val_curves(histories, path, dataset_titles=None):
+  """Validation accuracy per epoch of every run, overlaid, one panel per dataset.
+
+  Args:
+    histories: (dataset, variant, history) triples; history as results.read_history gives.
+    path: where the PNG goes.
+    dataset_titles: optional {dataset: title} for the panel titles.
+  """
+  groups = figures.grouped((d, (v, h)) for d, v, h in histories)
+  styles = run_styles(v for _, v, _ in histories)
+  fig, axes = _dataset_panels(groups, width=7.5, height=4.2)  # Room for the legend.
+  for ax, (dataset, runs) in zip(axes[0], groups.items()):
+    for variant, history in runs:
+      color, marker = styles[variant]
+      ax.plot([h['epoch'] for h in history], [100 * h['val_accuracy'] for h in history],
+              '-', marker=marker, color=color, markersize=4, label=variant)
+    epochs = sorted({h['epoch'] for _, history in runs for h in history})
+    if len(epochs) <= 20:
+      ax.set_xticks(epochs)
+    else:
+      ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('validation accuracy (%)')
+    ax.set_title((dataset_titles or {}).get(dataset, dataset))
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
+  fig.tight_layout()
+  figures.save(fig, path)
+
+
+def _mean_ci(values):
+  """(mean, lower error, upper error) in percent: the 95% t-interval, or none for one seed."""
+  s = stats.summarize(values)
+  ci = s['ci95'] or [s['mean'], s['mean']]
+  return 100 * s['mean'], 100 * (s['mean'] - ci[0]), 100 * (ci[1] - s['mean'])
+
+
+def sweep_means(cells, path, dataset_titles=None):
+  """Mean test accuracy +- 95% interval per config, one panel per dataset, side by side.
+
+  Args:
+    cells: dicts with 'dataset', 'variant' and 'values' (test accuracy per seed, fractions).
+    path: where the PNG goes.
+    dataset_titles: optional {dataset: title} for the panel titles.
+  """
+  groups = figures.grouped((c['dataset'], c) for c in cells)
+  fig, axes = _dataset_panels(groups)
+  for ax, (dataset, group) in zip(axes[0], groups.items()):
+    xs = np.arange(len(group))
+    for x, cell in zip(xs, group):
+      mean, lo, hi = _mean_ci(cell['values'])
+      seeds = 100 * np.asarray(cell['values'])
+      ax.scatter(np.full(len(seeds), x + 0.18), seeds, s=8, color='#999999', zorder=2)
+      ax.errorbar([x], [mean], yerr=[[lo], [hi]], fmt='o', color='#1f77b4', capsize=4,
+                  zorder=3)
+    ax.set_xticks(xs, [c['variant'] for c in group], rotation=45 if len(group) > 12 else 0)
+    n = sorted({len(c['values']) for c in group})
+    ax.set_ylabel('test accuracy (%)')
+    ax.set_title(f'{(dataset_titles or {}).get(dataset, dataset)}: mean and 95% interval '
+                 f'(grey: seeds; n={n[0] if len(n) == 1 else f"{n[0]}-{n[-1]}"})', fontsize=10)
+    ax.grid(alpha=0.3, axis='y')
+    ax.margins(x=0.05)
+  fig.tight_layout()
+  figures.save(fig, path)
 
 
 def params_vary(rows):
@@ -28,14 +150,7 @@ def params_vary(rows):
   return any(len(c) > 1 for c in counts.values())
 
 
-def mean_ci(values):
-  """(mean, lower error, upper error) in percent: the 95% t-interval, none for one seed."""
-  s = stats.summarize(values)
-  ci = s['ci95'] or [s['mean'], s['mean']]
-  return 100 * s['mean'], 100 * (s['mean'] - ci[0]), 100 * (ci[1] - s['mean'])
-
-
-def _axis(ax, xs, field, title):
+def _vary_axis(ax, xs, field, title):
   """The x axis of the varied field (log 2 where the values spread), the panel's labels."""
   if min(xs) > 0 and max(xs) > 4 * min(xs):
     ax.set_xscale('log', base=2)
@@ -59,28 +174,22 @@ def vary_effect(cells, field, path, reference, dataset_titles=None):
     reference: the base cell's label, marked with a star.
     dataset_titles: optional {dataset: title}.
   """
-  groups = {}
-  for cell in cells:
-    groups.setdefault(cell['dataset'], []).append(cell)
-  fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(6 * max(1, len(groups)), 3.8),
-                           squeeze=False)
+  groups = figures.grouped((c['dataset'], c) for c in cells)
+  fig, axes = _dataset_panels(groups, height=3.8)
   for ax, (dataset, group) in zip(axes[0], groups.items()):
     for series in dict.fromkeys(c['series'] for c in group):
       line = sorted((c for c in group if c['series'] == series), key=lambda c: c['x'])
-      points = [mean_ci(c['values']) for c in line]
+      points = [_mean_ci(c['values']) for c in line]
       ax.errorbar([c['x'] for c in line], [p[0] for p in points],
                   yerr=[[p[1] for p in points], [p[2] for p in points]],
                   fmt='o-', capsize=4, label=series or None)
     for c in group:
       if c['variant'] == reference:
-        ax.plot([c['x']], [mean_ci(c['values'])[0]], '*', color='black', markersize=14,
+        ax.plot([c['x']], [_mean_ci(c['values'])[0]], '*', color='black', markersize=14,
                 zorder=4)
-    _axis(ax, sorted({c['x'] for c in group}), field,
-          (dataset_titles or {}).get(dataset, dataset))
+    _vary_axis(ax, sorted({c['x'] for c in group}), field,
+               (dataset_titles or {}).get(dataset, dataset))
     if any(c['series'] for c in group):
       ax.legend(fontsize=8)
   fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
-  plt.close(fig)
-  results_lib.write_bytes(path, buf.getvalue())
+  figures.save(fig, path)
