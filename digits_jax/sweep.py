@@ -67,21 +67,18 @@ def _lazy(name):
   return module
 
 
-LAZY = {'jax': 'jax', 'background': 'digits_jax.background', 'ckpt_lib': 'digits_jax.checkpoint',
-        'comparison': 'digits_jax.comparison', 'config_files': 'digits_jax.config_files',
-        'console': 'digits_jax.console', 'results_lib': 'digits_jax.results',
-        'sweep_console': 'digits_jax.sweep_console', 'sweep_outputs': 'digits_jax.sweep_outputs',
-        'sweep_report_lib': 'digits_jax.sweep_report', 'train': 'digits_jax.train',
-        'workdir_lib': 'digits_jax.workdir'}
+LAZY = ('jax', *(f'digits_jax.{m}' for m in (
+    'background', 'checkpoint', 'comparison', 'config_files', 'console', 'results',
+    'sweep_console', 'sweep_outputs', 'sweep_report', 'train', 'workdir')))
 (jax, background, ckpt_lib, comparison, config_files, console, results_lib, sweep_console,
- sweep_outputs, sweep_report_lib, train, workdir_lib) = map(_lazy, LAZY.values())
+ sweep_outputs, sweep_report_lib, train, workdir_lib) = map(_lazy, LAZY)
 
 
 def load_modules():
   """Loads the lazy modules now, before any cell sends its lines to its log: a module
   loaded inside that redirection would keep the log file as its sys.stdout (e.g. a
   default argument), closed after the cell."""
-  for name in LAZY.values():
+  for name in LAZY:
     vars(sys.modules[name])  # Any attribute use runs the module.
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
