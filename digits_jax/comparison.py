@@ -122,11 +122,11 @@ def comparison_fields(vary=()):
 
 
 def varied_values(workdir, vary):
-  """{field: value} of the --vary fields in a run's saved config ('-' where it has none)."""
+  """{field: value} of the --vary fields in a run's saved config (completed where read)."""
   if not vary:
     return {}
-  config = config_files.read_run_config(workdir).to_dict()
-  return {f: config.get(f, '-') for f in vary}
+  config = config_files.read_run_config(workdir)
+  return {f: config[f] for f in vary}
 
 
 def write_comparison(sweep_dir):

@@ -28,6 +28,7 @@ def _init_worker():
 def draw_cell(workdir):
   """One finished run's outputs, from its saved files, under its workdir lock; returns ''
   or the failure as one line (a worker's exception would not say which cell)."""
+  # Imported here, in the worker, after _init_worker: JAX reads JAX_PLATFORMS on import.
   # pylint: disable=g-import-not-at-top
   from digits_jax import config_files, input_pipeline, outputs, storage
   from digits_jax import workdir as workdir_lib
