@@ -79,7 +79,8 @@ def recognized_table(res):
                                     '</td>' for r in recs))]
   rows += [tr(f'P({name})', (_probability_cell(r['probabilities'][k], r, k) for r in recs))
            for k, name in enumerate(names)]
-  return hp.Raw(f'<table><tr><th class="l">output</th>{head}</tr>{"".join(rows)}</table>')
+  return hp.Raw(f'<div class="tw"><table><tr><th class="l">output</th>{head}</tr>'
+                f'{"".join(rows)}</table></div>')
 
 
 def per_class_table(cm, names):

@@ -1,0 +1,76 @@
+"""The report's details (issue 22, item 11): readable probability labels, a compact
+misclassified grid, tables that scroll instead of overflowing, and no spread for one seed.
+No training: synthetic images and rows."""
+
+import numpy as np
+import matplotlib.pyplot as plt
+import pytest
+from PIL import Image
+
+from digits_jax import comparison
+from digits_jax import figures
+from digits_jax import html_page
+
+
+@pytest.mark.parametrize('n, cols, rows', [(10, 5, 2), (30, 6, 5), (7, 4, 2), (1, 1, 1),
+                                           (75, 10, 8)])
+def test_the_grid_has_few_holes(n, cols, rows):
+  assert figures.grid_layout(n, (28, 28), 2)[:2] == (cols, rows)
+
+
+def test_the_misclassified_grid_is_mostly_images(tmp_path):
+  """Before: 39% of the PNG's pixel rows were blank (bands above, below and between
+  rows); now the figure has the mosaic's own aspect."""
+  images = (np.random.default_rng(0).random((10, 28, 28)) > 0.5).astype(np.uint8) * 255
+  labels = np.arange(10)
+  path = str(tmp_path / 'wrong.png')
+  figures.misclassified(images, labels, labels, (labels + 1) % 10,
+                        [str(c) for c in range(10)], path, ' - replica 0 (seed 0) of 3 seeds')
+  pixels = np.asarray(Image.open(path).convert('L'))
+  assert (pixels > 250).all(axis=1).mean() < 0.3
+  assert pixels.shape[1] > pixels.shape[0]  # 2 rows of 5, not 3 rows of 4.
+
+
+def test_a_long_bar_is_labelled_in_white_inside_a_short_one_in_black_after():
+  fig, ax = plt.subplots()
+  for row, p in enumerate((0.97, 0.2, 0.0001)):
+    figures.bar_label(ax, row, p)
+  texts = {t.get_text(): t for t in ax.texts}
+  plt.close(fig)
+  assert set(texts) == {'97.0%', '20.0%'}  # Nothing for a probability under 0.1%.
+  assert texts['97.0%'].get_color() == 'white' and texts['97.0%'].get_position()[0] < 0.97
+  assert texts['20.0%'].get_color() == 'black' and texts['20.0%'].get_position()[0] > 0.2
+
+
+def test_the_recognized_figure_is_drawn_at_the_width_the_page_shows(tmp_path):
+  """The page shows it at most 480 px wide: drawn wider, its 8-point text shrank to ~5."""
+  images = np.zeros((3, 28, 28), np.uint8)
+  probs = np.full(10, 0.01)
+  probs[3] = 0.91
+  rec = dict(index=1, true=3, predicted=3, true_name='3', predicted_name='3',
+             probabilities=probs.tolist())
+  path = str(tmp_path / 'recognized.png')
+  figures.recognized(images, [rec, dict(rec, index=2)], [str(c) for c in range(10)], path)
+  assert Image.open(path).size[0] <= 480
+
+
+def test_tables_scroll_sideways_instead_of_overflowing_the_page():
+  wide = html_page.table([f'column {k}' for k in range(40)], [list(range(40))])
+  assert wide.startswith('<div class="tw"><table>') and wide.endswith('</table></div>')
+  rule = html_page.CSS[html_page.CSS.index('.tw{'):].split('}')[0]
+  assert 'overflow-x:auto' in rule and 'max-width:100%' in rule
+
+
+def _row(n, std):
+  """A comparison row with the fields `formatted` reads."""
+  row = {k: 0.97 for k in ('best_val_accuracy', 'final_val_accuracy', 'test_accuracy',
+                           'test_accuracy_mean', 'test_accuracy_min', 'test_accuracy_max')}
+  ci = (0.96, 0.98) if n > 1 else (None, None)
+  return dict(row, n=n, test_accuracy_std=std, test_accuracy_ci95_low=ci[0],
+              test_accuracy_ci95_high=ci[1], validation_split=0.1, test_loss=0.1,
+              train_seconds=1.0, train_seconds_per_seed=1.0, params=101770)
+
+
+def test_one_seed_has_no_spread_rather_than_zero():
+  assert comparison.formatted(_row(1, 0.0))['test_accuracy_std'] == 'one seed: no spread'
+  assert comparison.formatted(_row(3, 0.0012))['test_accuracy_std'] == '0.12 pt'
