@@ -1,7 +1,6 @@
-"""Figures: the only module that calls matplotlib. Each is drawn from saved results."""
+"""Figures: with image_figures.py (the image grids), the only modules that call matplotlib.
+Each is drawn from saved results."""
 
-import io
-import math
 import os
 import warnings
 
@@ -13,6 +12,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from digits_jax import image_figures
 from digits_jax import results as results_lib
 from digits_jax import stats
 from digits_jax import train_state as ts
@@ -26,88 +26,10 @@ FILES = {
 }
 
 
-def _save(fig, path):
-  buf = io.BytesIO()
-  fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
-  plt.close(fig)
-  results_lib.write_bytes(path, buf.getvalue())
-
-
-GRID_INCHES = 1.0  # Width of one image in a grid; titles sit just above each image.
-GRID_FONT = 8
-
-
-def grid_layout(n, shape, lines):
-  """(cols, rows, cell_w, cell_h, top) in image pixels of a grid of `n` images of `shape`
-  with `lines` title lines each: a near-square grid whose last row is as full as it can be
-  (10 images are 2 x 5, not 3 x 4 with two holes), each title row as tall as its text."""
-  h, w = shape
-  square = max(1, min(10, math.ceil(math.sqrt(n))))
-  holes = lambda c: math.ceil(n / c) * c - n
-  cols = min(range(square, min(square + 2, 10) + 1), key=lambda c: (holes(c), c))
-  rows = max(1, math.ceil(n / cols))
-  px_per_point = w / GRID_INCHES / 72
-  top = math.ceil(lines * GRID_FONT * 1.25 * px_per_point) + 1
-  return cols, rows, w + max(2, w // 7), h + top + max(2, h // 10), top
-
-
-def _grid(images, titles, path, suptitle, title_colors=None):
-  """Draws images in a near-square grid with a title over each.
-
-  One mosaic image in one axes, the titles as text on it: a figure of 75 small axes
-  costs seconds to lay out and draw, this a fraction of one (the sweep draws many). The
-  figure has the mosaic's own aspect, so no band of white surrounds or splits the grid.
-  """
-  images = np.asarray(images)
-  n, (h, w) = len(images), images.shape[1:3]
-  lines = max([t.count('\n') + 1 for t in titles] or [1])
-  cols, rows, cell_w, cell_h, top = grid_layout(n, (h, w), lines)
-  mosaic = np.zeros((rows * cell_h, cols * cell_w), images.dtype if n else np.uint8)
-  pad = (cell_w - w) // 2
-  for k, image in enumerate(images):
-    y, x = divmod(k, cols)
-    mosaic[y * cell_h + top:y * cell_h + top + h, x * cell_w + pad:x * cell_w + pad + w] = image
-  inch = GRID_INCHES / w  # Inches per image pixel.
-  title_in = 0.3
-  fig = plt.figure(figsize=(cols * cell_w * inch, rows * cell_h * inch + title_in))
-  ax = fig.add_axes([0, 0, 1, rows * cell_h * inch / (rows * cell_h * inch + title_in)])
-  ax.imshow(mosaic, cmap='binary', vmin=0, vmax=255, interpolation='nearest', aspect='auto')
-  ax.axis('off')
-  for k, title in enumerate(titles):
-    y, x = divmod(k, cols)
-    ax.text(x * cell_w + cell_w / 2 - 0.5, y * cell_h + top - 1, title, ha='center',
-            va='bottom', fontsize=GRID_FONT,
-            color=title_colors[k] if title_colors else 'black')
-  fig.suptitle(suptitle, fontsize=10, y=1 - 0.05 / (rows * cell_h * inch + title_in))
-  _save(fig, path)
-
-
 def replica_note(res):
   """'' for a one-seed run; else which replica the model-dependent figures show."""
   seeds = res.get('seeds') or []
   return f' - replica 0 (seed {seeds[0]}) of {len(seeds)} seeds' if len(seeds) > 1 else ''
-
-
-def samples(images, labels, class_names, path):
-  """The first N training images with their labels (lab step 2)."""
-  titles = [f'{class_names[l]}' for l in labels]
-  _grid(images, titles, path, f'First {len(images)} training images')
-
-
-def misclassified(images, indices, labels, predicted, class_names, path, note=''):
-  """The first K misclassified test images: index, true and predicted class (lab step 9).
-
-  `note` is appended to the title (which replica of a many-seed run is shown).
-  """
-  titles = [f'#{i} true: {class_names[labels[i]]}\npred: {class_names[predicted[i]]}'
-            for i in indices]
-  if not len(indices):
-    fig = plt.figure(figsize=(4, 1))
-    fig.text(0.5, 0.5, f'No misclassified test images{note}', ha='center', va='center')
-    _save(fig, path)
-    return
-  _grid(images[indices], titles, path,
-        f'First {len(indices)} misclassified test images{note}', ['crimson'] * len(indices))
 
 
 def bar_label(ax, row, p):
@@ -158,7 +80,7 @@ def recognized(images, records, class_names, path, note=''):
   if note:
     fig.suptitle(f'Recognised test images{note}', fontsize=10)
   fig.tight_layout()
-  _save(fig, path)
+  image_figures.save(fig, path)
 
 
 def _by_seed(history):
@@ -208,7 +130,7 @@ def curves(history, path):
     ax.legend()
     ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
   fig.tight_layout()
-  _save(fig, path)
+  image_figures.save(fig, path)
 
 
 def confusion_matrix(labels, predicted, num_classes=10):
@@ -242,7 +164,7 @@ def confusion(labels, predicted, class_names, path, note=''):
   ax.set_ylabel('true')
   ax.set_title(f'Confusion matrix (test set){note}')
   fig.tight_layout()
-  _save(fig, path)
+  image_figures.save(fig, path)
 
 
 def draw_image_grids(workdir, config, res, preds, train_images, train_labels, test_images,
@@ -252,14 +174,14 @@ def draw_image_grids(workdir, config, res, preds, train_images, train_labels, te
   replica 0 in a many-seed run, as the titles then say)."""
   path = lambda key: os.path.join(workdir, FILES[key])
   n = min(config.num_show, len(train_images))
-  samples(train_images[:n], train_labels[:n], class_names, path('samples'))
+  image_figures.samples(train_images[:n], train_labels[:n], class_names, path('samples'))
   if res['recognized']:
     recognized(test_images, res['recognized'], class_names, path('recognized'),
                replica_note(res))
   wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
-  misclassified(test_images, wrong[:config.num_misclassified_show],
-                preds['labels'], preds['predicted'], class_names, path('misclassified'),
-                replica_note(res))
+  image_figures.misclassified(test_images, wrong[:config.num_misclassified_show],
+                              preds['labels'], preds['predicted'], class_names,
+                              path('misclassified'), replica_note(res))
 
 
 def draw_all(workdir, config, train_images, train_labels, test_images, class_names):
@@ -337,7 +259,7 @@ def sweep_accuracy_vs_params(rows, path, dataset_titles=None):
     ax.set_title((dataset_titles or {}).get(dataset, dataset))
     ax.grid(alpha=0.3, which='both')
   fig.tight_layout()
-  _save(fig, path)
+  image_figures.save(fig, path)
 
 
 def sweep_val_curves(histories, path, dataset_titles=None):
@@ -367,7 +289,7 @@ def sweep_val_curves(histories, path, dataset_titles=None):
     ax.grid(alpha=0.3)
     _legend_outside(ax)
   fig.tight_layout()
-  _save(fig, path)
+  image_figures.save(fig, path)
 
 
 def prediction(original, prepared, probabilities, class_names, path, title=''):
@@ -402,7 +324,7 @@ def prediction(original, prepared, probabilities, class_names, path, title=''):
   axes[2].set_title(f'predicted: {class_names[best]} ({probs[best]:.1%})', fontsize=9)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  _save(fig, path)
+  image_figures.save(fig, path)
 
 
 def _mean_ci(values):
@@ -438,7 +360,7 @@ def sweep_means(cells, path, dataset_titles=None):
     ax.grid(alpha=0.3, axis='y')
     ax.margins(x=0.05)
   fig.tight_layout()
-  _save(fig, path)
+  image_figures.save(fig, path)
 
 
 def vary_effect(cells, field, path, dataset_titles=None):
@@ -479,4 +401,4 @@ def vary_effect(cells, field, path, dataset_titles=None):
       if any(c['series'] for c in group):
         ax.legend(fontsize=8)
   fig.tight_layout()
-  _save(fig, path)
+  image_figures.save(fig, path)
