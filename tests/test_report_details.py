@@ -2,6 +2,8 @@
 misclassified grid, tables that scroll instead of overflowing, and no spread for one seed.
 No training: synthetic images and rows."""
 
+import re
+
 import numpy as np
 import matplotlib.pyplot as plt
 import pytest
@@ -11,6 +13,7 @@ from digits_jax import comparison
 from digits_jax import figures
 from digits_jax import image_figures
 from digits_jax import html_page
+from helpers import BROWSER, chromium
 
 
 @pytest.mark.parametrize('n, cols, rows', [(10, 5, 2), (30, 6, 5), (7, 4, 2), (1, 1, 1),
@@ -75,3 +78,22 @@ def _row(n, std):
 def test_one_seed_has_no_spread_rather_than_zero():
   assert comparison.formatted(_row(1, 0.0))['test_accuracy_std'] == 'one seed: no spread'
   assert comparison.formatted(_row(3, 0.0012))['test_accuracy_std'] == '0.12 pt'
+
+
+@pytest.mark.slow  # Starts Chromium (about 2 s).
+@pytest.mark.skipif(BROWSER is None, reason='needs Chromium (apt-get install chromium)')
+def test_a_wide_table_scrolls_inside_the_page_in_a_browser(tmp_path):
+  """Measured: the two-run compare page was 1,176 px wide in a 900 px window; now 885."""
+  header = ['run', 'differs'] + [f'a long column title {k}' for k in range(20)]
+  wide = html_page.table(header, [['v1', 'num_epochs=2, num_seeds=3'] + ['97.09%'] * 20],
+                         left=(0, 1))
+  page = html_page.page('wide', 'a wide table', [html_page.section('Comparison table', wide)])
+  script = ('<script>document.body.dataset.width = document.documentElement.scrollWidth;'
+            '</script></body>')
+  path = tmp_path / 'wide.html'
+  path.write_text(page.replace('</body>', script), encoding='utf-8')
+  proc = chromium('--dump-dom', '--window-size=900,700', f'file://{path}',
+                  user_data_dir=tmp_path / 'profile')
+  width = re.search(r'data-width="(\d+)"', proc.stdout)
+  assert width, proc.stderr[-2000:]
+  assert int(width.group(1)) <= 900
