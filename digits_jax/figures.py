@@ -32,15 +32,14 @@ def replica_note(res):
   return f' - replica 0 (seed {seeds[0]}) of {len(seeds)} seeds' if len(seeds) > 1 else ''
 
 
+LABEL_ROOM = 1.22  # The bars' x axis runs to 122%: a full bar's label fits after it.
+
+
 def bar_label(ax, row, p):
-  """A probability's value beside its bar: white inside a long bar, black after a short
-  one (never black on the dark bar); none under 0.1%."""
-  if p < 0.001:
-    return
-  inside = p > 0.7
-  ax.text(p - 0.02 if inside else p + 0.02, row, f'{p:.1%}', va='center',
-          ha='right' if inside else 'left', fontsize=8, color='white' if inside else 'black',
-          fontweight='bold' if inside else 'normal')
+  """A probability's value just after its bar, in black on white (text on the dark bar or
+  squeezed against the edge was unreadable); none under 0.1%."""
+  if p >= 0.001:
+    ax.text(p + 0.015, row, f'{p:.1%}', va='center', ha='left', fontsize=8)
 
 
 def recognized(images, records, class_names, path, note=''):
@@ -67,7 +66,7 @@ def recognized(images, records, class_names, path, note=''):
     ax_bar.barh(rows, probs, color=colors)
     for r, p in zip(rows, probs):
       bar_label(ax_bar, r, p)
-    ax_bar.set_xlim(0, 1)
+    ax_bar.set_xlim(0, LABEL_ROOM)
     ax_bar.set_yticks(rows)
     ax_bar.set_yticklabels(class_names, fontsize=8)
     ax_bar.invert_yaxis()  # Class 0 on top.

@@ -35,15 +35,20 @@ def test_the_misclassified_grid_is_mostly_images(tmp_path):
   assert pixels.shape[1] > pixels.shape[0]  # 2 rows of 5, not 3 rows of 4.
 
 
-def test_a_long_bar_is_labelled_in_white_inside_a_short_one_in_black_after():
+def test_every_bar_is_labelled_after_its_end_within_the_axes():
   fig, ax = plt.subplots()
-  for row, p in enumerate((0.97, 0.2, 0.0001)):
+  ax.set_xlim(0, figures.LABEL_ROOM)
+  for row, p in enumerate((1.0, 0.2, 0.0001)):
     figures.bar_label(ax, row, p)
+  fig.canvas.draw()
   texts = {t.get_text(): t for t in ax.texts}
+  box = ax.get_window_extent()
+  extents = {k: t.get_window_extent() for k, t in texts.items()}
   plt.close(fig)
-  assert set(texts) == {'97.0%', '20.0%'}  # Nothing for a probability under 0.1%.
-  assert texts['97.0%'].get_color() == 'white' and texts['97.0%'].get_position()[0] < 0.97
-  assert texts['20.0%'].get_color() == 'black' and texts['20.0%'].get_position()[0] > 0.2
+  assert set(texts) == {'100.0%', '20.0%'}  # Nothing for a probability under 0.1%.
+  for text, p in (('100.0%', 1.0), ('20.0%', 0.2)):
+    assert texts[text].get_position()[0] > p and texts[text].get_color() == 'black'
+    assert extents[text].x1 <= box.x1  # A full bar's label fits inside the axes.
 
 
 def test_the_recognized_figure_is_drawn_at_the_width_the_page_shows(tmp_path):
