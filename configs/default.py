@@ -23,6 +23,7 @@ def get_config(dataset=None):
   config.validation_split = 0.2  # Last fraction of the training set held out (Keras).
 
   # Model.
+  config.model = 'mlp'  # Network (models.MODELS): 'mlp', the lab's, or 'cnn' (configs/cnn.py).
   config.hidden_units = 128  # Units in each hidden Dense layer (+ config.activation).
   config.num_hidden_layers = 1  # Number of hidden layers.
   config.kernel_init = 'glorot_uniform'  # Keras's Dense default; or 'lecun_normal'.
@@ -30,6 +31,9 @@ def get_config(dataset=None):
   # Fraction of each hidden layer's outputs dropped while training (keys from seed and step;
   # evaluation and predict never drop); 0 = none, the lab's network.
   config.dropout_rate = 0.0
+  # The CNN's sizes (model='cnn'): per entry of features a 3x3 conv + 2x2 max-pool, then
+  # one hidden Dense layer of dense_units.
+  config.cnn = ml_collections.ConfigDict({'features': (32, 64), 'dense_units': 128})
 
   # Optimisation. config.optimizer names an entry of digits_jax/optimizers.py's registry:
   # 'keras_adam' (Keras's Adam update rule, the lab's) or an optax optimizer ('sgd', 'adamw',

@@ -19,8 +19,9 @@ from digits_jax import stats
 # A cell's test accuracy over its seeds: n, mean, std, the 95% interval, min and max; then
 # replica 0's own numbers (the config's seed: test_accuracy, test_loss, ...) and seconds.
 # `run` is the run's folder name; `differs` the config fields that set it apart from the
-# other runs of its variant name (e.g. two `default` runs at other learning rates).
-COMPARISON_FIELDS = ('run', 'variant', 'differs', 'dataset', 'hidden_sizes', 'params',
+# other runs of its variant name (e.g. two `default` runs at other learning rates);
+# `model` the network as the model describes itself ('128', '256 x 256', 'conv 32-64, ...').
+COMPARISON_FIELDS = ('run', 'variant', 'differs', 'dataset', 'model', 'params',
                      'epochs', 'batch',
                      'validation_split', 'n', 'test_accuracy_mean', 'test_accuracy_std',
                      'test_accuracy_ci95_low', 'test_accuracy_ci95_high', 'test_accuracy_min',
@@ -78,7 +79,7 @@ def comparison_row(res):
   acc = stats.summarize(significance.seed_values(res))
   ci = acc['ci95'] or [None, None]
   return {'variant': res['name'], 'dataset': res['dataset'],
-          'hidden_sizes': 'x'.join(str(s) for s in res['hidden_sizes']),
+          'model': results_lib.model_description(res),
           'params': res['num_params'], 'epochs': res['num_epochs'], 'batch': res['batch_size'],
           'validation_split': res['validation_split'], 'n': acc['n'],
           'test_accuracy_mean': acc['mean'], 'test_accuracy_std': acc['std'],

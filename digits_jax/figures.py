@@ -1,6 +1,8 @@
-"""Figures: with image_figures.py (the image grids), the only modules that call matplotlib.
-Each is drawn from saved results."""
+"""A run's figures, each drawn from saved results (sweep_figures.py draws a sweep's; these
+two are the only modules that call matplotlib)."""
 
+import io
+import math
 import os
 import warnings
 
@@ -12,9 +14,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from digits_jax import image_figures
 from digits_jax import results as results_lib
-from digits_jax import stats
 from digits_jax import train_state as ts
 
 FILES = {
@@ -26,10 +26,89 @@ FILES = {
 }
 
 
+def save(fig, path):
+  """Writes the figure as a PNG (atomically) and closes it."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
+  plt.close(fig)
+  results_lib.write_bytes(path, buf.getvalue())
+
+
+GRID_INCHES = 1.0  # Width of one image in a grid; titles sit just above each image.
+GRID_FONT = 8
+
+
+def grid_layout(n, shape, lines):
+  """(cols, rows, cell_w, cell_h, top) in image pixels of a grid of `n` images of `shape`
+  with `lines` title lines each: a near-square grid whose last row is as full as it can be
+  (10 images are 2 x 5, not 3 x 4 with two holes), each title row as tall as its text."""
+  h, w = shape
+  square = max(1, min(10, math.ceil(math.sqrt(n))))
+  holes = lambda c: math.ceil(n / c) * c - n
+  cols = min(range(square, min(square + 2, 10) + 1), key=lambda c: (holes(c), c))
+  rows = max(1, math.ceil(n / cols))
+  px_per_point = w / GRID_INCHES / 72
+  top = math.ceil(lines * GRID_FONT * 1.25 * px_per_point) + 1
+  return cols, rows, w + max(2, w // 7), h + top + max(2, h // 10), top
+
+
+def _grid(images, titles, path, suptitle, title_colors=None):
+  """Draws images in a near-square grid with a title over each.
+
+  One mosaic image in one axes, the titles as text on it: a figure of 75 small axes
+  costs seconds to lay out and draw, this a fraction of one (the sweep draws many). The
+  figure has the mosaic's own aspect, so no band of white surrounds or splits the grid.
+  """
+  images = np.asarray(images)
+  n, (h, w) = len(images), images.shape[1:3]
+  lines = max([t.count('\n') + 1 for t in titles] or [1])
+  cols, rows, cell_w, cell_h, top = grid_layout(n, (h, w), lines)
+  mosaic = np.zeros((rows * cell_h, cols * cell_w), images.dtype if n else np.uint8)
+  pad = (cell_w - w) // 2
+  for k, image in enumerate(images):
+    y, x = divmod(k, cols)
+    mosaic[y * cell_h + top:y * cell_h + top + h, x * cell_w + pad:x * cell_w + pad + w] = image
+  inch = GRID_INCHES / w  # Inches per image pixel.
+  title_in = 0.3
+  fig = plt.figure(figsize=(cols * cell_w * inch, rows * cell_h * inch + title_in))
+  ax = fig.add_axes([0, 0, 1, rows * cell_h * inch / (rows * cell_h * inch + title_in)])
+  ax.imshow(mosaic, cmap='binary', vmin=0, vmax=255, interpolation='nearest', aspect='auto')
+  ax.axis('off')
+  for k, title in enumerate(titles):
+    y, x = divmod(k, cols)
+    ax.text(x * cell_w + cell_w / 2 - 0.5, y * cell_h + top - 1, title, ha='center',
+            va='bottom', fontsize=GRID_FONT,
+            color=title_colors[k] if title_colors else 'black')
+  fig.suptitle(suptitle, fontsize=10, y=1 - 0.05 / (rows * cell_h * inch + title_in))
+  save(fig, path)
+
+
 def replica_note(res):
   """'' for a one-seed run; else which replica the model-dependent figures show."""
   seeds = res.get('seeds') or []
   return f' - replica 0 (seed {seeds[0]}) of {len(seeds)} seeds' if len(seeds) > 1 else ''
+
+
+def samples(images, labels, class_names, path):
+  """The first N training images with their labels (lab step 2)."""
+  titles = [f'{class_names[l]}' for l in labels]
+  _grid(images, titles, path, f'First {len(images)} training images')
+
+
+def misclassified(images, indices, labels, predicted, class_names, path, note=''):
+  """The first K misclassified test images: index, true and predicted class (lab step 9).
+
+  `note` is appended to the title (which replica of a many-seed run is shown).
+  """
+  titles = [f'#{i} true: {class_names[labels[i]]}\npred: {class_names[predicted[i]]}'
+            for i in indices]
+  if not len(indices):
+    fig = plt.figure(figsize=(4, 1))
+    fig.text(0.5, 0.5, f'No misclassified test images{note}', ha='center', va='center')
+    save(fig, path)
+    return
+  _grid(images[indices], titles, path,
+        f'First {len(indices)} misclassified test images{note}', ['crimson'] * len(indices))
 
 
 LABEL_ROOM = 1.22  # The bars' x axis runs to 122%: a full bar's label fits after it.
@@ -79,12 +158,20 @@ def recognized(images, records, class_names, path, note=''):
   if note:
     fig.suptitle(f'Recognised test images{note}', fontsize=10)
   fig.tight_layout()
-  image_figures.save(fig, path)
+  save(fig, path)
+
+
+def grouped(items):
+  """Groups (key, item) pairs, e.g. (dataset, run), into an ordered dict of lists."""
+  groups = {}
+  for key, item in items:
+    groups.setdefault(key, []).append(item)
+  return groups
 
 
 def _by_seed(history):
   """{seed: rows} of a history whose rows carry a 'seed' (one group when they do not)."""
-  return _by_dataset((h.get('seed'), h) for h in history)
+  return grouped((h.get('seed'), h) for h in history)
 
 
 def _seeds_training(groups, epochs):
@@ -129,7 +216,7 @@ def curves(history, path):
     ax.legend()
     ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
   fig.tight_layout()
-  image_figures.save(fig, path)
+  save(fig, path)
 
 
 def confusion_matrix(labels, predicted, num_classes=10):
@@ -163,7 +250,7 @@ def confusion(labels, predicted, class_names, path, note=''):
   ax.set_ylabel('true')
   ax.set_title(f'Confusion matrix (test set){note}')
   fig.tight_layout()
-  image_figures.save(fig, path)
+  save(fig, path)
 
 
 def draw_image_grids(workdir, config, res, preds, train_images, train_labels, test_images,
@@ -173,14 +260,14 @@ def draw_image_grids(workdir, config, res, preds, train_images, train_labels, te
   replica 0 in a many-seed run, as the titles then say)."""
   path = lambda key: os.path.join(workdir, FILES[key])
   n = min(config.num_show, len(train_images))
-  image_figures.samples(train_images[:n], train_labels[:n], class_names, path('samples'))
+  samples(train_images[:n], train_labels[:n], class_names, path('samples'))
   if res['recognized']:
     recognized(test_images, res['recognized'], class_names, path('recognized'),
                replica_note(res))
   wrong = results_lib.misclassified(preds['probabilities'], preds['labels'])
-  image_figures.misclassified(test_images, wrong[:config.num_misclassified_show],
-                              preds['labels'], preds['predicted'], class_names,
-                              path('misclassified'), replica_note(res))
+  misclassified(test_images, wrong[:config.num_misclassified_show],
+                preds['labels'], preds['predicted'], class_names, path('misclassified'),
+                replica_note(res))
 
 
 def draw_all(workdir, config, train_images, train_labels, test_images, class_names):
@@ -194,101 +281,6 @@ def draw_all(workdir, config, train_images, train_labels, test_images, class_nam
   confusion(preds['labels'], preds['predicted'], class_names, path('confusion'),
             replica_note(res))
   return [path(k) for k in FILES if os.path.exists(path(k))]
-
-
-def _by_dataset(items):
-  """Groups (key, item) pairs, e.g. (dataset, run), into an ordered dict of lists."""
-  groups = {}
-  for dataset, item in items:
-    groups.setdefault(dataset, []).append(item)
-  return groups
-
-
-# Ten colours and ten markers: any ten runs of a panel differ in both.
-COLORS = tuple(matplotlib.colormaps['tab10'].colors)
-MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', '*', 'h', '<')
-
-
-def run_styles(names):
-  """{label: (colour, marker)}, assigned in order of first appearance, one per label."""
-  unique = list(dict.fromkeys(names))
-  return {n: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, n in enumerate(unique)}
-
-
-def _legend_outside(ax):
-  """The legend to the right of the panel, where it covers no point."""
-  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
-            frameon=False)
-
-
-def _dataset_panels(groups, *, width=6, height=4):
-  """A figure with one panel per dataset, side by side; returns (fig, axes[1, n])."""
-  return plt.subplots(1, max(1, len(groups)), figsize=(width * max(1, len(groups)), height),
-                      squeeze=False)
-
-
-def sweep_accuracy_vs_params(rows, path, dataset_titles=None):
-  """Test accuracy against parameter count, one panel per dataset, each run labelled.
-
-  Args:
-    rows: dicts with 'dataset', 'variant', 'params' and 'test_accuracy' (comparison rows).
-    path: where the PNG goes.
-    dataset_titles: optional {dataset: title} for the panel titles.
-  """
-  groups = _by_dataset((r['dataset'], r) for r in rows)
-  styles = run_styles(r['variant'] for r in rows)
-  fig, axes = _dataset_panels(groups, width=7.5, height=4.2)  # Room for the legend.
-  for ax, (dataset, runs) in zip(axes[0], groups.items()):
-    params = [float(r['params']) for r in runs]
-    acc = [100 * float(r['test_accuracy']) for r in runs]
-    for r, x, y in zip(runs, params, acc):  # A legend names the runs: no labels to overlap.
-      color, marker = styles[r['variant']]
-      ax.scatter([x], [y], color=color, marker=marker, s=60, zorder=3, label=r['variant'])
-    if max(params) > 3 * min(params):  # Log scale only where it spreads the points.
-      ax.set_xscale('log')
-      # Ticks at 1, 2 and 5 of each decade: several labelled ticks over any spread.
-      ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f'{x:,.0f}'))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.tick_params(axis='x', labelsize=8)
-    _legend_outside(ax)
-    ax.margins(x=0.15, y=0.15)
-    ax.set_xlabel('parameters' + (' (log scale)' if ax.get_xscale() == 'log' else ''))
-    ax.set_ylabel('test accuracy (%)')
-    ax.set_title((dataset_titles or {}).get(dataset, dataset))
-    ax.grid(alpha=0.3, which='both')
-  fig.tight_layout()
-  image_figures.save(fig, path)
-
-
-def sweep_val_curves(histories, path, dataset_titles=None):
-  """Validation accuracy per epoch of every run, overlaid, one panel per dataset.
-
-  Args:
-    histories: (dataset, variant, history) triples; history as results.read_history gives.
-    path: where the PNG goes.
-    dataset_titles: optional {dataset: title} for the panel titles.
-  """
-  groups = _by_dataset((d, (v, h)) for d, v, h in histories)
-  styles = run_styles(v for _, v, _ in histories)
-  fig, axes = _dataset_panels(groups, width=7.5, height=4.2)  # Room for the legend.
-  for ax, (dataset, runs) in zip(axes[0], groups.items()):
-    for variant, history in runs:
-      color, marker = styles[variant]
-      ax.plot([h['epoch'] for h in history], [100 * h['val_accuracy'] for h in history],
-              '-', marker=marker, color=color, markersize=4, label=variant)
-    epochs = sorted({h['epoch'] for _, history in runs for h in history})
-    if len(epochs) <= 20:
-      ax.set_xticks(epochs)
-    else:
-      ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel('epoch')
-    ax.set_ylabel('validation accuracy (%)')
-    ax.set_title((dataset_titles or {}).get(dataset, dataset))
-    ax.grid(alpha=0.3)
-    _legend_outside(ax)
-  fig.tight_layout()
-  image_figures.save(fig, path)
 
 
 def prediction(original, prepared, probabilities, class_names, path, title=''):
@@ -323,81 +315,4 @@ def prediction(original, prepared, probabilities, class_names, path, title=''):
   axes[2].set_title(f'predicted: {class_names[best]} ({probs[best]:.1%})', fontsize=9)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  image_figures.save(fig, path)
-
-
-def _mean_ci(values):
-  """(mean, lower error, upper error) in percent: the 95% t-interval, or none for one seed."""
-  s = stats.summarize(values)
-  ci = s['ci95'] or [s['mean'], s['mean']]
-  return 100 * s['mean'], 100 * (s['mean'] - ci[0]), 100 * (ci[1] - s['mean'])
-
-
-def sweep_means(cells, path, dataset_titles=None):
-  """Mean test accuracy +- 95% interval per config, one panel per dataset, side by side.
-
-  Args:
-    cells: dicts with 'dataset', 'variant' and 'values' (test accuracy per seed, fractions).
-    path: where the PNG goes.
-    dataset_titles: optional {dataset: title} for the panel titles.
-  """
-  groups = _by_dataset((c['dataset'], c) for c in cells)
-  fig, axes = _dataset_panels(groups)
-  for ax, (dataset, group) in zip(axes[0], groups.items()):
-    xs = np.arange(len(group))
-    for x, cell in zip(xs, group):
-      mean, lo, hi = _mean_ci(cell['values'])
-      seeds = 100 * np.asarray(cell['values'])
-      ax.scatter(np.full(len(seeds), x + 0.18), seeds, s=8, color='#999999', zorder=2)
-      ax.errorbar([x], [mean], yerr=[[lo], [hi]], fmt='o', color='#1f77b4', capsize=4,
-                  zorder=3)
-    ax.set_xticks(xs, [c['variant'] for c in group], rotation=45 if len(group) > 12 else 0)
-    n = sorted({len(c['values']) for c in group})
-    ax.set_ylabel('test accuracy (%)')
-    ax.set_title(f'{(dataset_titles or {}).get(dataset, dataset)}: mean and 95% interval '
-                 f'(grey: seeds; n={n[0] if len(n) == 1 else f"{n[0]}-{n[-1]}"})', fontsize=10)
-    ax.grid(alpha=0.3, axis='y')
-    ax.margins(x=0.05)
-  fig.tight_layout()
-  image_figures.save(fig, path)
-
-
-def vary_effect(cells, field, path, dataset_titles=None):
-  """Test accuracy (mean +- 95% interval) and train seconds against a varied field.
-
-  Args:
-    cells: dicts with 'dataset', 'x' (the field's value, a number), 'series' (the other
-      varied fields' values as a label, '' for a one-factor sweep), 'values' (test
-      accuracy per seed, fractions) and 'train_seconds'.
-    field: the varied field's name (the x axis).
-    path: where the PNG goes.
-    dataset_titles: optional {dataset: title}.
-  """
-  groups = _by_dataset((c['dataset'], c) for c in cells)
-  fig, axes = plt.subplots(max(1, len(groups)), 2, figsize=(11, 3.6 * max(1, len(groups))),
-                           squeeze=False)
-  for (ax_acc, ax_sec), (dataset, group) in zip(axes, groups.items()):
-    for series in dict.fromkeys(c['series'] for c in group):
-      line = sorted((c for c in group if c['series'] == series), key=lambda c: c['x'])
-      xs = [c['x'] for c in line]
-      stats = [_mean_ci(c['values']) for c in line]
-      ax_acc.errorbar(xs, [s[0] for s in stats], yerr=[[s[1] for s in stats],
-                                                       [s[2] for s in stats]],
-                      fmt='o-', capsize=4, label=series or None)
-      ax_sec.plot(xs, [c['train_seconds'] for c in line], 'o-', label=series or None)
-    xs = sorted({c['x'] for c in group})
-    title = (dataset_titles or {}).get(dataset, dataset)
-    for ax, what in ((ax_acc, 'test accuracy (%), mean and 95% interval'),
-                     (ax_sec, 'train seconds (all seeds of a cell)')):
-      if min(xs) > 0 and max(xs) > 4 * min(xs):
-        ax.set_xscale('log', base=2)
-      ax.set_xticks(xs, [f'{x:g}' for x in xs])
-      ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-      ax.set_xlabel(field)
-      ax.set_ylabel(what.split(',')[0].split(' (all')[0])
-      ax.set_title(f'{title}: {what}', fontsize=10)
-      ax.grid(alpha=0.3)
-      if any(c['series'] for c in group):
-        ax.legend(fontsize=8)
-  fig.tight_layout()
-  image_figures.save(fig, path)
+  save(fig, path)

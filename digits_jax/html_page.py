@@ -124,9 +124,10 @@ def page(title, subtitle, sections, footer=''):
           f'<footer>{html.escape(footer)}</footer></main></body></html>\n')
 
 
-def goal(datasets, optimizer=None):
+def goal(datasets, optimizer=None, network=None):
   """One paragraph on what the lab does, on the datasets named (registry names), with which
-  optimizer (`optimizers.describe`; None: each run's own, in its config)."""
+  network (`network`, e.g. run_report.network_words; None: each run's own, in the
+  comparison table) and optimizer (`optimizers.describe`; None: each run's)."""
   records = [input_pipeline.DATASETS.get(d) for d in datasets]
   parts = [(r.subject, r.title) if r else ('images', d) for r, d in zip(records, datasets)]
   if len(parts) == 1:
@@ -134,8 +135,8 @@ def goal(datasets, optimizer=None):
   else:
     what = ' and of '.join(f'{subject} ({title})' for subject, title in parts)
   optimizer = optimizer or "the one each run's config names"
-  return ('The lab trains a fully connected network (Flatten 28×28 → Dense+ReLU hidden '
-          'layer(s) → Dense(10) with softmax) to recognise 28×28 grey-level images of '
+  network = network or "neural networks (each run's is in the comparison table)"
+  return (f'The lab trains {network} to recognise 28×28 grey-level images of '
           f'{what} '
           '(60,000 training and 10,000 test images, 10 classes). Inputs are scaled to [0, 1]; '
           f'the loss is categorical cross-entropy and the optimizer {optimizer}. The last '

@@ -229,8 +229,18 @@ def read_predictions(workdir, replica=0):
 CONFIG_FIX = ('It records the config of the run in its folder: restore it, or start that run '
               'anew with --fresh.')
 # Fields every results.json has held since the first version; the readers rely on them.
-RESULTS_FIELDS = ('name', 'dataset', 'num_epochs', 'test_accuracy', 'hidden_sizes',
-                  'num_params', 'class_names')
+# (The network is described by 'model_description' since models were named, by
+# 'hidden_sizes' before: model_description reads either.)
+RESULTS_FIELDS = ('name', 'dataset', 'num_epochs', 'test_accuracy', 'num_params',
+                  'class_names')
+
+
+def model_description(res):
+  """A run's network as its model described it in results.json ('128', 'conv 32-64, dense
+  128'); a run saved before models were named recorded its MLP's hidden widths instead."""
+  if 'model_description' in res:
+    return res['model_description']
+  return ' x '.join(str(s) for s in res.get('hidden_sizes', ['?']))
 
 
 def read_config(workdir, fix=CONFIG_FIX):
@@ -335,7 +345,7 @@ def write_run_files(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   write_text(os.path.join(workdir, FILES['config']), config.to_json_best_effort(indent=2) + '\n')
   write_text(os.path.join(workdir, FILES['summary']),
-             models.summary(models.hidden_sizes(config), config.name, config.activation) + '\n')
+             models.summary(models.create_model(config), config.name) + '\n')
 
 
 def versions():
@@ -366,6 +376,16 @@ def replica_outcome(history, test, probs, labels):
           'final_val_accuracy': validated[-1]['val_accuracy'] if validated else None}
 
 
+def model_fields(config):
+  """results.json's description of the network, declared by the model itself: its
+  registry name, short description ('128', 'conv 32-64, dense 128'), one-line
+  architecture and parameter count (from its parameter tree)."""
+  model = models.create_model(config)
+  return {'model': config.model, 'model_description': model.describe(),
+          'model_architecture': models.architecture(model),
+          'num_params': models.count_params(models.param_shapes(model))}
+
+
 def write_results(config, workdir, *, data, history, tests, probs, timings):
   """Every result file of a finished run (process 0); returns results.json's content.
 
@@ -383,8 +403,7 @@ def write_results(config, workdir, *, data, history, tests, probs, timings):
   first = outcomes[0]
   res = {
       'name': config.name, 'dataset': config.dataset, 'data_source': data.source,
-      'hidden_sizes': list(models.hidden_sizes(config)),
-      'num_params': models.count_params(models.hidden_sizes(config)),
+      **model_fields(config),
       'optimizer': optimizers.describe(config), 'dropout_rate': config.dropout_rate,
       'num_epochs': config.num_epochs, 'batch_size': config.batch_size,
       'validation_split': config.validation_split, 'seed': config.seed,

@@ -207,11 +207,20 @@ def _misclassified_section(run, figs):
                  _figure_or_note(figs, 'misclassified', 'misclassified test images'))
 
 
+def network_words(res):
+  """A run's network in words, from what its model declared in results.json."""
+  if 'model_architecture' not in res:  # Saved before models were named: the lab's MLP.
+    return f'an MLP (hidden layers {results_lib.model_description(res)})'
+  return (f'a neural network (model {res["model"]!r}, {res["model_description"]}: '
+          f'{res["model_architecture"]})')
+
+
 def run_sections(run, figs, cm):
   """The sections of a run's page, in order (RUN_SECTIONS)."""
   res = run['res']
   return [
-      hp.section('Goal', hp.goal([res['dataset']], optimizers.describe(run['config']))),
+      hp.section('Goal', hp.goal([res['dataset']], optimizers.describe(run['config']),
+                                 network_words(res))),
       _results_section(run),
       _config_section(run['config']),
       hp.section('Model summary', hp.Raw(f'<pre>{html.escape(run["summary"])}</pre>')),

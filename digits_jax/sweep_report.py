@@ -1,8 +1,8 @@
 """A sweep's report.html, comparing its runs; with comparison.csv/md and significance.csv.
 
 Every number comes from the runs' saved files (comparison.py reads them); the figures
-are drawn by figures.py, the page from html_page.py's blocks. `python -m digits_jax.report
---workdir=SWEEP_DIR` is the command (report.py).
+are drawn by sweep_figures.py, the page from html_page.py's blocks.
+`python -m digits_jax.report --workdir=SWEEP_DIR` is the command (report.py).
 """
 
 import dataclasses
@@ -13,11 +13,11 @@ import sys
 from digits_jax import analysis
 from digits_jax import comparison
 from digits_jax import errors
-from digits_jax import figures
 from digits_jax import html_page as hp
 from digits_jax import input_pipeline
 from digits_jax import results as results_lib
 from digits_jax import significance
+from digits_jax import sweep_figures
 
 SWEEP_SECTIONS = ('Goal', 'Comparison table', 'Mean test accuracy over seeds', 'Significance',
                   'Test accuracy vs parameter count', 'Validation accuracy curves',
@@ -25,7 +25,7 @@ SWEEP_SECTIONS = ('Goal', 'Comparison table', 'Mean test accuracy over seeds', '
 VARY_SECTION = 'Effect of the varied fields'  # After 'Significance', in a --vary sweep.
 # Short column titles for the HTML table, which shows these fields only (the CSV and
 # Markdown keep every field, with its name).
-COMPARISON_TITLES = {'variant': 'run', 'differs': 'differs', 'hidden_sizes': 'hidden',
+COMPARISON_TITLES = {'variant': 'run', 'differs': 'differs', 'model': 'model',
                      'params': 'params',
                      'epochs': 'epochs', 'batch': 'batch', 'validation_split': 'val. split',
                      'n': 'seeds', 'test_accuracy_mean': 'mean test acc.',
@@ -59,7 +59,7 @@ def _sweep_tables(sweep_dir, runs):
       rows.append([cells[k] for k in titles])
     parts.append(hp.Raw(f'<h3>{html.escape(input_pipeline.title(dataset))}</h3>'))
     parts.append(hp.table(list(titles.values()), rows, left=tuple(
-        i for i, k in enumerate(titles) if k in ('variant', 'differs', 'hidden_sizes'))))
+        i for i, k in enumerate(titles) if k in ('variant', 'differs', 'model'))))
   return parts
 
 
@@ -120,17 +120,17 @@ def draw_sweep_figures(sweep):
   if not sweep.rows:
     return vary_cells
   titles, names = dataset_titles(), sweep.names
-  figures.sweep_means(sweep.cells, sweep.path('means'), titles)
-  figures.sweep_accuracy_vs_params(
+  sweep_figures.sweep_means(sweep.cells, sweep.path('means'), titles)
+  sweep_figures.sweep_accuracy_vs_params(
       [dict(r, variant=names[w], test_accuracy=r['test_accuracy_mean'])
        for r, w in zip(sweep.rows, sweep.runs)], sweep.path('params'), titles)
-  figures.sweep_val_curves(
+  sweep_figures.sweep_val_curves(
       [(res['dataset'], names[w], comparison.first_seed(results_lib.read_history(w)))
        for w, res in sweep.runs.items()
        if os.path.exists(os.path.join(w, results_lib.FILES['history']))],
       sweep.path('curves'), titles)
   if vary_cells:
-    figures.vary_effect(vary_cells, list(sweep.vary)[0], sweep.path('vary'), titles)
+    sweep_figures.vary_effect(vary_cells, list(sweep.vary)[0], sweep.path('vary'), titles)
   return vary_cells
 
 

@@ -333,7 +333,7 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   runner.compile_seconds += build_seconds
   console.log_start(config, mesh=mesh, data=data, padded_batch=padded_batch)
   console.say(f'Training steps: {impl.describe()}, up to {config.steps_per_call} per call.')
-  console.say(models.summary(models.hidden_sizes(config), config.name, config.activation))
+  console.say(models.summary(models.create_model(config), config.name))
   checkpointer = ckpt_lib.Checkpointer(workdir, config.max_checkpoints_to_keep)
   summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.

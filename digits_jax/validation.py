@@ -2,7 +2,7 @@
 
 Every problem is collected, so one run reports them all: each names the field, the bad
 value and what is allowed. The allowed values come from where they are interpreted
-(datasets and sources from input_pipeline, inits and dtypes from models, optimizers from
+(datasets and sources from input_pipeline, models, inits and dtypes from models, optimizers from
 train_state, kernel modes from cpu_kernel).
 """
 
@@ -39,10 +39,10 @@ def _is_number(v):
   return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _int_at_least(config, field, low, problems):
+def _int_at_least(config, field, low, problems, prefix='config.'):
   value = config.get(field)
   if not _is_int(value) or value < low:
-    problems.append(f'config.{field}={value!r}: must be an integer >= {low}.')
+    problems.append(f'{prefix}{field}={value!r}: must be an integer >= {low}.')
 
 
 def _number_in(config, field, low, high, problems, low_open=False, high_open=True):
@@ -124,6 +124,8 @@ def check_fields(config):
   _one_of(config, 'cpu_kernel', cpu_kernel.MODES, problems)
   _one_of(config, 'kernel_init', models.KERNEL_INITS, problems)
   _one_of(config, 'activation', models.ACTIVATIONS, problems)
+  _one_of(config, 'model', models.MODELS, problems, 'unknown model; ')
+  _check_cnn(config, problems)
   indices = config.get('test_indices')
   if not isinstance(indices, (tuple, list)) or not all(_is_int(i) for i in indices):
     problems.append(f'config.test_indices={indices!r}: must be a tuple of integers, '
@@ -131,6 +133,20 @@ def check_fields(config):
   elif any(i < 0 for i in indices):
     problems.append(f'config.test_indices={tuple(indices)!r}: indices must be >= 0.')
   return problems
+
+
+def _check_cnn(config, problems):
+  """Appends the problems of config.cnn (the CNN's sizes; checked whichever model runs)."""
+  cnn = config.get('cnn')
+  features = cnn.get('features') if isinstance(cnn, ml_collections.ConfigDict) else None
+  most = models.CNN.MAX_LAYERS
+  if not (isinstance(features, (tuple, list)) and 1 <= len(features) <= most
+          and all(_is_int(f) and f >= 1 for f in features)):
+    problems.append(f'config.cnn.features={features!r}: must be a tuple of 1 to {most} '
+                    'integers >= 1 (each conv layer\'s channels; each 2x2 max-pool halves '
+                    'the 28x28 image), e.g. --config.cnn.features="(32, 64)".')
+  if isinstance(cnn, ml_collections.ConfigDict):
+    _int_at_least(cnn, 'dense_units', 1, problems, prefix='config.cnn.')
 
 
 def check_data_dir(config):
@@ -201,18 +217,27 @@ def _name_lengths(workdir, path, probe):
   return problems
 
 
+def _params(config):
+  """The number of parameters of the config's network (from its parameter tree)."""
+  return models.count_params(models.param_shapes(models.create_model(config)))
+
+
 def checkpoint_bytes(config):
-  """About the size of one checkpoint: parameters and the optimizer's state, float32."""
-  return models.count_params(models.hidden_sizes(config)) * 4 * (1 + optimizers.slots(config))
+  """About the size of one checkpoint: every replica's parameters and optimizer state,
+  float32."""
+  return _params(config) * 4 * (1 + optimizers.slots(config)) * config.num_seeds
 
 
 def training_bytes(config):
-  """About the memory training takes on each device: parameters, gradients and the
-  optimizer's state (float32), and the activations of the larger batch and their gradients."""
-  sizes = models.hidden_sizes(config)
+  """About the memory training takes on each device: for every replica, parameters,
+  gradients and the optimizer's state (float32), and the layer outputs of the larger batch
+  and their gradients."""
+  model = models.create_model(config)
   batch = max(config.batch_size, config.eval_batch_size)
-  return (models.count_params(sizes) * 4 * (2 + optimizers.slots(config))
-          + batch * (sum(sizes) + models.NUM_CLASSES) * 4 * 2)
+  params = models.count_params(models.param_shapes(model))
+  per_replica = (params * 4 * (2 + optimizers.slots(config))
+                 + batch * models.activation_bytes(model) * 2)
+  return per_replica * config.num_seeds
 
 
 def device_memory():
@@ -234,12 +259,20 @@ def check_memory(config):
   have, what = device_memory()
   if have is None or need <= have:
     return []
-  params = models.count_params(models.hidden_sizes(config))
-  return [f'config.hidden_units={config.hidden_units}, num_hidden_layers='
-          f'{config.num_hidden_layers}: the {params:,} parameters need about '
+  size_fields = models.MODELS[config.model].SIZE_FIELDS
+  sizes = ', '.join(f'{f}={_field(config, f)!r}' for f in size_fields)
+  replicas = f' x {config.num_seeds} replicas' if config.num_seeds > 1 else ''
+  return [f'config.{sizes}: the {_params(config):,} parameters{replicas} need about '
           f'{storage.human_size(need)} to train (parameters, gradients, the optimizer\'s state and '
           f'activations), more than the {storage.human_size(have)} of {what}; lower '
-          'hidden_units or num_hidden_layers.']
+          f'{" or ".join(size_fields)}.']
+
+
+def _field(config, dotted):
+  """The value of a (possibly nested) config field, e.g. 'cnn.features'."""
+  for part in dotted.split('.'):
+    config = config[part]
+  return tuple(config) if isinstance(config, list) else config
 
 
 def check_against_data(config, num_train, num_test):

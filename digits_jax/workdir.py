@@ -50,8 +50,17 @@ class WorkdirMismatchError(errors.UserError, ValueError):
 
 def same_value(a, b):
   """Equal config values, as saved in config.json (JSON turns tuples into lists)."""
-  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
-  return norm(a) == norm(b)
+  return _normalised(a) == _normalised(b)
+
+
+def _normalised(value):
+  """A config value as config.json holds it: tuples as lists, also inside a nested
+  ConfigDict's dict (e.g. config.cnn.features)."""
+  if isinstance(value, (tuple, list)):
+    return [_normalised(v) for v in value]
+  if isinstance(value, dict):
+    return {k: _normalised(v) for k, v in value.items()}
+  return value
 
 
 def changed_fields(old, new, *, may_change=RESUMABLE_FIELDS):

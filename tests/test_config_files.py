@@ -51,7 +51,8 @@ def test_unknown_config_is_one_line(tmp_path):
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr
   assert proc.stderr.strip() == (
       "error: --config: no file 'v10'. Give the path of a config file (a module with "
-      'get_config()) or the name of a shipped one: default, v1, v2, v3, v4, v5, v6, v7, v8, v9.')
+      'get_config()) or the name of a shipped one: cnn, default, v1, v2, v3, v4, v5, v6, v7, '
+      'v8, v9.')
 
 
 @pytest.mark.slow

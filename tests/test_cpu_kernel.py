@@ -157,6 +157,16 @@ def test_a_failed_build_names_the_compiler_command(monkeypatch, tmp_path):
   assert not list(tmp_path.iterdir())  # No half-written library is left in the cache.
 
 
+def test_an_unwritable_cache_names_the_cache_not_the_workdir(monkeypatch, tmp_path):
+  """Issue 21 item 6: the cache folder and its variable are named (root ignores modes, so a
+  plain file stands where the folder should be)."""
+  (tmp_path / 'file').write_text('x')
+  monkeypatch.setenv('DIGITS_JAX_KERNEL_CACHE', str(tmp_path / 'file' / 'cache'))
+  with pytest.raises(cpu_kernel.KernelBuildError,
+                     match='cache folder .*file/cache.* cannot be written.*DIGITS_JAX_KERNEL_CACHE'):
+    cpu_kernel.build()
+
+
 def test_a_build_for_other_cpu_features_is_not_loaded(monkeypatch, tmp_path):
   monkeypatch.setenv('DIGITS_JAX_KERNEL_CACHE', str(tmp_path))
   monkeypatch.setattr(cpu_kernel, 'cpu_features', lambda compiler: 'avx512f avx2 sse4_2')

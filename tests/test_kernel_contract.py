@@ -38,14 +38,13 @@ def test_a_field_missing_from_a_config_means_its_default():
 
 
 def test_other_declared_metrics_make_it_stand_aside(monkeypatch):
-  reference = ts.compute_metrics
-  def with_top2(logits, labels, mask):
-    return {**reference(logits, labels, mask), 'top2': jnp.sum(mask.astype(jnp.float32))}
-  assert cpu_kernel.reference_metrics() == ('correct', 'count', 'loss')
-  monkeypatch.setattr(ts, 'compute_metrics', with_top2)
+  assert cpu_kernel.reference_metrics() == ('loss', 'correct', 'count')
+  top2 = ts.Metric('top2', 'top2_correct', lambda logits, labels, mask: jnp.sum(mask), 'Top-2')
+  monkeypatch.setattr(ts, 'METRICS', ts.METRICS + (top2,))  # A metric declared once.
   why = cpu_kernel.unusable_because(default.get_config(), parallel.make_mesh())
   assert why == ('it computes the metric sums loss, correct, count only, and the train step '
-                 'declares correct, count, loss, top2')
+                 'declares loss, correct, top2_correct, count')
+  assert steps_lib.select_steps(default.get_config(), parallel.make_mesh()).name == 'xla_scan'
 
 
 def _state(params, mu):

@@ -11,7 +11,6 @@ from PIL import Image
 
 from digits_jax import comparison
 from digits_jax import figures
-from digits_jax import image_figures
 from digits_jax import html_page
 from helpers import BROWSER, chromium
 
@@ -19,7 +18,7 @@ from helpers import BROWSER, chromium
 @pytest.mark.parametrize('n, cols, rows', [(10, 5, 2), (30, 6, 5), (7, 4, 2), (1, 1, 1),
                                            (75, 10, 8)])
 def test_the_grid_has_few_holes(n, cols, rows):
-  assert image_figures.grid_layout(n, (28, 28), 2)[:2] == (cols, rows)
+  assert figures.grid_layout(n, (28, 28), 2)[:2] == (cols, rows)
 
 
 def test_the_misclassified_grid_is_mostly_images(tmp_path):
@@ -28,7 +27,7 @@ def test_the_misclassified_grid_is_mostly_images(tmp_path):
   images = (np.random.default_rng(0).random((10, 28, 28)) > 0.5).astype(np.uint8) * 255
   labels = np.arange(10)
   path = str(tmp_path / 'wrong.png')
-  image_figures.misclassified(images, labels, labels, (labels + 1) % 10,
+  figures.misclassified(images, labels, labels, (labels + 1) % 10,
                         [str(c) for c in range(10)], path, ' - replica 0 (seed 0) of 3 seeds')
   pixels = np.asarray(Image.open(path).convert('L'))
   assert (pixels > 250).all(axis=1).mean() < 0.3

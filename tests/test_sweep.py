@@ -102,7 +102,7 @@ def test_comparison_table_holds_each_runs_results(swept):
   for row in rows:
     res = results_lib.read_json(os.path.join(workdir(swept, row['variant']), 'results.json'))
     assert row['dataset'] == res['dataset']
-    assert row['hidden_sizes'] == 'x'.join(map(str, res['hidden_sizes']))
+    assert row['model'] == res['model_description'] == {'v1': '16 x 16'}.get(row['variant'], '16')
     for field, key in (('params', 'num_params'), ('epochs', 'num_epochs'),
                        ('batch', 'batch_size'), ('misclassified', 'misclassified_count')):
       assert int(row[field]) == res[key], field
@@ -115,7 +115,7 @@ def test_comparison_table_holds_each_runs_results(swept):
     assert row['test_accuracy_ci95_low'] == row['test_accuracy_ci95_high'] == ''
   md = open(os.path.join(swept['dir'], 'comparison.md')).read()
   assert '\n| default_mnist | default |  | mnist | 16 | 12,730 | 2 | 32 | 20% |' in md
-  assert '\n| v1_mnist | v1 |  | mnist | 16x16 | 13,002 | 2 | 30 | 10% |' in md
+  assert '\n| v1_mnist | v1 |  | mnist | 16 x 16 | 13,002 | 2 | 30 | 10% |' in md
   assert all(row['run'] == f'{row["variant"]}_mnist' and row['differs'] == '' for row in rows)
 
 
@@ -324,8 +324,8 @@ def test_vary_sweep_plots_the_effect(tiny_data, tmp_path):
                       vary=sweep.parse_vary(['hidden_units=8,16']))
   cells = [os.path.join(sweep_dir, f'hidden_units-{h}_mnist') for h in (8, 16)]
   assert status == {c: 'trained' for c in cells}
-  assert [results_lib.read_json(os.path.join(c, 'results.json'))['hidden_sizes']
-          for c in cells] == [[8], [16]]
+  assert [results_lib.read_json(os.path.join(c, 'results.json'))['model_description']
+          for c in cells] == ['8', '16']
   # The tiny overrides set the base's hidden_units to 16: that cell is the reference.
   assert results_lib.read_json(os.path.join(sweep_dir, 'sweep.json')) == {
       'reference': 'hidden_units=16', 'vary': {'hidden_units': ['8', '16']}}
