@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax.training import train_state as flax_train_state
 
 from digits_jax import config_files
 from digits_jax import errors
@@ -208,7 +209,8 @@ class Checkpointer:
     progress.pop(ARRAYS_CHECKSUM_KEY, None)
     if ts.num_replicas(state_like) == 1:
       state, kept = jax.tree.map(lambda x: x[None], (state, kept))
-    return Restored(step, state.replace(rng=state_like.rng), progress, kept)
+    state = state_like.replace(step=state.step, params=state.params, opt_state=state.opt_state)
+    return Restored(step, state, progress, kept)
 
   def restore_newest_intact(self, state_like, kept_like=None):
     """Restores the newest checkpoint that is intact, moving damaged ones aside.
@@ -272,9 +274,11 @@ class Checkpointer:
 
 def _as_saved(tree):
   """A stacked tree as saved: one replica without its replica axis, many stacked; a train
-  state without its `rng` (the config's seeds)."""
-  if isinstance(tree, ts.TrainState):
-    tree = tree.replace(rng=None)
+  state as flax's TrainState, without its `rng` (the config's seeds)."""
+  if isinstance(tree, ts.TrainState):  # Flax's TrainState, the tree checkpoints always held.
+    tree = flax_train_state.TrainState(step=tree.step, apply_fn=tree.apply_fn,
+                                       params=tree.params, tx=tree.tx,
+                                       opt_state=tree.opt_state)
   if tree is None or ts.num_replicas(tree) > 1:
     return tree
   return ts.replica(tree, 0)

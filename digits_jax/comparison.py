@@ -100,7 +100,8 @@ def formatted(row):
             'test_accuracy_ci95_low', 'test_accuracy_ci95_high', 'test_accuracy_min',
             'test_accuracy_max'):
     out[k] = analysis.pct(row[k]) if row[k] is not None else '-'
-  out['test_accuracy_std'] = f'{100 * row["test_accuracy_std"]:.2f} pt'
+  out['test_accuracy_std'] = (f'{100 * row["test_accuracy_std"]:.2f} pt' if row['n'] > 1
+                              else 'one seed: no spread')
   out['test_accuracy_ci95'] = (f'[{analysis.pct(row["test_accuracy_ci95_low"])}, '
                                f'{analysis.pct(row["test_accuracy_ci95_high"])}]'
                                if row['test_accuracy_ci95_low'] is not None else '-')

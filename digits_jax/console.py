@@ -130,11 +130,12 @@ def class_label(number, name):
   return str(number) if str(number) == name else f'{number} ({name})'
 
 
-def recognition_lines(record):
-  """Lab step 8: the 10 probabilities, the predicted and the true class of one test image."""
+def recognition_lines(record, who=''):
+  """Lab step 8: the 10 probabilities, the predicted and the true class of one test image
+  (`who`: ' (seed 0)' when a many-seed run shows replica 0's)."""
   probs = '  '.join(f'{i}:{p:.4f}' for i, p in enumerate(record['probabilities']))
   mark = 'correct' if record['predicted'] == record['true'] else 'WRONG'
-  return (f'Test image {record["index"]}: predicted '
+  return (f'Test image {record["index"]}{who}: predicted '
           f'{class_label(record["predicted"], record["predicted_name"])}, true '
           f'{class_label(record["true"], record["true_name"])} - {mark}\n'
           f'  probabilities: {probs}')
@@ -169,19 +170,52 @@ def resumed_line(step, progress):
              else '') + ').')
 
 
+def replica_label(res):
+  """' (seed 0)' when a many-seed run's line shows replica 0 only; '' for one seed."""
+  seeds = res.get('seeds') or []
+  return f' (seed {seeds[0]})' if len(seeds) > 1 else ''
+
+
+def seeds_mean_line(res):
+  """`Test over 3 seeds: loss 0.0947 [0.0619, 0.1274] - accuracy ...`: each test metric's
+  mean over the seeds and the 95% interval of that mean (results.json's summary)."""
+  parts = []
+  for key in results_lib.test_fields():
+    s = res['summary'][key]
+    parts.append(f'{key[len("test_"):]} {s["mean"]:.4f} [{s["ci95"][0]:.4f}, '
+                 f'{s["ci95"][1]:.4f}]')
+  return (f'Test over {len(res["seeds"])} seeds: ' + ' - '.join(parts)
+          + ' (mean [95% interval of the mean])')
+
+
+def misclassified_line(config, res):
+  """How many test images were misclassified (replica 0's, labelled so, with every seed's
+  count and their mean in a many-seed run)."""
+  line = (f'Misclassified test images{replica_label(res)}: {res["misclassified_count"]:,} of '
+          f'{res["num_test"]:,} (first {config.num_misclassified_show} drawn)')
+  counts = res['per_seed'].get('misclassified_count') if len(res['seeds']) > 1 else None
+  if counts:
+    line += (f'; per seed: {", ".join(f"{c:,}" for c in counts)} '
+             f'(mean {float(np.mean(counts)):,.1f})')
+  return line + '.'
+
+
 def report_test(config, res):
-  """Lab steps 7-9: test loss and accuracy, the chosen test images, the misclassified count
-  (of replica 0); then, for many seeds, a line per seed and their mean +- std. A run that
-  keeps parameters first says which epoch's the test set saw."""
+  """Lab steps 7-9: test loss and accuracy, the chosen test images, the misclassified count.
+  A many-seed run labels those of replica 0 `(seed 0)` and adds the mean over the seeds with
+  its 95% interval, then a line per seed. A run that keeps parameters first says which
+  epoch's the test set saw."""
+  who = replica_label(res)
   if 'evaluated_epoch' in res['per_seed']:
     say(evaluated_line(res))
   tests = ' - '.join(f'{n} {res["test_" + n]:.4f}' for n in ts.metric_names())
-  say(f'Test: {tests} ({res["num_test"]:,} images)')
+  say(f'Test{who}: {tests} ({res["num_test"]:,} images)')
+  if who:
+    say(seeds_mean_line(res))
   for rec in res['recognized']:
-    say(recognition_lines(rec))
-  say(f'Misclassified test images: {res["misclassified_count"]:,} of '
-      f'{res["num_test"]:,} (first {config.num_misclassified_show} drawn).')
-  if len(res['seeds']) > 1:
+    say(recognition_lines(rec, who))
+  say(misclassified_line(config, res))
+  if who:
     for line in seed_lines(res):
       say(line)
 

@@ -34,32 +34,52 @@ def save(fig, path):
   results_lib.write_bytes(path, buf.getvalue())
 
 
+GRID_INCHES = 1.0  # Width of one image in a grid; titles sit just above each image.
+GRID_FONT = 8
+
+
+def grid_layout(n, shape, lines):
+  """(cols, rows, cell_w, cell_h, top) in image pixels of a grid of `n` images of `shape`
+  with `lines` title lines each: a near-square grid whose last row is as full as it can be
+  (10 images are 2 x 5, not 3 x 4 with two holes), each title row as tall as its text."""
+  h, w = shape
+  square = max(1, min(10, math.ceil(math.sqrt(n))))
+  holes = lambda c: math.ceil(n / c) * c - n
+  cols = min(range(square, min(square + 2, 10) + 1), key=lambda c: (holes(c), c))
+  rows = max(1, math.ceil(n / cols))
+  px_per_point = w / GRID_INCHES / 72
+  top = math.ceil(lines * GRID_FONT * 1.25 * px_per_point) + 1
+  return cols, rows, w + max(2, w // 7), h + top + max(2, h // 10), top
+
+
 def _grid(images, titles, path, suptitle, title_colors=None):
   """Draws images in a near-square grid with a title over each.
 
   One mosaic image in one axes, the titles as text on it: a figure of 75 small axes
-  costs seconds to lay out and draw, this a fraction of one (the sweep draws many).
+  costs seconds to lay out and draw, this a fraction of one (the sweep draws many). The
+  figure has the mosaic's own aspect, so no band of white surrounds or splits the grid.
   """
   images = np.asarray(images)
   n, (h, w) = len(images), images.shape[1:3]
-  cols = max(1, min(10, math.ceil(math.sqrt(n))))
-  rows = max(1, math.ceil(n / cols))
   lines = max([t.count('\n') + 1 for t in titles] or [1])
-  cell_w, cell_h, top = w + w // 3, h + h // 2 * lines, h // 2 * lines
+  cols, rows, cell_w, cell_h, top = grid_layout(n, (h, w), lines)
   mosaic = np.zeros((rows * cell_h, cols * cell_w), images.dtype if n else np.uint8)
+  pad = (cell_w - w) // 2
   for k, image in enumerate(images):
     y, x = divmod(k, cols)
-    mosaic[y * cell_h + top:y * cell_h + top + h, x * cell_w + w // 6:x * cell_w + w // 6 + w] = (
-        image)
-  fig = plt.figure(figsize=(1.4 * cols, 1.6 * rows + 0.3))
-  ax = fig.add_axes([0, 0, 1, 1 - 0.3 / (1.6 * rows + 0.3)])
-  ax.imshow(mosaic, cmap='binary', vmin=0, vmax=255, interpolation='nearest')
+    mosaic[y * cell_h + top:y * cell_h + top + h, x * cell_w + pad:x * cell_w + pad + w] = image
+  inch = GRID_INCHES / w  # Inches per image pixel.
+  title_in = 0.3
+  fig = plt.figure(figsize=(cols * cell_w * inch, rows * cell_h * inch + title_in))
+  ax = fig.add_axes([0, 0, 1, rows * cell_h * inch / (rows * cell_h * inch + title_in)])
+  ax.imshow(mosaic, cmap='binary', vmin=0, vmax=255, interpolation='nearest', aspect='auto')
   ax.axis('off')
   for k, title in enumerate(titles):
     y, x = divmod(k, cols)
-    ax.text(x * cell_w + cell_w / 2 - 0.5, y * cell_h + top - 1.5, title, ha='center',
-            va='bottom', fontsize=8, color=title_colors[k] if title_colors else 'black')
-  fig.suptitle(suptitle, fontsize=10)
+    ax.text(x * cell_w + cell_w / 2 - 0.5, y * cell_h + top - 1, title, ha='center',
+            va='bottom', fontsize=GRID_FONT,
+            color=title_colors[k] if title_colors else 'black')
+  fig.suptitle(suptitle, fontsize=10, y=1 - 0.05 / (rows * cell_h * inch + title_in))
   save(fig, path)
 
 
@@ -91,6 +111,16 @@ def misclassified(images, indices, labels, predicted, class_names, path, note=''
         f'First {len(indices)} misclassified test images{note}', ['crimson'] * len(indices))
 
 
+LABEL_ROOM = 1.22  # The bars' x axis runs to 122%: a full bar's label fits after it.
+
+
+def bar_label(ax, row, p):
+  """A probability's value just after its bar, in black on white (text on the dark bar or
+  squeezed against the edge was unreadable); none under 0.1%."""
+  if p >= 0.001:
+    ax.text(p + 0.015, row, f'{p:.1%}', va='center', ha='left', fontsize=8)
+
+
 def recognized(images, records, class_names, path, note=''):
   """Each chosen test image beside its 10 output probabilities (lab step 8), as horizontal
   bars so that every class name reads level, each bar with its value.
@@ -98,13 +128,14 @@ def recognized(images, records, class_names, path, note=''):
   `note` becomes the figure's title (which replica of a many-seed run is shown).
   """
   n = len(records)
-  fig, axes = plt.subplots(n, 2, figsize=(8, 3.0 * n), squeeze=False,
-                           gridspec_kw={'width_ratios': [1, 2.6]})
+  # Drawn at the size the report shows it (480 px wide), so its text is not shrunk.
+  fig, axes = plt.subplots(n, 2, figsize=(4.8, 2.3 * n + 0.2), squeeze=False,
+                           gridspec_kw={'width_ratios': [1, 2.8]})
   for (ax_img, ax_bar), rec in zip(axes, records):
     ok = rec['predicted'] == rec['true']
     ax_img.imshow(images[rec['index']], cmap='binary', vmin=0, vmax=255)
     ax_img.axis('off')
-    ax_img.set_title(f'test #{rec["index"]}\ntrue: {rec["true_name"]}', fontsize=10)
+    ax_img.set_title(f'test #{rec["index"]}\ntrue: {rec["true_name"]}', fontsize=9)
     probs = np.asarray(rec['probabilities'])
     colors = ['#bbbbbb'] * len(probs)
     colors[rec['true']] = '#2a9d8f'
@@ -113,16 +144,16 @@ def recognized(images, records, class_names, path, note=''):
     rows = np.arange(len(probs))
     ax_bar.barh(rows, probs, color=colors)
     for r, p in zip(rows, probs):
-      ax_bar.text(min(p, 0.82) + 0.01, r, f'{p:.1%}' if p >= 0.001 else '', va='center',
-                  fontsize=8)
-    ax_bar.set_xlim(0, 1)
+      bar_label(ax_bar, r, p)
+    ax_bar.set_xlim(0, LABEL_ROOM)
     ax_bar.set_yticks(rows)
-    ax_bar.set_yticklabels(class_names, fontsize=9)
+    ax_bar.set_yticklabels(class_names, fontsize=8)
     ax_bar.invert_yaxis()  # Class 0 on top.
     ax_bar.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax_bar.set_xticks([0, 0.5, 1])
     ax_bar.tick_params(axis='x', labelsize=8)
     ax_bar.set_title(f'predicted: {rec["predicted_name"]} ({probs.max():.1%})'
-                     f'{"" if ok else "  WRONG"}', fontsize=10,
+                     f'{"" if ok else "  WRONG"}', fontsize=9,
                      color='black' if ok else '#e63946')
   if note:
     fig.suptitle(f'Recognised test images{note}', fontsize=10)

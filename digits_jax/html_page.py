@@ -29,7 +29,8 @@ h3{margin:18px 0 6px;font-size:1.05em}
 nav{font-size:.9em;margin:8px 0 0}nav a{margin-right:12px;color:#1f5fa8;text-decoration:none}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:.9em}
 th,td{border:1px solid #dde1e6;padding:3px 8px;text-align:right;vertical-align:middle}
-th{background:#f0f2f5;white-space:nowrap}td.l,th.l{text-align:left}
+th{background:#f0f2f5;white-space:nowrap}.tw{max-width:100%;overflow-x:auto}
+td{white-space:nowrap}td.l{white-space:normal;min-width:8em}td.l,th.l{text-align:left}
 pre{background:#f6f8fa;border:1px solid #e3e6ea;padding:10px;overflow-x:auto;font-size:.85em}
 img{max-width:100%;height:auto;display:block;margin:8px 0}
 .kpi{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0}
@@ -104,7 +105,7 @@ def table(header, rows, left=()):
   head = ''.join(f'<th{cls(i)}>{_esc(h)}</th>' for i, h in enumerate(header))
   body = ''.join('<tr>' + ''.join(f'<td{cls(i)}>{_esc(c)}</td>' for i, c in enumerate(r))
                  + '</tr>' for r in rows)
-  return Raw(f'<table><tr>{head}</tr>{body}</table>')
+  return Raw(f'<div class="tw"><table><tr>{head}</tr>{body}</table></div>')
 
 
 def row(*parts):

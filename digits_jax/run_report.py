@@ -79,7 +79,8 @@ def recognized_table(res):
                                     '</td>' for r in recs))]
   rows += [tr(f'P({name})', (_probability_cell(r['probabilities'][k], r, k) for r in recs))
            for k, name in enumerate(names)]
-  return hp.Raw(f'<table><tr><th class="l">output</th>{head}</tr>{"".join(rows)}</table>')
+  return hp.Raw(f'<div class="tw"><table><tr><th class="l">output</th>{head}</tr>'
+                f'{"".join(rows)}</table></div>')
 
 
 def per_class_table(cm, names):
@@ -178,9 +179,19 @@ def _recognized_section(res, figs):
   if not res['recognized']:
     return hp.section('Recognized test images',
                    'No test images were chosen (config.test_indices is empty).')
-  return hp.section('Recognized test images', hp.row(
-      _figure_or_note(figs, 'recognized', 'chosen test images and their probabilities'),
-      recognized_table(res)))
+  return hp.section('Recognized test images', *_replica_sentence(res, 'probabilities'),
+                    hp.row(_figure_or_note(figs, 'recognized',
+                                           'chosen test images and their probabilities'),
+                           recognized_table(res)))
+
+
+def _replica_sentence(res, what):
+  """[] for one seed; else a sentence saying the section shows replica 0's `what`."""
+  seeds = res.get('seeds') or []
+  if len(seeds) < 2:
+    return []
+  return [f'These are the {what} of replica 0 (seed {seeds[0]}) of {len(seeds)} seeds; '
+          'the per-seed table under Results has every seed\'s numbers.']
 
 
 def _misclassified_section(run, figs):
@@ -191,8 +202,8 @@ def _misclassified_section(run, figs):
   return hp.section('Misclassified test images',
                  f'{len(wrong):,} of {res["num_test"]:,} test images '
                  f'({analysis.pct(len(wrong) / max(res["num_test"], 1))}) were '
-                 f'misclassified; the first {shown} are shown with their true and predicted '
-                 'classes.',
+                 f'misclassified{figures.replica_note(res).replace(" - ", " by ")}; the '
+                 f'first {shown} are shown with their true and predicted classes.',
                  _figure_or_note(figs, 'misclassified', 'misclassified test images'))
 
 

@@ -196,7 +196,7 @@ def train_epoch(state, progress, *, runner, stop, config, num_train):
 
 
 def finish_epoch(state, progress, *, val_batches, config, workdir, summary_writer=None):
-  """Validates, logs and records the finished epoch (TensorBoard: replica 0's); resets the
+  """Validates, logs and records the finished epoch (TensorBoard: every seed's); resets the
   running sums. Returns its records, one per replica (None for a stopped one)."""
   start = time.perf_counter()
   seeds = ts.seeds_of(config)
@@ -216,8 +216,8 @@ def finish_epoch(state, progress, *, val_batches, config, workdir, summary_write
                                           many=len(seeds) > 1))
   if parallel.is_main_process():
     results_lib.write_history(workdir, progress.history)
-  if summary_writer and records[0] is not None:
-    summary_writer.epoch(records[0])
+  if summary_writer:
+    summary_writer.epoch(records)
   return records
 
 
@@ -259,12 +259,12 @@ def train_loop(config, workdir, *, state, progress, kept, runner, checkpointer, 
 
 
 def open_summaries(config, workdir, history):
-  """TensorBoard's writer of the run (process 0, config.tensorboard; replica 0's epochs),
+  """TensorBoard's writer of the run (process 0, config.tensorboard; every seed's epochs),
   else None."""
   if not (config.tensorboard and parallel.is_main_process()):
     return None
-  return summaries.RunWriter(workdir, [h for h in history
-                                       if h.get('seed', config.seed) == config.seed])
+  seeds = ts.seeds_of(config)
+  return summaries.RunWriter(workdir, history, seeds if len(seeds) > 1 else [None])
 
 
 def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):

@@ -228,16 +228,20 @@ def checkpoint_bytes(config):
   return _params(config) * 4 * (1 + optimizers.slots(config)) * config.num_seeds
 
 
-def training_bytes(config):
-  """About the memory training takes on each device: for every replica, parameters,
-  gradients and the optimizer's state (float32), and the layer outputs of the larger batch
-  and their gradients."""
+def _memory_parts(config):
+  """(state, activations): bytes per replica of the parameters, gradients and optimizer
+  state (float32), and of the layer outputs of the larger batch and their gradients."""
   model = models.create_model(config)
   batch = max(config.batch_size, config.eval_batch_size)
   params = models.count_params(models.param_shapes(model))
-  per_replica = (params * 4 * (2 + optimizers.slots(config))
-                 + batch * models.activation_bytes(model) * 2)
-  return per_replica * config.num_seeds
+  return (params * 4 * (2 + optimizers.slots(config)),
+          batch * models.activation_bytes(model) * 2)
+
+
+def training_bytes(config):
+  """About the memory training takes on each device: for every replica, parameters,
+  gradients and the optimizer's state, and the layer outputs of the larger batch."""
+  return sum(_memory_parts(config)) * config.num_seeds
 
 
 def device_memory():
@@ -259,13 +263,44 @@ def check_memory(config):
   have, what = device_memory()
   if have is None or need <= have:
     return []
-  size_fields = models.MODELS[config.model].SIZE_FIELDS
-  sizes = ', '.join(f'{f}={_field(config, f)!r}' for f in size_fields)
+  return [f'config.{_blamed(config)}: {_what_needs(config)} about {storage.human_size(need)} '
+          f'to train (parameters, gradients, the optimizer\'s state and activations), more '
+          f'than the {storage.human_size(have)} of {what}; lower {_to_lower(config)}.']
+
+
+def _blamed_fields(config):
+  """The fields behind the memory, the one whose default (configs/default.py) would save
+  the most first: of the batch sizes, the model's size fields and num_seeds."""
+  defaults = config_files.defaults()
+  candidates = ('batch_size', 'eval_batch_size', *models.MODELS[config.model].SIZE_FIELDS,
+                'num_seeds')
+  saved = {}
+  for field in candidates:
+    reset = ml_collections.ConfigDict(config.to_dict())
+    *path, last = field.split('.')
+    parent, default = reset, defaults
+    for part in path:
+      parent, default = parent[part], default[part]
+    parent[last] = default[last]
+    saved[field] = training_bytes(config) - training_bytes(reset)
+  blamed = sorted((f for f in candidates if saved[f] > 0), key=lambda f: -saved[f])
+  return tuple(blamed) or tuple(models.MODELS[config.model].SIZE_FIELDS)
+
+
+def _blamed(config):
+  return ', '.join(f'{f}={_field(config, f)!r}' for f in _blamed_fields(config))
+
+
+def _to_lower(config):
+  *rest, last = _blamed_fields(config)
+  return f'{", ".join(rest)} or {last}' if rest else last
+
+
+def _what_needs(config):
+  """E.g. 'the 50,890 parameters x 3 replicas, with batches of 32 examples, need'."""
   replicas = f' x {config.num_seeds} replicas' if config.num_seeds > 1 else ''
-  return [f'config.{sizes}: the {_params(config):,} parameters{replicas} need about '
-          f'{storage.human_size(need)} to train (parameters, gradients, the optimizer\'s state and '
-          f'activations), more than the {storage.human_size(have)} of {what}; lower '
-          f'{" or ".join(size_fields)}.']
+  batch = max(config.batch_size, config.eval_batch_size)
+  return f'the {_params(config):,} parameters{replicas}, with batches of {batch:,} examples, need'
 
 
 def _field(config, dotted):

@@ -2,6 +2,7 @@
 intact one to exactly the undamaged results, or stops with one clear line."""
 
 import glob
+import json
 import os
 import shutil
 
@@ -136,3 +137,15 @@ def test_no_intact_checkpoint_stops_with_one_line_and_moves_all_aside(
   assert 'Rerun the same command to train anew' in proc.stderr
   assert len(os.listdir(os.path.join(workdir, checkpoint.DAMAGED_DIR))) == 2
   assert not checkpoint.has_checkpoint(workdir)
+
+
+def test_the_saved_state_keeps_the_format_older_checkpoints_have(tiny_data, tmp_path):
+  """A checkpoint's state is flax's TrainState (step, params, opt_state) as before the
+  dropout key existed: a checkpoint saved by an earlier release restores (fields the
+  state gains, such as its `rng`, come from the config, not from the checkpoint)."""
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=1, dropout_rate=0.5), workdir)
+  [step_dir] = glob.glob(os.path.join(workdir, checkpoint.CHECKPOINT_DIR, '*'))
+  with open(os.path.join(step_dir, 'state', '_METADATA')) as f:
+    keys = json.load(f)['tree_metadata']
+  assert {eval(k)[0] for k in keys} == {'step', 'params', 'opt_state'}  # pylint: disable=eval-used

@@ -25,6 +25,47 @@ def _main(*flags):
   return [sys.executable, '-u', '-m', 'digits_jax.main', '--config=configs/default.py', *flags]
 
 
+def _res(seeds):
+  """A results.json of `seeds` (one test image, accuracies .9, .8, ...) for report_test."""
+  from digits_jax import stats  # pylint: disable=g-import-not-at-top
+  accs, losses = [0.9 - 0.1 * k for k in range(len(seeds))], [0.3 + 0.1 * k for k in
+                                                              range(len(seeds))]
+  rec = {'index': 4, 'predicted': 1, 'true': 1, 'predicted_name': '1', 'true_name': '1',
+         'probabilities': [0.0, 1.0] + [0.0] * 8}
+  return {'seeds': seeds, 'test_loss': losses[0], 'test_accuracy': accs[0],
+          'num_test': 1000, 'misclassified_count': 100, 'recognized': [rec],
+          'per_seed': {'test_loss': losses, 'test_accuracy': accs, 'best_epoch': [2] * len(seeds),
+                       'misclassified_count': [100 + 100 * k for k in range(len(seeds))]},
+          'summary': {'test_loss': stats.summarize(losses),
+                      'test_accuracy': stats.summarize(accs)}}
+
+
+class _Config:
+  num_misclassified_show = 10
+
+
+def test_one_seed_prints_the_test_lines_as_before(capsys):
+  console.report_test(_Config, _res([0]))
+  assert capsys.readouterr().out.splitlines() == [
+      'Test: loss 0.3000 - accuracy 0.9000 (1,000 images)',
+      'Test image 4: predicted 1, true 1 - correct',
+      '  probabilities: ' + '  '.join(f'{i}:{float(i == 1):.4f}' for i in range(10)),
+      'Misclassified test images: 100 of 1,000 (first 10 drawn).']
+
+
+def test_many_seeds_label_seed_0_and_give_the_mean_with_its_interval(capsys):
+  console.report_test(_Config, _res([3, 4, 5]))
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[:2] == [
+      'Test (seed 3): loss 0.3000 - accuracy 0.9000 (1,000 images)',
+      'Test over 3 seeds: loss 0.4000 [0.1516, 0.6484] - accuracy 0.8000 [0.5516, 1.0484] '
+      '(mean [95% interval of the mean])']  # t(0.975, 2) * 0.1 / sqrt(3) = 0.2484.
+  assert lines[2].startswith('Test image 4 (seed 3): predicted 1, true 1 - correct')
+  assert lines[4] == ('Misclassified test images (seed 3): 100 of 1,000 (first 10 drawn); '
+                      'per seed: 100, 200, 300 (mean 200.0).')
+  assert lines[5].startswith('Seed 3: test loss 0.3000 - accuracy 0.9000')
+
+
 @pytest.mark.slow
 def test_a_run_prints_no_library_start_up_lines(tiny_data, tmp_path):
   # tf.data feeding: TensorFlow is imported, and must stay quiet.

@@ -150,6 +150,10 @@ def test_many_seed_run_shows_the_per_seed_table(run_dir, tmp_path):
   # mean 0.97, std 0.01, t(0.975, 2) * 0.01 / sqrt(3) = 2.48 pt.
   assert ('Over the 3 seeds the test accuracy is 97.00% +- 1.00 pt (sample std), 95% '
           'interval [94.52%, 99.48%], range 96.00% - 98.00%.') in results
+  assert 'misclassified by replica 0 (seed 3) of 3 seeds; the first' in text
+  assert 'These are the probabilities of replica 0 (seed 3) of 3 seeds' in text
+  one = read(os.path.join(run_dir, html_page.REPORT))
+  assert 'replica 0' not in one and 'These are the' not in one  # One seed: as before.
   assert '<table>' not in read(os.path.join(run_dir, html_page.REPORT)).split(
       '<h2>Results</h2>')[1].split('<h2>Configuration</h2>')[0]
 

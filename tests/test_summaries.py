@@ -3,6 +3,7 @@
 import contextlib
 import io
 import os
+import re
 import sys
 
 import numpy as np
@@ -34,9 +35,9 @@ def tb_run(tiny_data, tmp_path_factory):
   seen = []
   original = summaries.RunWriter.epoch
 
-  def spy(self, record, flush=True):
-    seen.append((record['epoch'], os.path.exists(os.path.join(workdir, 'results.json'))))
-    return original(self, record, flush)
+  def spy(self, records, flush=True):
+    seen.append((records[0]['epoch'], os.path.exists(os.path.join(workdir, 'results.json'))))
+    return original(self, records, flush)
 
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(summaries.RunWriter, 'epoch', spy)
@@ -86,7 +87,7 @@ def test_a_resumed_run_starts_its_file_from_the_saved_epochs(tmp_path):
   os.makedirs(tmp_path / summaries.LOGDIR)
   (tmp_path / summaries.LOGDIR / 'events.out.tfevents.old').write_bytes(b'')
   writer = summaries.RunWriter(str(tmp_path), history)
-  writer.epoch({**history[0], 'epoch': 3, 'loss': 0.25})
+  writer.epoch([{**history[0], 'epoch': 3, 'loss': 0.25}])
   writer.close()
   assert [f for f in os.listdir(tmp_path / summaries.LOGDIR) if f.endswith('.old')] == []
   scalars, _ = read_events(str(tmp_path / summaries.LOGDIR))
@@ -101,3 +102,50 @@ def test_every_result_file_is_readable_as_the_umask_allows(tb_run):
   assert 'results.json' in names and 'samples.png' in names
   for name in names:
     assert os.stat(os.path.join(workdir, name)).st_mode & 0o777 == expected, name
+
+
+@pytest.fixture(scope='module')
+def seeds_run(tiny_data, tmp_path_factory):
+  """A tiny 2-epoch run of seeds 5, 6 and 7 with TensorBoard on, and what it printed."""
+  workdir = str(tmp_path_factory.mktemp('tb_seeds') / 'run')
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    train.train_and_evaluate(tiny_config(tiny_data, num_seeds=3, seed=5, tensorboard=True),
+                             workdir)
+  return workdir, out.getvalue()
+
+
+def test_many_seeds_get_one_tensorboard_run_per_seed_and_their_mean(seeds_run):
+  workdir, _ = seeds_run
+  logdir = os.path.join(workdir, summaries.LOGDIR)
+  assert sorted(os.listdir(logdir)) == ['mean', 'seed_5', 'seed_6', 'seed_7']  # No events
+  history = results_lib.read_history(workdir, all_seeds=True)  # in tensorboard/ itself.
+  res = results_lib.read_json(os.path.join(workdir, 'results.json'))
+  per_seed = {s: read_events(os.path.join(logdir, f'seed_{s}')) for s in (5, 6, 7)}
+  for k, seed in enumerate((5, 6, 7)):
+    scalars, images = per_seed[seed]
+    own = [h for h in history if h['seed'] == seed]
+    assert scalars['train/loss'] == [(h['epoch'], pytest.approx(h['loss'], rel=1e-6))
+                                     for h in own]
+    assert scalars['test/accuracy'] == [
+        (2, pytest.approx(res['per_seed']['test_accuracy'][k], rel=1e-6))]
+    assert bool(images) == (seed == 5)  # The figures show replica 0.
+  mean, _ = read_events(os.path.join(logdir, 'mean'))
+  for epoch in (1, 2):
+    values = [h['val_accuracy'] for h in history if h['epoch'] == epoch]
+    assert dict(mean['validation/accuracy'])[epoch] == pytest.approx(np.mean(values), rel=1e-6)
+  assert mean['test/loss'] == [(2, pytest.approx(res['summary']['test_loss']['mean'],
+                                                 rel=1e-6))]
+  rebuilt = summaries.write_run_summaries(workdir)  # From the saved files: the same runs.
+  assert read_events(os.path.join(rebuilt, 'seed_6'))[0] == per_seed[6][0]
+  assert read_events(os.path.join(rebuilt, 'mean'))[0] == mean
+
+
+def test_many_seeds_label_the_lines_of_seed_0_and_give_the_mean(seeds_run):
+  _, out = seeds_run
+  assert re.search(r'^Test \(seed 5\): loss \d\.\d{4} - accuracy \d\.\d{4} ', out, re.M)
+  assert re.search(r'^Test over 3 seeds: loss [\d.]+ \[[\d.]+, [\d.]+\] - accuracy ', out, re.M)
+  assert re.search(r'^Test image 0 \(seed 5\): predicted ', out, re.M)
+  assert re.search(r'^Misclassified test images \(seed 5\): [\d,]+ of 200 .*; per seed: ',
+                   out, re.M)
+  assert not re.search(r'^Test: |^Test image \d+: |^Misclassified test images: ', out, re.M)

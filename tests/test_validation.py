@@ -122,8 +122,13 @@ FLOAT32_CASES = [
     ({'eps': 1e-50}, 'config.eps=1e-50: float32, in which training computes, cannot hold it'),
     ({'learning_rate': 1e-46}, 'config.learning_rate=1e-46: float32'),
     ({'learning_rate': 1e39}, 'config.learning_rate=1e+39: float32'),
-    ({'hidden_units': 10**7}, 'config.hidden_units=10000000, num_hidden_layers=1: the '
-     '7,950,000,010 parameters need about'),
+    ({'hidden_units': 10**7}, 'config.hidden_units=10000000: the 7,950,000,010 parameters, '
+     'with batches of'),
+    # Issue 21 item 6 and 10: the field behind the memory is named, replicas counted.
+    ({'batch_size': 10**9}, 'config.batch_size=1000000000: the 12,730 parameters, with '
+     'batches of 1,000,000,000 examples, need'),
+    ({'num_seeds': 10**6}, 'config.num_seeds=1000000: the 12,730 parameters x 1000000 '
+     'replicas'),
 ]
 
 
