@@ -366,20 +366,19 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
       _note_output_failures(writer.close(), status)
     if at_end:
       _note_output_failures(at_end.finish(), status)
+  _finish(sweep_dir, runs, status, seconds, spent, start=start, sweep_report=sweep_report)
+  return status
+
+
+def _finish(sweep_dir, runs, status, seconds, spent, *, start, sweep_report):
+  """Writes the comparison and report, prints the final table and the sweep's cost, and
+  raises SweepError if any run failed."""
   path = sweep_report_lib.write_sweep_report(sweep_dir) if sweep_report else NO_REPORT
   console.say(sweep_console.final_table(runs, status, seconds))
-  console.say(f'[sweep] {len(status)} runs: ' + ', '.join(
-      f'{sum(s.startswith(k) for s in status.values())} {k}'
-      for k in ('trained', 'resumed', 'skipped', 'failed')) + f'. Report: {path}')
-  wall = time.perf_counter() - start
-  console.say(f'[sweep] wall time {wall:.1f} s for {spent["train_seconds"]:.1f} s of training '
-              f'and {spent["compile_seconds"]:.1f} s of compiling in the runs trained here'
-              + (f' (wall / training: {wall / spent["train_seconds"]:.2f}x).'
-                 if spent['train_seconds'] else '.'))
+  console.say(sweep_console.closing(status, path, spent, time.perf_counter() - start))
   failed = {w: s for w, s in status.items() if s.startswith('failed')}
   if failed:
     raise SweepError('runs failed:\n  ' + '\n  '.join(f'{w}: {s}' for w, s in failed.items()))
-  return status
 
 
 def _list(text):

@@ -74,3 +74,14 @@ def final_table(runs, status, seconds):
   return '\n'.join('  '.join(c.ljust(w) if i < 2 or i == 4 else c.rjust(w)
                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
                     for r in rows)
+
+
+def closing(status, report_path, spent, wall):
+  """The sweep's last two lines: how its runs ended, where the report is, and its cost."""
+  counts = ', '.join(f'{sum(s.startswith(k) for s in status.values())} {k}'
+                     for k in ('trained', 'resumed', 'skipped', 'failed'))
+  ratio = (f' (wall / training: {wall / spent["train_seconds"]:.2f}x).'
+           if spent['train_seconds'] else '.')
+  return (f'[sweep] {len(status)} runs: {counts}. Report: {report_path}\n'
+          f'[sweep] wall time {wall:.1f} s for {spent["train_seconds"]:.1f} s of training and '
+          f'{spent["compile_seconds"]:.1f} s of compiling in the runs trained here{ratio}')

@@ -77,10 +77,11 @@ def test_a_metric_declared_once_reaches_every_output(with_top2, tiny_data, tmp_p
   assert 'metric sums' in res['timings']['kernel_fallback']  # The C++ kernel stood aside.
   assert len(res['per_seed']['test_top2_accuracy']) == 2
   assert res['summary']['test_top2_accuracy']['n'] == 2
-  acc = event_accumulator.EventAccumulator(os.path.join(workdir, summaries.LOGDIR))
-  acc.Reload()
-  assert {'train/top2_accuracy', 'validation/top2_accuracy',
-          'test/top2_accuracy'} <= set(acc.Tags()['scalars'])
+  for run in (summaries.seed_folder(0), summaries.seed_folder(1), summaries.MEAN):
+    acc = event_accumulator.EventAccumulator(os.path.join(workdir, summaries.LOGDIR, run))
+    acc.Reload()  # One TensorBoard run per seed, and their mean.
+    assert {'train/top2_accuracy', 'validation/top2_accuracy',
+            'test/top2_accuracy'} <= set(acc.Tags()['scalars']), run
   assert 'top2_accuracy: ' in out.getvalue() and 'val_top2_accuracy: ' in out.getvalue()
   assert f'top2_accuracy {res["test_top2_accuracy"]:.4f}' in out.getvalue()
   with Image.open(os.path.join(workdir, figures.FILES['curves'])) as png:
