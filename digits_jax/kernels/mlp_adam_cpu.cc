@@ -4,11 +4,17 @@
 // Why: at the lab's batch sizes (5 to 42) a step is a few hundred thousand
 // multiply-adds, and XLA:CPU spends most of a step outside arithmetic: ~30
 // separately dispatched thunks, a materialised weight gradient, and three passes
-// over every parameter array for Adam. Here each step makes one pass over each
-// weight matrix forward, and one backward pass that forms the gradient row by
-// row and applies Adam to it while it is in L1. The math is train_state.py's
-// (keras_adam, optax's softmax cross-entropy, jax.nn.relu's gradient), checked
-// against it by tests/test_cpu_kernel.py; only the summation order differs.
+// over every parameter array for Adam. Here a step reads each example's non-zero
+// inputs straight from the images' bytes, multiplies them with the weights a block of
+// rows at a time (the block in L1 serves every example), forms the weight gradient of
+// a block of rows in L1 and applies Adam to it there, in one aligned pass over p, m
+// and v. Adam's square root runs on the multiply-add units (Sqrt), so that the
+// divider does only its divide. The math is train_state.py's (keras_adam, optax's
+// softmax cross-entropy, jax.nn.relu's gradient), checked against it by
+// tests/test_cpu_kernel.py; only the summation order differs. Every replacement of an
+// instruction (Sqrt, Scale255) is exact on every input (tests/test_kernel_exactness.py),
+// and the lab's configs train to the bits recorded before them
+// (tests/test_lab_regression.py). benchmarks/kernel_breakdown.cc times its phases.
 //
 // One call trains R replicas (independent models, e.g. seeds) on one shared dataset.
 // Buffers: images u8[N, ...] (row = one flattened image), labels s32[N],
@@ -27,6 +33,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,6 +46,15 @@
 
 namespace ffi = xla::ffi;
 
+// Phase marks for benchmarks/kernel_breakdown.cc, which defines DIGITS_JAX_PHASES (a
+// function that charges the time since the thread's last mark to its current phase and
+// starts `phase`) before it includes this file; in the library they compile to nothing.
+#ifdef DIGITS_JAX_PHASES
+#define PHASE(phase) DIGITS_JAX_PHASES(Phase::phase)
+#else
+#define PHASE(phase) ((void)0)
+#endif
+
 namespace {
 
 struct Layer {
@@ -46,23 +62,118 @@ struct Layer {
   float *w, *b, *mw, *mb, *vw, *vb;
 };
 
+// std::vector's storage on 64-byte boundaries: a vector of 16 floats that straddles two
+// cache lines costs two accesses, and defeats store-to-load forwarding.
+template <typename T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <typename U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <typename U>
+  bool operator==(const Aligned64<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const Aligned64<U>&) const { return false; }
+};
+using Floats = std::vector<float, Aligned64<float>>;
+
 struct Adam {
   float lr_t, c1, c2, eps;  // c1 = 1 - b1, c2 = 1 - b2 (as rounded by the caller).
 };
 
-// p += -lr_t * m / (sqrt(v) + eps) after m, v move towards g: keras_adam's update.
-// On this loop's sqrt and divide the CPU's divider sets the pace (~0.5 ns/param).
+// 16 floats in a vector register (GCC/Clang vector extension: zmm with AVX-512, two ymm
+// with AVX2); loads and stores go through memcpy, so any alignment is fine. LoadN/StoreN
+// move the first n (<= 16) floats only (the other lanes read as zero).
+typedef float V16 __attribute__((vector_size(64)));
+inline V16 Load(const float* p) { V16 v; std::memcpy(&v, p, sizeof v); return v; }
+inline void Store(float* p, V16 v) { std::memcpy(p, &v, sizeof v); }
+inline V16 LoadN(const float* p, int64_t n) {
+#ifdef __AVX512F__
+  return reinterpret_cast<V16>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p));
+#else
+  V16 v = {};
+  std::memcpy(&v, p, n * sizeof(float));
+  return v;
+#endif
+}
+inline void StoreN(float* p, V16 v, int64_t n) {
+#ifdef __AVX512F__
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), reinterpret_cast<__m512>(v));
+#else
+  std::memcpy(p, &v, n * sizeof(float));
+#endif
+}
+
+// Each lane's correctly rounded square root, bit for bit what the divider's vsqrtps gives,
+// but computed on the multiply-add units where AVX-512 is there, so that the divider,
+// which Adam also needs for its divide, does half the work: an estimate (vrsqrt14ps), one
+// Newton step for the root and its half-reciprocal, and Markstein's correction. Equal to
+// vsqrtps for every one of the 2^32 inputs, with denormals flushed or not
+// (tests/test_kernel_exactness.py); lanes outside [2^-100, 2^100) (zero, tiny, huge,
+// negative, NaN), where the correction's residual would underflow, take vsqrtps.
+inline V16 Sqrt(V16 x) {
+#ifdef __AVX512F__
+  const __m512 v = reinterpret_cast<__m512>(x), half = _mm512_set1_ps(0.5f);
+  const __m512 y = _mm512_rsqrt14_ps(v);
+  __m512 s = _mm512_mul_ps(v, y), h = _mm512_mul_ps(half, y);
+  const __m512 r = _mm512_fnmadd_ps(s, h, half);
+  s = _mm512_fmadd_ps(s, r, s);
+  h = _mm512_fmadd_ps(h, r, h);
+  s = _mm512_fmadd_ps(_mm512_fnmadd_ps(s, s, v), h, s);
+  const __mmask16 special = _mm512_cmp_ps_mask(v, _mm512_set1_ps(0x1p-100f), _CMP_LT_OQ) |
+                            _mm512_cmp_ps_mask(v, _mm512_set1_ps(0x1p100f), _CMP_NLT_UQ);
+  if (special) s = _mm512_mask_sqrt_ps(s, special, v);
+  return reinterpret_cast<V16>(s);
+#else
+  for (int k = 0; k < 16; ++k) x[k] = std::sqrt(x[k]);
+  return x;
+#endif
+}
+
+// Byte u scaled to [0, 1] exactly as u / 255.0f (the XLA step's correctly rounded divide),
+// without the divider: q = u * RN(1/255), corrected once by its exact residual; equal to
+// u / 255.0f for all 256 bytes (tests/test_kernel_exactness.py).
+inline V16 Scale255(V16 u) {
+  const float r = 1.0f / 255.0f;
+#ifdef __AVX512F__
+  const __m512 x = reinterpret_cast<__m512>(u), rv = _mm512_set1_ps(r);
+  const __m512 q = _mm512_mul_ps(x, rv);
+  const __m512 e = _mm512_fnmadd_ps(q, _mm512_set1_ps(255.0f), x);
+  return reinterpret_cast<V16>(_mm512_fmadd_ps(e, rv, q));
+#else
+  for (int k = 0; k < 16; ++k) u[k] = u[k] / 255.0f;
+  return u;
+#endif
+}
+
+// Keras's Adam (keras_adam) on the first n (<= 16) of 16 parameters, from their gradient
+// g: m, v move towards g, then p += -lr_t * m / (sqrt(v) + eps). The arithmetic of
+// AdamUpdate below, lane by lane.
+inline void Adam16(float* __restrict p, float* __restrict m, float* __restrict v, V16 g,
+                   const Adam& a, int64_t n = 16) {
+  V16 mj = n == 16 ? Load(m) : LoadN(m, n), vj = n == 16 ? Load(v) : LoadN(v, n);
+  const V16 pj = n == 16 ? Load(p) : LoadN(p, n);
+  mj = mj + (g - mj) * a.c1;
+  vj = vj + (g * g - vj) * a.c2;
+  const V16 pn = pj + (-a.lr_t * mj) / (Sqrt(vj) + a.eps);
+  if (n == 16) {
+    Store(m, mj), Store(v, vj), Store(p, pn);
+  } else {
+    StoreN(m, mj, n), StoreN(v, vj, n), StoreN(p, pn, n);
+  }
+}
+
+// Adam16 over n contiguous parameters, in vectors aligned to 64 bytes at p (a vector
+// that straddles two cache lines costs two accesses; m and v share p's alignment when
+// their arrays do, as XLA's buffers do).
 inline void AdamUpdate(float* __restrict p, float* __restrict m, float* __restrict v,
                        const float* __restrict g, int64_t n, const Adam& a) {
-  const float lr_t = a.lr_t, c1 = a.c1, c2 = a.c2, eps = a.eps;
-  for (int64_t j = 0; j < n; ++j) {
-    const float gj = g[j];
-    const float mj = m[j] + (gj - m[j]) * c1;
-    const float vj = v[j] + (gj * gj - v[j]) * c2;
-    m[j] = mj;
-    v[j] = vj;
-    p[j] = p[j] + (-lr_t * mj) / (std::sqrt(vj) + eps);
-  }
+  int64_t j = std::min<int64_t>(n, (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64 / 4);
+  if (j > 0) Adam16(p, m, v, LoadN(g, j), a, j);
+  for (; j + 16 <= n; j += 16) Adam16(p + j, m + j, v + j, Load(g + j), a);
+  if (j < n) Adam16(p + j, m + j, v + j, LoadN(g + j, n - j), a, n - j);
 }
 
 // A dot product in a fixed order: 16 running sums (vectorisable without reassociating
@@ -79,6 +190,17 @@ inline float Dot(const float* __restrict a, const float* __restrict b, int64_t n
   return s;
 }
 
+// dprev[b, i] = act[b, i] > 0 ? Dot(delta[b, :], w[i, :], out) : 0 for rows [r0, r1) and
+// every example: the gradient with respect to a hidden layer's output (jax.nn.relu's
+// gradient is 1 where the output is > 0), from the weights before their update.
+void InputGradient(const float* __restrict act, const float* __restrict delta, int64_t batch,
+                   int64_t in, int64_t out, const float* __restrict w, int64_t r0, int64_t r1,
+                   float* __restrict dprev) {
+  for (int64_t i = r0; i < r1; ++i)
+    for (int64_t b = 0; b < batch; ++b)
+      dprev[b * in + i] = act[b * in + i] > 0.0f ? Dot(delta + b * out, w + i * out, out) : 0.0f;
+}
+
 // [begin, end) of thread t's share of n items; cut points are multiples of `align`.
 struct Range { int64_t begin, end; };
 Range Part(int64_t n, int t, int threads, int64_t align) {
@@ -89,26 +211,18 @@ Range Part(int64_t n, int t, int threads, int64_t align) {
   return {cut(t), cut(t + 1)};
 }
 
-// 16 floats in a vector register (GCC/Clang vector extension: zmm with AVX-512, two ymm
-// with AVX2); loads and stores go through memcpy, so any alignment is fine.
-typedef float V16 __attribute__((vector_size(64)));
-inline V16 Load(const float* p) { V16 v; std::memcpy(&v, p, sizeof v); return v; }
-inline void Store(float* p, V16 v) { std::memcpy(p, &v, sizeof v); }
-
-// A layer input's non-zeros, per example b and lane: idx/val[b * in + rows.begin + k] for
-// k < count[b * kLanes + lane] (most pixels, and every inactive ReLU, are zero: skipping
-// them leaves every sum unchanged), and per row whether any example is non-zero there.
+// A layer input's non-zeros for one lane's rows, by example: idx/val[b * in + rows.begin
+// + k] for k < count[b * kLanes + lane], rows in increasing order. Most pixels, and every
+// inactive ReLU, are zero: skipping their products leaves every sum's bits unchanged.
 constexpr int kLanes = 2;
 struct Nonzeros {
   std::vector<int32_t> idx, count;
-  std::vector<float> val;
-  std::vector<uint8_t> any;
+  Floats val;
   void Resize(int64_t rows, int64_t batch) {
     idx.resize(rows * batch), val.resize(rows * batch), count.resize(batch * kLanes);
-    any.resize(rows);
   }
+  // From a layer's float input act[batch, in] (a hidden layer's ReLU output).
   void Build(const float* act, int64_t in, int64_t batch, Range rows, int lane) {
-    std::fill(any.begin() + rows.begin, any.begin() + rows.end, 0);
     for (int64_t b = 0; b < batch; ++b) {  // Branch-free compaction, reading act in order.
       const float* a = act + b * in;
       int32_t* ix = idx.data() + b * in + rows.begin;
@@ -116,16 +230,10 @@ struct Nonzeros {
       int32_t k = 0;
       int64_t i = rows.begin;
 #ifdef __AVX512F__
-      const __m512i step = _mm512_set1_epi32(16);
-      __m512i iv = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(i)),
-                                    _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-                                                      13, 14, 15));
-      for (; i + 16 <= rows.end; i += 16, iv = _mm512_add_epi32(iv, step)) {
+      for (; i + 16 <= rows.end; i += 16) {
         const __m512 v = _mm512_loadu_ps(a + i);
-        const __mmask16 nz = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-        _mm512_mask_compressstoreu_ps(vx + k, nz, v);
-        _mm512_mask_compressstoreu_epi32(ix + k, nz, iv);
-        k += __builtin_popcount(nz);
+        k += Compress(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ), v, i, vx + k,
+                      ix + k);
       }
 #endif
       for (; i < rows.end; ++i) {
@@ -133,76 +241,129 @@ struct Nonzeros {
         vx[k] = a[i];
         k += a[i] != 0.0f;
       }
-      for (int64_t i = rows.begin; i < rows.end; ++i) any[i] |= a[i] != 0.0f;
       count[b * kLanes + lane] = k;
     }
   }
+  // From the images' bytes, scaled as u / 255.0f (the first layer's input).
+  void BuildFromBytes(const uint8_t* images, const int32_t* which, int64_t pixels,
+                      int64_t batch, Range rows, int lane) {
+    for (int64_t b = 0; b < batch; ++b) {
+      const uint8_t* src = images + static_cast<int64_t>(which[b]) * pixels;
+      int32_t* ix = idx.data() + b * pixels + rows.begin;
+      float* vx = val.data() + b * pixels + rows.begin;
+      int32_t k = 0;
+      int64_t i = rows.begin;
+#ifdef __AVX512F__
+      for (; i + 16 <= rows.end; i += 16) {
+        const __m128i u = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+        const __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(u));
+        k += Compress(_mm_cmpneq_epu8_mask(u, _mm_setzero_si128()),
+                      reinterpret_cast<__m512>(Scale255(reinterpret_cast<V16>(x))), i, vx + k,
+                      ix + k);
+      }
+#endif
+      for (; i < rows.end; ++i) {
+        ix[k] = static_cast<int32_t>(i);
+        vx[k] = static_cast<float>(src[i]) / 255.0f;
+        k += src[i] != 0;
+      }
+      count[b * kLanes + lane] = k;
+    }
+  }
+  const int32_t* Rows(int64_t b, int64_t in, Range rows) const {
+    return idx.data() + b * in + rows.begin;
+  }
+  const float* Values(int64_t b, int64_t in, Range rows) const {
+    return val.data() + b * in + rows.begin;
+  }
+
+ private:
+#ifdef __AVX512F__
+  // Appends the lanes of v selected by nz, and their row numbers i.., to vx and ix.
+  static int32_t Compress(__mmask16 nz, __m512 v, int64_t i, float* vx, int32_t* ix) {
+    const __m512i iv = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(i)),
+                                        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                          11, 12, 13, 14, 15));
+    _mm512_storeu_ps(vx, _mm512_maskz_compress_ps(nz, v));
+    _mm512_storeu_si512(ix, _mm512_maskz_compress_epi32(nz, iv));
+    return __builtin_popcount(nz);
+  }
+#endif
 };
 
-// partial[b, :] = act[b, rows] @ w[rows, :]: one lane's share of a layer's matmul. For
-// each example, 64 output columns at a time accumulate in registers over its non-zeros.
-__attribute__((noinline)) void ForwardPartial(const Nonzeros& nzs, int64_t batch,
-                                              const Layer& l, Range rows, int lane,
-                                              float* __restrict partial) {
-  const int64_t out = l.out;
-  for (int64_t b = 0; b < batch; ++b) {
-    const int32_t* ix = nzs.idx.data() + b * l.in + rows.begin;
-    const float* vx = nzs.val.data() + b * l.in + rows.begin;
-    const int32_t n = nzs.count[b * kLanes + lane];
-    float* o = partial + b * out;
-    int64_t j = 0;
-    for (; j + 64 <= out; j += 64) {
-      V16 a0 = {}, a1 = {}, a2 = {}, a3 = {};
-      for (int32_t k = 0; k < n; ++k) {
-        const float* w = l.w + ix[k] * out + j;
-        const float v = vx[k];
-        a0 += v * Load(w), a1 += v * Load(w + 16), a2 += v * Load(w + 32), a3 += v * Load(w + 48);
-      }
-      Store(o + j, a0), Store(o + j + 16, a1), Store(o + j + 32, a2), Store(o + j + 48, a3);
-    }
-    for (; j + 16 <= out; j += 16) {
-      V16 a0 = {};
-      for (int32_t k = 0; k < n; ++k) a0 += vx[k] * Load(l.w + ix[k] * out + j);
-      Store(o + j, a0);
-    }
-    if (j < out) {  // The last out % 16 columns.
-      std::fill(o + j, o + out, 0.0f);
-      for (int32_t k = 0; k < n; ++k) {
-        const float* __restrict w = l.w + ix[k] * out;
-        for (int64_t c = j; c < out; ++c) o[c] += vx[k] * w[c];
-      }
-    }
+// Column blocks of up to kBlock vectors of 16 (a block's sums stay in registers), and
+// fn(K, j, tail) on each: K vectors from column j, the last holding `tail` columns.
+constexpr int kBlock = 8;
+template <typename Fn>
+inline void ColumnBlocks(int64_t out, Fn fn) {
+  int64_t j = 0;
+  for (; out - j >= 16 * kBlock; j += 16 * kBlock) fn(std::integral_constant<int, kBlock>(), j, 16);
+  const int64_t rest = out - j;
+  if (rest == 0) return;
+  const int64_t tail = rest % 16 == 0 ? 16 : rest % 16;
+  switch ((rest + 15) / 16) {
+    case 1: return fn(std::integral_constant<int, 1>(), j, tail);
+    case 2: return fn(std::integral_constant<int, 2>(), j, tail);
+    case 3: return fn(std::integral_constant<int, 3>(), j, tail);
+    case 4: return fn(std::integral_constant<int, 4>(), j, tail);
+    case 5: return fn(std::integral_constant<int, 5>(), j, tail);
+    case 6: return fn(std::integral_constant<int, 6>(), j, tail);
+    default: return fn(std::integral_constant<int, 7>(), j, tail);
   }
 }
 
-// g[:] = sum over examples b of act[b, i] * delta[b, :] (in example order), in registers.
-inline void GradRow(const float* __restrict act, int64_t in, int64_t i,
-                    const float* __restrict delta, int64_t batch, int64_t out,
-                    float* __restrict g) {
-  int64_t j = 0;
-  for (; j + 64 <= out; j += 64) {
-    V16 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+// acc[k] (+)= x * row[16k ..] for the K vectors of a column block (the last: `tail` columns).
+template <int K>
+inline void LoadBlock(const float* p, int64_t tail, V16 (&v)[K]) {
+  for (int k = 0; k + 1 < K; ++k) v[k] = Load(p + 16 * k);
+  v[K - 1] = tail == 16 ? Load(p + 16 * (K - 1)) : LoadN(p + 16 * (K - 1), tail);
+}
+template <int K>
+inline void StoreBlock(float* p, int64_t tail, const V16 (&v)[K]) {
+  for (int k = 0; k + 1 < K; ++k) Store(p + 16 * k, v[k]);
+  StoreN(p + 16 * (K - 1), v[K - 1], tail);
+}
+
+// Rows per block of a layer's rows: a block of W (or of its gradient) fits in L1 (16 KB).
+inline int64_t BlockRows(int64_t out) { return std::max<int64_t>(1, 4096 / out); }
+
+// partial[b, :] = act[b, rows] @ w[rows, :]: one lane's share of a layer's matmul. Each
+// example's sum runs over its non-zero rows in increasing order, a block of rows at a
+// time (the block's weights are read from L2 once and serve every example from L1), its
+// running sums kept in `partial` between blocks.
+__attribute__((noinline)) void ForwardPartial(const Nonzeros& nzs, int64_t batch,
+                                              const Layer& l, Range rows, int lane,
+                                              float* __restrict partial,
+                                              std::vector<int32_t>& pos) {
+  const int64_t out = l.out, step = BlockRows(out);
+  std::fill(partial, partial + batch * out, 0.0f);
+  pos.assign(batch, 0);
+  for (int64_t r0 = rows.begin; r0 < rows.end; r0 += step) {
+    const int64_t r1 = std::min(rows.end, r0 + step);
     for (int64_t b = 0; b < batch; ++b) {
-      const float v = act[b * in + i];
-      const float* d = delta + b * out + j;
-      a0 += v * Load(d), a1 += v * Load(d + 16), a2 += v * Load(d + 32), a3 += v * Load(d + 48);
+      const int32_t* ix = nzs.Rows(b, l.in, rows);
+      const float* vx = nzs.Values(b, l.in, rows);
+      const int32_t begin = pos[b], n = nzs.count[b * kLanes + lane];
+      int32_t end = begin;
+      while (end < n && ix[end] < r1) ++end;
+      if (end == begin) continue;
+      pos[b] = end;
+      ColumnBlocks(out, [&](auto kc, int64_t j, int64_t tail) {
+        constexpr int K = decltype(kc)::value;
+        V16 acc[K], w[K];
+        LoadBlock<K>(partial + b * out + j, tail, acc);
+        for (int32_t e = begin; e < end; ++e) {
+          LoadBlock<K>(l.w + ix[e] * out + j, tail, w);
+          for (int k = 0; k < K; ++k) acc[k] += vx[e] * w[k];
+        }
+        StoreBlock<K>(partial + b * out + j, tail, acc);
+      });
     }
-    Store(g + j, a0), Store(g + j + 16, a1), Store(g + j + 32, a2), Store(g + j + 48, a3);
-  }
-  for (; j + 16 <= out; j += 16) {
-    V16 a0 = {};
-    for (int64_t b = 0; b < batch; ++b) a0 += act[b * in + i] * Load(delta + b * out + j);
-    Store(g + j, a0);
-  }
-  if (j < out) {
-    std::fill(g + j, g + out, 0.0f);
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t c = j; c < out; ++c) g[c] += act[b * in + i] * delta[b * out + c];
   }
 }
 
 // out[b, cols] = sum of the lanes' partials + bias (then ReLU for hidden layers).
-void Combine(const std::vector<float>* partials, int64_t batch, const Layer& l, bool relu,
+void Combine(const Floats* partials, int64_t batch, const Layer& l, bool relu,
              Range cols, float* __restrict out) {
   for (int64_t b = 0; b < batch; ++b) {
     const float* __restrict p0 = partials[0].data() + b * l.out;
@@ -214,32 +375,50 @@ void Combine(const std::vector<float>* partials, int64_t batch, const Layer& l, 
   }
 }
 
-// Rows `rows` of layer l's backward pass: the weight gradient, formed a few rows at a
-// time in `gbuf` and applied by Adam while in L1, and (if `dprev`) the gradient with
-// respect to the layer's input, from the weights before their update, ReLU-masked.
+// Rows `rows` of layer l's backward pass, a block of rows at a time: the gradient with
+// respect to the layer's input (if `dprev`; from the weights before their update,
+// ReLU-masked), the block's weight gradient in `gbuf` (in L1: each element summed over
+// the examples in order, as outer products of each example's non-zero inputs and its
+// delta), then Adam over the block's p, m and v in one aligned pass.
 __attribute__((noinline)) void BackwardAdam(const float* __restrict act, const Nonzeros& nzs,
                                             const float* __restrict delta, int64_t batch,
                                             const Layer& l, const Adam& adam, Range rows,
-                                            float* __restrict dprev, std::vector<float>& gbuf) {
-  const int64_t out = l.out;
-  const int64_t chunk = std::max<int64_t>(1, 2048 / out);
-  gbuf.resize(chunk * out);
-  for (int64_t i0 = rows.begin; i0 < rows.end; i0 += chunk) {
-    const int64_t i1 = std::min(rows.end, i0 + chunk);
-    for (int64_t i = i0; i < i1; ++i) {
-      const float* __restrict wi = l.w + i * out;
-      if (dprev != nullptr) {
-        for (int64_t b = 0; b < batch; ++b)  // jax.nn.relu's gradient: 1 where output > 0.
-          dprev[b * l.in + i] = act[b * l.in + i] > 0.0f ? Dot(delta + b * out, wi, out) : 0.0f;
-      }
-      float* __restrict g = gbuf.data() + (i - i0) * out;
-      if (nzs.any[i])
-        GradRow(act, l.in, i, delta, batch, out, g);
-      else
-        std::fill(g, g + out, 0.0f);  // No example reaches this row: its gradient is 0.
+                                            int lane, float* __restrict dprev,
+                                            Floats& gbuf,
+                                            std::vector<int32_t>& pos) {
+  const int64_t out = l.out, step = BlockRows(out);
+  gbuf.resize(step * out + 16);
+  pos.assign(batch, 0);
+  for (int64_t r0 = rows.begin; r0 < rows.end; r0 += step) {
+    const int64_t r1 = std::min(rows.end, r0 + step);
+    PHASE(kBackward);
+    if (dprev != nullptr) InputGradient(act, delta, batch, l.in, out, l.w, r0, r1, dprev);
+    // The block's gradient, placed as the block's weights are within a cache line.
+    float* grad = gbuf.data() + reinterpret_cast<uintptr_t>(l.w + r0 * out) % 64 / 4;
+    std::fill(grad, grad + (r1 - r0) * out, 0.0f);
+    for (int64_t b = 0; b < batch; ++b) {
+      const int32_t* ix = nzs.Rows(b, l.in, rows);
+      const float* vx = nzs.Values(b, l.in, rows);
+      const int32_t begin = pos[b], n = nzs.count[b * kLanes + lane];
+      int32_t end = begin;
+      while (end < n && ix[end] < r1) ++end;
+      if (end == begin) continue;
+      pos[b] = end;
+      ColumnBlocks(out, [&](auto kc, int64_t j, int64_t tail) {
+        constexpr int K = decltype(kc)::value;
+        V16 d[K], g[K];
+        LoadBlock<K>(delta + b * out + j, tail, d);
+        for (int32_t e = begin; e < end; ++e) {
+          float* row = grad + (ix[e] - r0) * out + j;
+          LoadBlock<K>(row, tail, g);
+          for (int k = 0; k < K; ++k) g[k] += vx[e] * d[k];
+          StoreBlock<K>(row, tail, g);
+        }
+      });
     }
-    const int64_t off = i0 * out, n = (i1 - i0) * out;
-    AdamUpdate(l.w + off, l.mw + off, l.vw + off, gbuf.data(), n, adam);
+    PHASE(kAdam);
+    const int64_t off = r0 * out;
+    AdamUpdate(l.w + off, l.mw + off, l.vw + off, grad, (r1 - r0) * out, adam);
   }
 }
 
@@ -277,10 +456,12 @@ struct Shared {
   int32_t t0;
   float b1, b2, c1, c2, eps, lr;
   std::vector<Layer> layers;
-  std::vector<std::vector<float>> acts, deltas;  // acts[0] = input, acts[l + 1] = layer l's output.
+  // acts[l + 1] = layer l's output (acts[0] stays empty: the input's non-zeros are read
+  // from the images' bytes).
+  std::vector<Floats> acts, deltas;
   std::vector<Nonzeros> nzs;  // Of each layer's input.
   // Per layer, so that no lane overwrites a layer's partials while another reads them.
-  std::vector<std::array<std::vector<float>, kLanes>> partials;
+  std::vector<std::array<Floats, kLanes>> partials;
   float sums[3] = {0.0f, 0.0f, 0.0f};
 };
 
@@ -289,19 +470,15 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
   const int64_t batch = sh.batch, pixels = sh.pixels, classes = sh.classes;
   const int64_t num_layers = static_cast<int64_t>(sh.layers.size());
   const int lane0 = threads == 1 ? 0 : tid, lane1 = threads == 1 ? kLanes : tid + 1;
-  std::vector<float> gbuf;
+  Floats gbuf;
+  std::vector<int32_t> pos;
   for (int64_t s = 0; s < sh.steps; ++s) {
     const int32_t* idx = sh.index + s * batch;
     const bool* msk = sh.mask + s * batch;
-    float* x = sh.acts[0].data();
-    for (int lane = lane0; lane < lane1; ++lane) {  // Each lane scales only its pixels.
+    PHASE(kInput);
+    for (int lane = lane0; lane < lane1; ++lane) {  // Each lane reads only its pixels.
       const Range px = Part(pixels, lane, kLanes, 16);
-      for (int64_t b = 0; b < batch; ++b) {
-        const uint8_t* src = sh.images + static_cast<int64_t>(idx[b]) * pixels;
-        for (int64_t i = px.begin; i < px.end; ++i)
-          x[b * pixels + i] = static_cast<float>(src[i]) / 255.0f;
-      }
-      sh.nzs[0].Build(x, pixels, batch, px, lane);
+      sh.nzs[0].BuildFromBytes(sh.images, idx, pixels, batch, px, lane);
       if (s + 1 < sh.steps) {  // Fetch the next step's images from memory meanwhile.
         for (int64_t b = 0; b < batch; ++b) {
           const uint8_t* next = sh.images + static_cast<int64_t>(idx[batch + b]) * pixels;
@@ -311,10 +488,13 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
     }
     for (int64_t l = 0; l < num_layers; ++l) {
       const Layer& ly = sh.layers[l];
+      PHASE(kForward);
       for (int lane = lane0; lane < lane1; ++lane)
         ForwardPartial(sh.nzs[l], batch, ly, Part(ly.in, lane, kLanes, 16), lane,
-                       sh.partials[l][lane].data());
+                       sh.partials[l][lane].data(), pos);
+      PHASE(kWait);
       barrier.Wait();
+      PHASE(kForward);
       if (l + 1 < num_layers) {  // Each lane completes the columns that are its next rows.
         for (int lane = lane0; lane < lane1; ++lane) {
           const Range cols = Part(ly.out, lane, kLanes, 16);
@@ -323,6 +503,7 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
         }
       }
     }
+    PHASE(kLoss);
     if (tid == 0) {  // Softmax cross-entropy (optax's formulation), metrics, d loss / d logits.
       const Layer& last = sh.layers[num_layers - 1];
       Combine(sh.partials[num_layers - 1].data(), batch, last, false, {0, classes},
@@ -357,6 +538,7 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
       sh.sums[1] += step_correct;
       sh.sums[2] += cnt;
     }
+    PHASE(kWait);
     barrier.Wait();
     const float t = static_cast<float>(sh.t0 + s + 1);
     const Adam adam{sh.lr * std::sqrt(1.0f - std::pow(sh.b2, t)) / (1.0f - std::pow(sh.b1, t)),
@@ -365,6 +547,7 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
       const Layer& ly = sh.layers[l];
       const float* delta = sh.deltas[l + 1].data();
       for (int lane = lane0; lane < lane1; ++lane) {
+        PHASE(kAdam);
         if (lane == kLanes - 1) {  // The bias: its gradient is the sum of the deltas.
           gbuf.assign(ly.out, 0.0f);
           for (int64_t b = 0; b < batch; ++b)
@@ -372,9 +555,10 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
           AdamUpdate(ly.b, ly.mb, ly.vb, gbuf.data(), ly.out, adam);
         }
         BackwardAdam(sh.acts[l].data(), sh.nzs[l], delta, batch, ly, adam,
-                     Part(ly.in, lane, kLanes, 16), l > 0 ? sh.deltas[l].data() : nullptr,
-                     gbuf);
+                     Part(ly.in, lane, kLanes, 16), lane,
+                     l > 0 ? sh.deltas[l].data() : nullptr, gbuf, pos);
       }
+      PHASE(kWait);
       barrier.Wait();
     }
   }
@@ -414,7 +598,6 @@ void SetUp(const Inputs& in, int64_t r, Shared& sh) {
   sh.deltas.resize(num_layers + 1);
   sh.nzs.resize(num_layers);
   sh.partials.resize(num_layers);
-  sh.acts[0].resize(sh.batch * sh.pixels);
   for (int64_t l = 0; l < num_layers; ++l) {
     sh.acts[l + 1].resize(sh.batch * sh.layers[l].out);
     sh.deltas[l + 1].resize(sh.batch * sh.layers[l].out);
