@@ -38,6 +38,10 @@
 #include <thread>
 #include <vector>
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -190,15 +194,35 @@ inline float Dot(const float* __restrict a, const float* __restrict b, int64_t n
   return s;
 }
 
-// dprev[b, i] = act[b, i] > 0 ? Dot(delta[b, :], w[i, :], out) : 0 for rows [r0, r1) and
-// every example: the gradient with respect to a hidden layer's output (jax.nn.relu's
-// gradient is 1 where the output is > 0), from the weights before their update.
-void InputGradient(const float* __restrict act, const float* __restrict delta, int64_t batch,
-                   int64_t in, int64_t out, const float* __restrict w, int64_t r0, int64_t r1,
-                   float* __restrict dprev) {
-  for (int64_t i = r0; i < r1; ++i)
-    for (int64_t b = 0; b < batch; ++b)
-      dprev[b * in + i] = act[b * in + i] > 0.0f ? Dot(delta + b * out, w + i * out, out) : 0.0f;
+// dprev[b, i] = act[b, i] > 0 ? delta[b, :] . w[i, :] : 0 for rows [r0, r1) and every
+// example: the gradient with respect to a hidden layer's output (jax.nn.relu's gradient is
+// 1 where the output is > 0), from the weights before their update. With fewer than 16
+// columns (the output layer), a chain of multiply-adds in column order from zero, 16
+// examples at once from delta transposed (deltaT[c * padded + b]); else Dot.
+void InputGradient(const float* __restrict act, const float* __restrict delta,
+                   const float* __restrict deltaT, int64_t batch, int64_t in, int64_t out,
+                   const float* __restrict w, int64_t r0, int64_t r1, float* __restrict dprev) {
+  if (out >= 16) {
+    for (int64_t i = r0; i < r1; ++i)
+      for (int64_t b = 0; b < batch; ++b)
+        dprev[b * in + i] = act[b * in + i] > 0.0f ? Dot(delta + b * out, w + i * out, out) : 0.0f;
+    return;
+  }
+  const int64_t padded = (batch + 15) / 16 * 16;
+  constexpr int kRows = 4;  // Rows at once: independent chains, so the adds overlap.
+  for (int64_t b0 = 0; b0 < batch; b0 += 16) {
+    for (int64_t i0 = r0; i0 < r1; i0 += kRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kRows, r1 - i0));
+      V16 s[kRows] = {};
+      for (int64_t c = 0; c < out; ++c) {
+        const V16 d = Load(deltaT + c * padded + b0);
+        for (int r = 0; r < kRows; ++r) s[r] += w[(i0 + std::min(r, rows - 1)) * out + c] * d;
+      }
+      for (int r = 0; r < rows; ++r)
+        for (int64_t b = b0; b < std::min(batch, b0 + 16); ++b)
+          dprev[b * in + i0 + r] = act[b * in + i0 + r] > 0.0f ? s[r][b - b0] : 0.0f;
+    }
+  }
 }
 
 // [begin, end) of thread t's share of n items; cut points are multiples of `align`.
@@ -206,7 +230,7 @@ struct Range { int64_t begin, end; };
 Range Part(int64_t n, int t, int threads, int64_t align) {
   auto cut = [&](int k) {
     if (k >= threads) return n;
-    return std::min(n, (n * k / threads) / align * align);
+    return std::min(n, (n * k + threads - 1) / threads + align - 1) / align * align;
   };
   return {cut(t), cut(t + 1)};
 }
@@ -327,39 +351,44 @@ inline void StoreBlock(float* p, int64_t tail, const V16 (&v)[K]) {
 // Rows per block of a layer's rows: a block of W (or of its gradient) fits in L1 (16 KB).
 inline int64_t BlockRows(int64_t out) { return std::max<int64_t>(1, 4096 / out); }
 
-// partial[b, :] = act[b, rows] @ w[rows, :]: one lane's share of a layer's matmul. Each
-// example's sum runs over its non-zero rows in increasing order, a block of rows at a
-// time (the block's weights are read from L2 once and serve every example from L1), its
-// running sums kept in `partial` between blocks.
+// Rows [r0, r1) of partial[b, :] += act[b, rows] @ w[rows, :], a lane's share of a layer's
+// matmul: each example's sum runs over its non-zero rows in increasing order (pos[b]: its
+// first non-zero at or after r0). The block's weights, read from L2 once, serve every
+// example from L1.
+void ForwardRows(const Nonzeros& nzs, int64_t batch, const Layer& l, Range rows, int lane,
+                 int64_t r0, int64_t r1, float* __restrict partial, int32_t* pos) {
+  const int64_t out = l.out;
+  for (int64_t b = 0; b < batch; ++b) {
+    const int32_t* ix = nzs.Rows(b, l.in, rows);
+    const float* vx = nzs.Values(b, l.in, rows);
+    const int32_t begin = pos[b], n = nzs.count[b * kLanes + lane];
+    int32_t end = begin;
+    while (end < n && ix[end] < r1) ++end;
+    if (end == begin) continue;
+    pos[b] = end;
+    ColumnBlocks(out, [&](auto kc, int64_t j, int64_t tail) {
+      constexpr int K = decltype(kc)::value;
+      V16 acc[K], w[K];
+      LoadBlock<K>(partial + b * out + j, tail, acc);
+      for (int32_t e = begin; e < end; ++e) {
+        LoadBlock<K>(l.w + ix[e] * out + j, tail, w);
+        for (int k = 0; k < K; ++k) acc[k] += vx[e] * w[k];
+      }
+      StoreBlock<K>(partial + b * out + j, tail, acc);
+    });
+  }
+}
+
+// partial[b, :] = act[b, rows] @ w[rows, :], a block of rows at a time.
 __attribute__((noinline)) void ForwardPartial(const Nonzeros& nzs, int64_t batch,
                                               const Layer& l, Range rows, int lane,
                                               float* __restrict partial,
                                               std::vector<int32_t>& pos) {
-  const int64_t out = l.out, step = BlockRows(out);
-  std::fill(partial, partial + batch * out, 0.0f);
+  std::fill(partial, partial + batch * l.out, 0.0f);
   pos.assign(batch, 0);
-  for (int64_t r0 = rows.begin; r0 < rows.end; r0 += step) {
-    const int64_t r1 = std::min(rows.end, r0 + step);
-    for (int64_t b = 0; b < batch; ++b) {
-      const int32_t* ix = nzs.Rows(b, l.in, rows);
-      const float* vx = nzs.Values(b, l.in, rows);
-      const int32_t begin = pos[b], n = nzs.count[b * kLanes + lane];
-      int32_t end = begin;
-      while (end < n && ix[end] < r1) ++end;
-      if (end == begin) continue;
-      pos[b] = end;
-      ColumnBlocks(out, [&](auto kc, int64_t j, int64_t tail) {
-        constexpr int K = decltype(kc)::value;
-        V16 acc[K], w[K];
-        LoadBlock<K>(partial + b * out + j, tail, acc);
-        for (int32_t e = begin; e < end; ++e) {
-          LoadBlock<K>(l.w + ix[e] * out + j, tail, w);
-          for (int k = 0; k < K; ++k) acc[k] += vx[e] * w[k];
-        }
-        StoreBlock<K>(partial + b * out + j, tail, acc);
-      });
-    }
-  }
+  for (int64_t r0 = rows.begin; r0 < rows.end; r0 += BlockRows(l.out))
+    ForwardRows(nzs, batch, l, rows, lane, r0, std::min(rows.end, r0 + BlockRows(l.out)),
+                partial, pos.data());
 }
 
 // out[b, cols] = sum of the lanes' partials + bias (then ReLU for hidden layers).
@@ -379,20 +408,25 @@ void Combine(const Floats* partials, int64_t batch, const Layer& l, bool relu,
 // respect to the layer's input (if `dprev`; from the weights before their update,
 // ReLU-masked), the block's weight gradient in `gbuf` (in L1: each element summed over
 // the examples in order, as outer products of each example's non-zero inputs and its
-// delta), then Adam over the block's p, m and v in one aligned pass.
+// delta), then Adam over the block's p, m and v in one aligned pass. With `next`, the next
+// step's forward pass over the block's rows follows at once, while its updated weights are
+// in L1 (next_partial as ForwardPartial would leave it, for the same bits).
 __attribute__((noinline)) void BackwardAdam(const float* __restrict act, const Nonzeros& nzs,
-                                            const float* __restrict delta, int64_t batch,
+                                            const float* __restrict delta,
+                                            const float* __restrict deltaT, int64_t batch,
                                             const Layer& l, const Adam& adam, Range rows,
                                             int lane, float* __restrict dprev,
-                                            Floats& gbuf,
-                                            std::vector<int32_t>& pos) {
+                                            Floats& gbuf, std::vector<int32_t>& pos,
+                                            const Nonzeros* next, float* next_partial) {
   const int64_t out = l.out, step = BlockRows(out);
   gbuf.resize(step * out + 16);
-  pos.assign(batch, 0);
+  pos.assign(2 * batch, 0);  // This step's cursors, then the next step's.
+  if (next != nullptr) std::fill(next_partial, next_partial + batch * out, 0.0f);
   for (int64_t r0 = rows.begin; r0 < rows.end; r0 += step) {
     const int64_t r1 = std::min(rows.end, r0 + step);
     PHASE(kBackward);
-    if (dprev != nullptr) InputGradient(act, delta, batch, l.in, out, l.w, r0, r1, dprev);
+    if (dprev != nullptr)
+      InputGradient(act, delta, deltaT, batch, l.in, out, l.w, r0, r1, dprev);
     // The block's gradient, placed as the block's weights are within a cache line.
     float* grad = gbuf.data() + reinterpret_cast<uintptr_t>(l.w + r0 * out) % 64 / 4;
     std::fill(grad, grad + (r1 - r0) * out, 0.0f);
@@ -419,7 +453,41 @@ __attribute__((noinline)) void BackwardAdam(const float* __restrict act, const N
     PHASE(kAdam);
     const int64_t off = r0 * out;
     AdamUpdate(l.w + off, l.mw + off, l.vw + off, grad, (r1 - r0) * out, adam);
+    if (next != nullptr) {
+      PHASE(kForward);
+      ForwardRows(*next, batch, l, rows, lane, r0, r1, next_partial, pos.data() + batch);
+    }
   }
+}
+
+// Starts a thread running fn() on another CPU than its creator's. Linux starts a new
+// thread on its creator's CPU when the others look busy and moves it only milliseconds
+// later; meanwhile the two share a core and every barrier costs a context switch (v6 in
+// calls of 512 steps: 22 of 57 calls started so, 15 us a step slower on average). The
+// thread pins itself to the k-th other CPU this process may use, then unpins (restores
+// the mask), so the scheduler keeps its say from there on. Elsewhere: a plain thread.
+template <typename Fn>
+std::thread Spawn(int k, Fn fn) {
+#ifdef __linux__
+  const int creator = sched_getcpu();
+  return std::thread([creator, k, fn] {
+    cpu_set_t allowed, one;
+    if (creator >= 0 && sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+      std::vector<int> others;
+      for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &allowed) && c != creator) others.push_back(c);
+      if (!others.empty()) {
+        CPU_ZERO(&one);
+        CPU_SET(others[(k - 1) % others.size()], &one);
+        if (sched_setaffinity(0, sizeof one, &one) == 0)
+          sched_setaffinity(0, sizeof allowed, &allowed);
+      }
+    }
+    fn();
+  });
+#else
+  return std::thread(fn);
+#endif
 }
 
 // Sense-reversing barrier for the block's few threads (spins, then yields).
@@ -459,41 +527,55 @@ struct Shared {
   // acts[l + 1] = layer l's output (acts[0] stays empty: the input's non-zeros are read
   // from the images' bytes).
   std::vector<Floats> acts, deltas;
-  std::vector<Nonzeros> nzs;  // Of each layer's input.
+  std::vector<Nonzeros> nzs;  // Of each hidden layer's input (nzs[0] is unused).
+  Nonzeros inputs[2];  // Of the first layer's input: step s's is inputs[s % 2].
   // Per layer, so that no lane overwrites a layer's partials while another reads them.
   std::vector<std::array<Floats, kLanes>> partials;
   float sums[3] = {0.0f, 0.0f, 0.0f};
 };
 
 // Every thread runs this loop for its lanes; lane 0 also computes the loss.
+constexpr int64_t kAhead = 2;  // Steps ahead that RunSteps fetches the images of.
 void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
   const int64_t batch = sh.batch, pixels = sh.pixels, classes = sh.classes;
   const int64_t num_layers = static_cast<int64_t>(sh.layers.size());
   const int lane0 = threads == 1 ? 0 : tid, lane1 = threads == 1 ? kLanes : tid + 1;
-  Floats gbuf;
+  Floats gbuf, deltaT;
   std::vector<int32_t> pos;
-  for (int64_t s = 0; s < sh.steps; ++s) {
-    const int32_t* idx = sh.index + s * batch;
-    const bool* msk = sh.mask + s * batch;
-    PHASE(kInput);
+  // Step s's input non-zeros are inputs[s % 2]: each step reads the next one's, and its
+  // backward pass of the first layer runs the next step's first forward layer (BackwardAdam's
+  // `next`), so only step 0 of the call runs that layer on its own.
+  auto read_input = [&](int64_t s) {
     for (int lane = lane0; lane < lane1; ++lane) {  // Each lane reads only its pixels.
       const Range px = Part(pixels, lane, kLanes, 16);
-      sh.nzs[0].BuildFromBytes(sh.images, idx, pixels, batch, px, lane);
-      if (s + 1 < sh.steps) {  // Fetch the next step's images from memory meanwhile.
+      const int32_t* idx = sh.index + s * batch;
+      sh.inputs[s % 2].BuildFromBytes(sh.images, idx, pixels, batch, px, lane);
+      if (s + kAhead < sh.steps) {  // Fetch a later step's images from memory meanwhile.
         for (int64_t b = 0; b < batch; ++b) {
-          const uint8_t* next = sh.images + static_cast<int64_t>(idx[batch + b]) * pixels;
+          const uint8_t* next = sh.images + static_cast<int64_t>(idx[kAhead * batch + b]) * pixels;
           for (int64_t i = px.begin; i < px.end; i += 64) __builtin_prefetch(next + i);
         }
       }
     }
+  };
+  auto nonzeros = [&](int64_t l, int64_t s) -> const Nonzeros& {
+    return l == 0 ? sh.inputs[s % 2] : sh.nzs[l];
+  };
+  for (int64_t s = 0; s < sh.steps; ++s) {
+    const int32_t* idx = sh.index + s * batch;
+    const bool* msk = sh.mask + s * batch;
     for (int64_t l = 0; l < num_layers; ++l) {
       const Layer& ly = sh.layers[l];
-      PHASE(kForward);
-      for (int lane = lane0; lane < lane1; ++lane)
-        ForwardPartial(sh.nzs[l], batch, ly, Part(ly.in, lane, kLanes, 16), lane,
-                       sh.partials[l][lane].data(), pos);
-      PHASE(kWait);
-      barrier.Wait();
+      if (l > 0 || s == 0) {
+        PHASE(kInput);
+        if (l == 0) read_input(s);
+        PHASE(kForward);
+        for (int lane = lane0; lane < lane1; ++lane)
+          ForwardPartial(nonzeros(l, s), batch, ly, Part(ly.in, lane, kLanes, 16), lane,
+                         sh.partials[l][lane].data(), pos);
+        PHASE(kWait);
+        barrier.Wait();
+      }
       PHASE(kForward);
       if (l + 1 < num_layers) {  // Each lane completes the columns that are its next rows.
         for (int lane = lane0; lane < lane1; ++lane) {
@@ -540,12 +622,20 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
     }
     PHASE(kWait);
     barrier.Wait();
+    PHASE(kInput);
+    if (s + 1 < sh.steps) read_input(s + 1);
     const float t = static_cast<float>(sh.t0 + s + 1);
     const Adam adam{sh.lr * std::sqrt(1.0f - std::pow(sh.b2, t)) / (1.0f - std::pow(sh.b1, t)),
                     sh.c1, sh.c2, sh.eps};
     for (int64_t l = num_layers - 1; l >= 0; --l) {
       const Layer& ly = sh.layers[l];
       const float* delta = sh.deltas[l + 1].data();
+      if (l > 0 && ly.out < 16) {  // For InputGradient.
+        const int64_t padded = (batch + 15) / 16 * 16;
+        deltaT.assign(ly.out * padded, 0.0f);
+        for (int64_t b = 0; b < batch; ++b)
+          for (int64_t c = 0; c < ly.out; ++c) deltaT[c * padded + b] = delta[b * ly.out + c];
+      }
       for (int lane = lane0; lane < lane1; ++lane) {
         PHASE(kAdam);
         if (lane == kLanes - 1) {  // The bias: its gradient is the sum of the deltas.
@@ -554,9 +644,12 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
             for (int64_t j = 0; j < ly.out; ++j) gbuf[j] += delta[b * ly.out + j];
           AdamUpdate(ly.b, ly.mb, ly.vb, gbuf.data(), ly.out, adam);
         }
-        BackwardAdam(sh.acts[l].data(), sh.nzs[l], delta, batch, ly, adam,
+        const bool fuse = l == 0 && s + 1 < sh.steps;
+        BackwardAdam(sh.acts[l].data(), nonzeros(l, s), delta, deltaT.data(), batch, ly, adam,
                      Part(ly.in, lane, kLanes, 16), lane,
-                     l > 0 ? sh.deltas[l].data() : nullptr, gbuf, pos);
+                     l > 0 ? sh.deltas[l].data() : nullptr, gbuf, pos,
+                     fuse ? &sh.inputs[(s + 1) % 2] : nullptr,
+                     fuse ? sh.partials[0][lane].data() : nullptr);
       }
       PHASE(kWait);
       barrier.Wait();
@@ -597,11 +690,12 @@ void SetUp(const Inputs& in, int64_t r, Shared& sh) {
   sh.acts.resize(num_layers + 1);
   sh.deltas.resize(num_layers + 1);
   sh.nzs.resize(num_layers);
+  for (auto& input : sh.inputs) input.Resize(sh.pixels, sh.batch);
   sh.partials.resize(num_layers);
   for (int64_t l = 0; l < num_layers; ++l) {
     sh.acts[l + 1].resize(sh.batch * sh.layers[l].out);
     sh.deltas[l + 1].resize(sh.batch * sh.layers[l].out);
-    sh.nzs[l].Resize(sh.layers[l].in, sh.batch);
+    if (l > 0) sh.nzs[l].Resize(sh.layers[l].in, sh.batch);
     for (auto& partial : sh.partials[l]) partial.resize(sh.batch * sh.layers[l].out);
   }
 }
@@ -614,7 +708,8 @@ void TrainReplica(const Inputs& in, int64_t r, int team, float* sums) {
   Barrier barrier(team);
   std::vector<std::thread> helpers;
   for (int tid = 1; tid < team; ++tid)
-    helpers.emplace_back([&sh, &barrier, tid, team] { RunSteps(sh, barrier, tid, team); });
+    helpers.push_back(
+        Spawn(tid, [&sh, &barrier, tid, team] { RunSteps(sh, barrier, tid, team); }));
   RunSteps(sh, barrier, 0, team);
   for (auto& h : helpers) h.join();
   std::copy(sh.sums, sh.sums + 3, sums + 3 * r);
@@ -637,7 +732,8 @@ void TrainAll(const Inputs& in, int64_t threads, int64_t layout, float* sums) {
     for (int64_t r = w; r < paired; r += workers) TrainReplica(in, r, 1, sums);
   };
   std::vector<std::thread> pool;
-  for (int64_t w = 1; w < workers && paired > 0; ++w) pool.emplace_back(work, w);
+  for (int64_t w = 1; w < workers && paired > 0; ++w)
+    pool.push_back(Spawn(static_cast<int>(w), [&work, w] { work(w); }));
   if (paired > 0) work(0);
   for (auto& t : pool) t.join();
   for (int64_t r = paired; r < in.replicas; ++r) TrainReplica(in, r, lanes_team, sums);
