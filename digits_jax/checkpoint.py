@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 
 from absl import logging as absl_logging
 import jax
@@ -149,9 +150,12 @@ def _processes(read_only):
 class Checkpointer:
   """Saves and restores (state, progress) under workdir/checkpoints, keyed by global step."""
 
-  def __init__(self, workdir, max_to_keep=2, *, read_only=False):
-    """`read_only`: for reading a run's checkpoints, even while it saves (never save)."""
+  def __init__(self, workdir, max_to_keep=2, *, read_only=False, wait_for_saves=False):
+    """`read_only`: for reading a run's checkpoints, even while it saves (never save).
+    `wait_for_saves`: each save finishes before `save` returns (its seconds summed in
+    `waited_seconds`), for runs whose training uses every core a save would share."""
     self.workdir = os.path.abspath(workdir)
+    self.wait_for_saves, self.waited_seconds = wait_for_saves, 0.0
     self.directory = os.path.join(self.workdir, CHECKPOINT_DIR)
     orbax_quiet.install(absl_logging.get_absl_logger())
     self.manager = ocp.CheckpointManager(
@@ -176,6 +180,10 @@ class Checkpointer:
       items['kept_params'] = ocp.args.StandardSave(kept_params)
     try:  # Raises too if the previous save failed.
       self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+      if self.wait_for_saves:
+        start = time.perf_counter()
+        self.manager.wait_until_finished()
+        self.waited_seconds += time.perf_counter() - start
     except Exception:
       self._abandon()
       raise
