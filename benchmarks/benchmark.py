@@ -6,8 +6,14 @@ r"""Benchmarks digits_jax: the lab's variants against Keras, a batch-size cost c
   python benchmarks/benchmark.py --sections=seeds --seed_configs=default,v6 --num_seeds=1,2,4,8
   python benchmarks/benchmark.py --sections=fidelity --seeds=3
 
-Sections (--sections, default train, curve, scaling; fidelity and seeds only when
-asked for):
+Sections (--sections, default breakdown, train, curve, scaling; fidelity and seeds only
+when asked for):
+  breakdown  the fused CPU kernel's step of each --breakdown_configs, phase by phase
+           (input, forward, loss, backward, Adam, waiting at barriers) on 1 and 2 threads,
+           beside the floors measured on this CPU with the kernel's flags: the exact Adam
+           update over contiguous arrays, the same without its square root and divide
+           (memory alone), and the matmuls' multiply-adds at peak rate (benchmarks/
+           breakdown.py compiles benchmarks/kernel_breakdown.cc; x86 CPUs).
   train    each config trained end to end by `python -m digits_jax.main` in a child process
            (timings from its results.json, peak RSS from os.wait4), once per --cpu_kernel
            choice, and with --keras by the lab's own Keras program (benchmarks/keras_lab.py),
@@ -55,8 +61,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 ALL_CONFIGS = ['default'] + [f'v{i}' for i in range(1, 10)]
-SECTIONS = ('train', 'curve', 'scaling', 'fidelity', 'seeds')
-DEFAULT_SECTIONS = ('train', 'curve', 'scaling')
+SECTIONS = ('breakdown', 'train', 'curve', 'scaling', 'fidelity', 'seeds')
+DEFAULT_SECTIONS = ('breakdown', 'train', 'curve', 'scaling')
 RESULT_PREFIX = 'RESULT '
 
 _CONFIGS = flags.DEFINE_list('configs', ALL_CONFIGS, 'Configs (configs/<name>.py) to train.')
@@ -84,6 +90,8 @@ _JAX_RESULTS = flags.DEFINE_list('jax_results', [], 'Fidelity: files (glob patte
                                  'training those seeds again.')
 _RECORD = flags.DEFINE_string('record', '', 'Fidelity: append every run\'s JSON line (both '
                               'programs, one per seed) to this file.')
+_BREAKDOWN_CONFIGS = flags.DEFINE_list('breakdown_configs', ['v6', 'default'],
+                                       'Breakdown: configs whose kernel step is timed.')
 _SEED_CONFIGS = flags.DEFINE_list('seed_configs', ['default', 'v6'], 'Seeds: configs to train.')
 _NUM_SEEDS = flags.DEFINE_list('num_seeds', ['1', '2', '4', '8'],
                                'Seeds: config.num_seeds values (1 first: the baseline).')
@@ -607,6 +615,42 @@ def scaling_section():
 # The throughput worker (a child process: the only code here that imports JAX).
 
 
+BREAKDOWN_COLUMNS = tuple(  # As TRAIN_COLUMNS: (header, source, key, format, combine).
+    (header, None, key, spec, None) for header, key, spec in (
+        ('config', 'config', 's'), ('threads', 'threads', 'd'),
+        ('us/step', 'us_per_step', '.1f'), ('input', 'input', '.1f'),
+        ('forward', 'forward', '.1f'), ('loss', 'loss', '.1f'),
+        ('backward', 'backward', '.1f'), ('adam', 'adam', '.1f'), ('wait', 'wait', '.1f'),
+        ('floor adam', 'floor_adam', '.1f'), ('floor adam mem', 'floor_adam_mem', '.1f'),
+        ('floor matmuls', 'floor_matmuls', '.1f'), ('epoch s', 'epoch_seconds', '.2f')))
+
+
+def breakdown_section():
+  """The kernel's step phase by phase beside this CPU's floors (benchmarks/breakdown.py)."""
+  say(f'== Breakdown: where a step of the fused CPU kernel goes ({_DATASET.value}; '
+      'microseconds a step, phases per thread) ==')
+  cmd = [sys.executable, os.path.join('benchmarks', 'breakdown.py'),
+         f'--configs={",".join(_BREAKDOWN_CONFIGS.value)}', f'--dataset={_DATASET.value}']
+  if _DATA_DIR.value:
+    cmd.append(f'--data_dir={_DATA_DIR.value}')
+  child = run_child(cmd, child_env())
+  rows = [json.loads(line[len(RESULT_PREFIX):]) for line in child['output'].splitlines()
+          if line.startswith(RESULT_PREFIX)]
+  if child['rc'] or not rows:
+    failed('benchmarks/breakdown.py', child)
+    return False
+  for row in rows:
+    row['floor_matmuls'] = row['floor_forward'] + row['floor_backward']
+    row['epoch_seconds'] = row['us_per_step'] * row['steps_per_epoch'] / 1e6
+  say(table([{k: r[k] for _, _, k, _, _ in BREAKDOWN_COLUMNS} for r in rows],
+            BREAKDOWN_COLUMNS))
+  say('floor adam: the exact update (sqrt, divide) over contiguous aligned arrays, each '
+      'thread its share; floor adam mem: the same loop without sqrt and divide (its memory '
+      'traffic); floor matmuls: the multiply-adds a step needs with zero inputs skipped, at '
+      'this core\'s measured peak rate. epoch s: us/step x steps per epoch (no validation).')
+  return True
+
+
 def _round_up_pow2(n):
   return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
@@ -721,7 +765,7 @@ def main(argv):
   say('Note: timings are wall-clock on a shared machine; other work running at the same '
       'time (see the load averages) makes them noisy.')
   ok = True
-  for section, fn in (('curve', curve_section), ('scaling', scaling_section),
+  for section, fn in (('breakdown', breakdown_section), ('curve', curve_section), ('scaling', scaling_section),
                       ('train', train_section), ('fidelity', fidelity_section),
                       ('seeds', seeds_section)):
     if section in _SECTIONS.value:
