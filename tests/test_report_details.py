@@ -101,3 +101,25 @@ def test_a_wide_table_scrolls_inside_the_page_in_a_browser(tmp_path):
   width = re.search(r'data-width="(\d+)"', proc.stdout)
   assert width, proc.stderr[-2000:]
   assert int(width.group(1)) <= 900
+
+
+def test_a_figure_is_cropped_like_savefig_tight_without_losing_what_was_drawn(tmp_path):
+  """figures.save draws once and crops to the artists' tight box plus 0.1 inch, as
+  savefig(bbox_inches='tight') does (which lays the figure out twice): the same size to a
+  pixel or two, with every dark pixel of the title, ticks and labels kept."""
+  def figure():
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([0, 1], [0, 1], color='black')
+    ax.set_title('A title at the top')
+    ax.set_xlabel('the x label at the bottom')
+    ax.set_ylabel('y')
+    return fig
+  figures.save(figure(), str(tmp_path / 'once.png'))
+  figure().savefig(tmp_path / 'tight.png', dpi=100, bbox_inches='tight')
+  once = np.asarray(Image.open(tmp_path / 'once.png').convert('L'))
+  tight = np.asarray(Image.open(tmp_path / 'tight.png').convert('L'))
+  assert np.allclose(once.shape, tight.shape, atol=2), (once.shape, tight.shape)
+  assert abs(int((once < 128).sum()) - int((tight < 128).sum())) < 0.02 * (tight < 128).sum()
+  for image in (once, tight):  # Margins of blank pixels on every side, as savefig leaves.
+    dark = np.argwhere(image < 250)
+    assert dark.min(axis=0).min() >= 5 and (np.array(image.shape) - 1 - dark.max(axis=0)).min() >= 5
