@@ -275,9 +275,21 @@ class Checkpointer:
     try:
       manager.close()
     finally:
-      for name in os.listdir(self.directory) if parallel.is_main_process() else ():
-        if TMP_MARK in name:  # Leave nothing half-written.
-          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+      if parallel.is_main_process():
+        _remove_temporaries(self.directory)
+
+
+def _remove_temporaries(directory, settle=0.05, attempts=40):
+  """Removes a failed save's temporary folders from `directory` (leave nothing half-written),
+  until none has come back `settle` seconds later: a save waited for fails as soon as one
+  write does, while its other writes may still be finishing and recreate the folder."""
+  for _ in range(attempts):
+    names = [n for n in os.listdir(directory) if TMP_MARK in n]
+    for name in names:
+      shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    time.sleep(settle)
+    if not names and not any(TMP_MARK in n for n in os.listdir(directory)):
+      return
 
 
 def _as_saved(tree):
