@@ -129,7 +129,7 @@ def _finish(procs, timeout=HANG_SECONDS):
 
 @pytest.mark.slow
 def test_signal_to_one_process_stops_all_and_they_resume(tmp_path):
-  data_dir = write_tiny_dataset(str(tmp_path / 'data'), num_train=3000)
+  data_dir = write_tiny_dataset(str(tmp_path / 'data'), num_train=1200)
   flags = dict(num_epochs=3, batch=2, steps_per_call=8)
   reference = _train_on(1, data_dir, str(tmp_path / 'single'), **flags)  # Same batches.
   workdir = str(tmp_path / 'multi')
