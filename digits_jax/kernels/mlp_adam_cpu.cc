@@ -194,21 +194,26 @@ inline float Dot(const float* __restrict a, const float* __restrict b, int64_t n
   return s;
 }
 
+// Whether InputGradient reads a layer's deltas transposed (fewer than 16 columns: the
+// output layer), and the transposed rows' length: the batch padded to whole vectors.
+inline bool UsesDeltaT(int64_t out) { return out < 16; }
+inline int64_t PaddedBatch(int64_t batch) { return (batch + 15) / 16 * 16; }
+
 // dprev[b, i] = act[b, i] > 0 ? delta[b, :] . w[i, :] : 0 for rows [r0, r1) and every
 // example: the gradient with respect to a hidden layer's output (jax.nn.relu's gradient is
-// 1 where the output is > 0), from the weights before their update. With fewer than 16
-// columns (the output layer), a chain of multiply-adds in column order from zero, 16
-// examples at once from delta transposed (deltaT[c * padded + b]); else Dot.
+// 1 where the output is > 0), from the weights before their update. Where UsesDeltaT(out),
+// a chain of multiply-adds in column order from zero, 16 examples at once from delta
+// transposed (deltaT[c * PaddedBatch(batch) + b]); else Dot.
 void InputGradient(const float* __restrict act, const float* __restrict delta,
                    const float* __restrict deltaT, int64_t batch, int64_t in, int64_t out,
                    const float* __restrict w, int64_t r0, int64_t r1, float* __restrict dprev) {
-  if (out >= 16) {
+  if (!UsesDeltaT(out)) {
     for (int64_t i = r0; i < r1; ++i)
       for (int64_t b = 0; b < batch; ++b)
         dprev[b * in + i] = act[b * in + i] > 0.0f ? Dot(delta + b * out, w + i * out, out) : 0.0f;
     return;
   }
-  const int64_t padded = (batch + 15) / 16 * 16;
+  const int64_t padded = PaddedBatch(batch);
   constexpr int kRows = 4;  // Rows at once: independent chains, so the adds overlap.
   for (int64_t b0 = 0; b0 < batch; b0 += 16) {
     for (int64_t i0 = r0; i0 < r1; i0 += kRows) {
@@ -630,8 +635,8 @@ void RunSteps(Shared& sh, Barrier& barrier, int tid, int threads) {
     for (int64_t l = num_layers - 1; l >= 0; --l) {
       const Layer& ly = sh.layers[l];
       const float* delta = sh.deltas[l + 1].data();
-      if (l > 0 && ly.out < 16) {  // For InputGradient.
-        const int64_t padded = (batch + 15) / 16 * 16;
+      if (l > 0 && UsesDeltaT(ly.out)) {  // For InputGradient.
+        const int64_t padded = PaddedBatch(batch);
         deltaT.assign(ly.out * padded, 0.0f);
         for (int64_t b = 0; b < batch; ++b)
           for (int64_t c = 0; c < ly.out; ++c) deltaT[c * padded + b] = delta[b * ly.out + c];
