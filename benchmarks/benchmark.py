@@ -765,9 +765,9 @@ def main(argv):
   say('Note: timings are wall-clock on a shared machine; other work running at the same '
       'time (see the load averages) makes them noisy.')
   ok = True
-  for section, fn in (('breakdown', breakdown_section), ('curve', curve_section), ('scaling', scaling_section),
-                      ('train', train_section), ('fidelity', fidelity_section),
-                      ('seeds', seeds_section)):
+  for section, fn in (('breakdown', breakdown_section), ('curve', curve_section),
+                      ('scaling', scaling_section), ('train', train_section),
+                      ('fidelity', fidelity_section), ('seeds', seeds_section)):
     if section in _SECTIONS.value:
       say()
       start = time.perf_counter()

@@ -32,6 +32,8 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from digits_jax import cpu_kernel  # pylint: disable=g-import-not-at-top,wrong-import-position
 from digits_jax import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from digits_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from digits_jax import train_state as ts  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 RESULT_PREFIX = 'RESULT '
 HARNESS = os.path.join(REPO, 'benchmarks', 'kernel_breakdown.cc')
@@ -62,8 +64,11 @@ def load_config(name):
 
 
 def layer_widths(config):
-  """The kernel's layer widths for a config's MLP: pixels, hidden layers, classes."""
-  return [28 * 28] + [config.hidden_units] * config.num_hidden_layers + [10]
+  """The widths of a config's Dense layers as the kernel receives them (the model's own
+  parameter shapes, traced without computing them): input, hidden layers, classes."""
+  state = jax.eval_shape(lambda: ts.create_train_state(config, jax.random.key(0)))
+  kernels = [layer['kernel'].shape for layer in models.dense_layers(state.params)]
+  return [k[0] for k in kernels] + [kernels[-1][1]]
 
 
 def write_raw(data, out_dir):
