@@ -20,7 +20,6 @@ import html as html_lib
 import importlib.resources
 import json
 
-import jax
 import numpy as np
 
 from digits_jax import checkpoint
@@ -80,10 +79,9 @@ def check_images(count=NUM_CHECKS):
 
 def checks(params, config):
   """The check images with the probabilities the model itself (models.create_model(config),
-  as trained and as predict runs it) gives them."""
+  as trained) gives them, through the program predict runs (train_state.predict)."""
   images = check_images()
-  logits = models.create_model(config).apply({'params': params}, ts.preprocess(images))
-  probs = np.asarray(jax.nn.softmax(logits), np.float64)
+  probs = np.asarray(ts.predict(ts.inference_state(config, params), images), np.float64)
   return [{'pixels': _b64(x.ravel(), 'u1'), 'probabilities': p.tolist()}
           for x, p in zip(images, probs)]
 

@@ -1,6 +1,7 @@
 """A run's figures, each drawn from saved results (sweep_figures.py draws a sweep's; these
 two are the only modules that call matplotlib)."""
 
+import hashlib
 import io
 import math
 import os
@@ -32,11 +33,16 @@ PAD_INCHES = 0.1  # Around the drawing's tight box, as savefig(bbox_inches='tigh
 
 
 def save(fig, path):
-  """Writes the figure as a PNG (atomically) and closes it, cropped to its artists' tight
-  box plus PAD_INCHES as savefig(bbox_inches='tight') crops, but drawn once (savefig lays
-  the figure out to measure it, then again to draw it; a sweep draws hundreds). The
-  margin beyond the canvas is the figure's colour; a figure drawn beyond its canvas goes
-  through savefig, which can reach what the canvas cut off."""
+  """Writes the figure as a PNG (atomically) and closes it (see `png`)."""
+  results_lib.write_bytes(path, png(fig))
+
+
+def png(fig):
+  """The figure's PNG bytes (it is closed), cropped to its artists' tight box plus
+  PAD_INCHES as savefig(bbox_inches='tight') crops, but drawn once (savefig lays the
+  figure out to measure it, then again to draw it; a sweep draws hundreds). The margin
+  beyond the canvas is the figure's colour; a figure drawn beyond its canvas goes through
+  savefig, which can reach what the canvas cut off."""
   fig.set_dpi(DPI)
   fig.canvas.draw()
   box = fig.get_tightbbox(fig.canvas.get_renderer())
@@ -55,7 +61,7 @@ def save(fig, path):
     out[top - y0:min(y1, h) - y0, left - x0:min(x1, w) - x0] = pixels[top:y1, left:x1]
     PIL.Image.fromarray(out).save(buf, format='png')
   plt.close(fig)
-  results_lib.write_bytes(path, buf.getvalue())
+  return buf.getvalue()
 
 
 GRID_INCHES = 1.0  # Width of one image in a grid; titles sit just above each image.
@@ -76,8 +82,8 @@ def grid_layout(n, shape, lines):
   return cols, rows, w + max(2, w // 7), h + top + max(2, h // 10), top
 
 
-def _grid(images, titles, path, suptitle, title_colors=None):
-  """Draws images in a near-square grid with a title over each.
+def _grid(images, titles, suptitle, title_colors=None):
+  """A figure of images in a near-square grid with a title over each.
 
   One mosaic image in one axes, the titles as text on it: a figure of 75 small axes
   costs seconds to lay out and draw, this a fraction of one (the sweep draws many). The
@@ -104,7 +110,7 @@ def _grid(images, titles, path, suptitle, title_colors=None):
             va='bottom', fontsize=GRID_FONT,
             color=title_colors[k] if title_colors else 'black')
   fig.suptitle(suptitle, fontsize=10, y=1 - 0.05 / (rows * cell_h * inch + title_in))
-  save(fig, path)
+  return fig
 
 
 def replica_note(res):
@@ -113,10 +119,17 @@ def replica_note(res):
   return f' - replica 0 (seed {seeds[0]}) of {len(seeds)} seeds' if len(seeds) > 1 else ''
 
 
+_SAMPLES = {}  # Drawn samples PNGs by content: a sweep's cells of a dataset share them.
+
+
 def samples(images, labels, class_names, path):
   """The first N training images with their labels (lab step 2)."""
   titles = [f'{class_names[l]}' for l in labels]
-  _grid(images, titles, path, f'First {len(images)} training images')
+  key = hashlib.sha256(np.ascontiguousarray(images).tobytes() + repr(titles).encode()).digest()
+  if key not in _SAMPLES:
+    _SAMPLES.clear()  # One kept: cells come dataset by dataset.
+    _SAMPLES[key] = png(_grid(images, titles, f'First {len(images)} training images'))
+  results_lib.write_bytes(path, _SAMPLES[key])
 
 
 def misclassified(images, indices, labels, predicted, class_names, path, note=''):
@@ -131,8 +144,8 @@ def misclassified(images, indices, labels, predicted, class_names, path, note=''
     fig.text(0.5, 0.5, f'No misclassified test images{note}', ha='center', va='center')
     save(fig, path)
     return
-  _grid(images[indices], titles, path,
-        f'First {len(indices)} misclassified test images{note}', ['crimson'] * len(indices))
+  save(_grid(images[indices], titles, f'First {len(indices)} misclassified test images{note}',
+             ['crimson'] * len(indices)), path)
 
 
 LABEL_ROOM = 1.22  # The bars' x axis runs to 122%: a full bar's label fits after it.

@@ -3,7 +3,7 @@
 Above results.py in the house: results.py writes the result files, this module draws
 everything made from them (figures.py, summaries.py, run_report.py), so that no module
 below needs to import one above it. train.py calls `write_outputs` at the end of a run;
-a sweep with --background_outputs calls it from background.py while the next run trains.
+a sweep hands it to sweep_outputs.py, whose worker process draws it while the next run trains.
 """
 
 from digits_jax import figures

@@ -212,12 +212,26 @@ class BlockRunner:
       return ts.train_steps_indexed_stacked.lower(state, *args)
     return ts.train_steps_stacked.lower(state, *args)
 
-  def run(self, state, args):
-    """Dispatches one block asynchronously; returns (state, per-replica metric sums on
-    device)."""
+  def _compiled(self, state, args):
+    """The block's executable for these argument shapes, compiled on first use."""
     key = shape_key(args)
     if key not in self.compiled:
       start = time.perf_counter()
       self.compiled[key] = self.lower(state, args).compile()
       self.compile_seconds += time.perf_counter() - start
-    return self.compiled[key](state, *args)
+    return self.compiled[key]
+
+  def compile_blocks(self, state, index, mask, block_list):
+    """Compiles the blocks' programs (one per length) before they run, so that nothing
+    compiles while the steps train (the XLA feed compiles on first use: its blocks come
+    from a tf.data pipeline)."""
+    if self.impl.name == 'xla_feed':
+      return
+    firsts = {end - begin: (begin, end) for begin, end in reversed(block_list)}
+    for block in firsts.values():
+      self._compiled(state, next(self.feed(index, mask, [block])))
+
+  def run(self, state, args):
+    """Dispatches one block asynchronously; returns (state, per-replica metric sums on
+    device)."""
+    return self._compiled(state, args)(state, *args)

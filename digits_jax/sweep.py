@@ -25,10 +25,10 @@ same command. A run that fails (bad data folder, a workdir of another config, a 
 loss) is reported and the others go on. At the end comparison.csv, comparison.md,
 significance.csv and report.html are (re)written in sweep_dir from every finished run
 there (--nosweep_report leaves that to a later --report_only, as the SLURM array does).
-With --background_outputs a finished run's figures, TensorBoard summaries and report are
-drawn in a background thread while the next run trains (background.py; worth it where
-training leaves CPU cores idle, e.g. on a GPU); all are written before the sweep ends,
-and a run whose outputs failed is reported failed.
+A finished cell's figures, TensorBoard summaries and report are drawn by a worker process
+at the lowest priority while the next cells train (sweep_outputs.py; --nooutput_worker
+draws them after each cell instead); all are written before the sweep ends, and a run
+whose outputs failed is reported failed.
 
 --override=FIELD=VALUE sets a field in every run, parsed as --config.FIELD=VALUE is
 (num_epochs=1, learning_rate=3e-4, test_indices=(1,2), progress_bar=false);
@@ -38,6 +38,7 @@ and a run whose outputs failed is reported failed.
 
 import importlib.util
 import itertools
+import math
 import os
 import sys
 import time
@@ -68,9 +69,9 @@ def _lazy(name):
 
 
 LAZY = ('jax', *(f'digits_jax.{m}' for m in (
-    'background', 'checkpoint', 'comparison', 'config_files', 'console', 'results',
+    'checkpoint', 'comparison', 'config_files', 'console', 'results',
     'sweep_console', 'sweep_outputs', 'sweep_report', 'train', 'workdir')))
-(jax, background, ckpt_lib, comparison, config_files, console, results_lib, sweep_console,
+(jax, ckpt_lib, comparison, config_files, console, results_lib, sweep_console,
  sweep_outputs, sweep_report_lib, train, workdir_lib) = map(_lazy, LAZY)
 
 
@@ -256,11 +257,12 @@ def vary_plan(base, datasets, sweep_dir, vary, overrides=()):
   return runs, reference
 
 
-def run_one(config, workdir, tag='[sweep]', write_outputs=None):
+def run_one(config, workdir, tag='[sweep]', writer=None):
   """Trains (or resumes, or skips) one run; returns 'skipped', 'resumed' or 'trained'.
 
   Its console lines start with `tag`, e.g. `[3/20] v6 fashion_mnist: training in ...`;
-  `write_outputs` as for train.train_and_evaluate.
+  `writer`: the sweep's sweep_outputs.OutputWorker, which takes the run's outputs and
+  pauses while it trains (None: the run draws its outputs itself).
   """
   what = f'{tag} {config.name} {config.dataset}'
   if is_finished(config, workdir):
@@ -268,12 +270,9 @@ def run_one(config, workdir, tag='[sweep]', write_outputs=None):
     return 'skipped'
   status = 'resumed' if ckpt_lib.has_checkpoint(workdir) else 'trained'
   console.say(f'{what}: {"resuming" if status == "resumed" else "training"} in {workdir}.')
-  train.train_and_evaluate(config, workdir, write_outputs=write_outputs)
+  train.train_and_evaluate(config, workdir, **({} if writer is None else {
+      'write_outputs': writer.write_outputs, 'while_training': writer.paused}))
   return status
-
-
-
-
 
 
 def _run_cell(config, workdir, tag, writer, spent, alone=False):
@@ -283,7 +282,7 @@ def _run_cell(config, workdir, tag, writer, spent, alone=False):
   start = time.perf_counter()
   try:
     with sweep_console.cell_log(workdir, quiet=not alone):
-      status = run_one(config, workdir, tag, write_outputs=writer and writer.write_outputs)
+      status = run_one(config, workdir, tag, writer)
   except train.USER_ERRORS as e:
     status = f'failed: {e}'
   seconds = time.perf_counter() - start
@@ -299,8 +298,6 @@ def _run_cell(config, workdir, tag, writer, spent, alone=False):
   return status
 
 
-
-
 def _note_output_failures(failed, status):
   """Marks (and says) the runs whose figures, summaries or report could not be written."""
   for workdir, reason in failed.items():
@@ -309,8 +306,7 @@ def _note_output_failures(failed, status):
 
 
 def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, num_seeds=0,
-              base=None, vary=None, sweep_report=True, background_outputs=False,
-              outputs_at_end=False):
+              base=None, vary=None, sweep_report=True, output_worker=True):
   """Runs every (config, dataset) cell, then writes the comparison and the sweep report.
 
   Args:
@@ -323,10 +319,10 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     base: with `vary`, the config file whose fields are varied (configs are then unused).
     vary: {field: [value texts]}: cells are the grid of these values (see vary_plan).
     sweep_report: write the comparison, significance and report at the end.
-    background_outputs: draw each run's figures, summaries and report in a background
-      thread while the next run trains (one process only).
-    outputs_at_end: draw them once the cells are trained, in parallel processes
-      (sweep_outputs.py; one process, several cells, without background_outputs).
+    output_worker: draw each run's figures, summaries and report in a worker process
+      while the next runs train (sweep_outputs.py; one process, several cells), else
+      after each run; may be an OutputWorker already started, which the caller discards
+      if this raises first (`main` starts it before it imports JAX: both imports overlap).
 
   Returns:
     {workdir: 'skipped' | 'resumed' | 'trained' | 'failed: <reason>'}.
@@ -346,17 +342,12 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
   comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, seconds, spent = {}, {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
-  # Not with several processes: a background thread cannot join the collectives that
-  # their workdir lock takes.
-  one = jax.process_count() == 1
-  writer = background.OutputWriter() if background_outputs and one else None
-  at_end = (sweep_outputs.DeferredOutputs() if outputs_at_end and one and not writer
-            and len(runs) > 1 else None)
+  writer = sweep_outputs.for_sweep(output_worker, len(runs))
   try:
     for k, (workdir, config) in enumerate(runs, 1):
       cell_start = time.perf_counter()
-      status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer or at_end,
-                                  spent, alone=len(runs) == 1)
+      status[workdir] = _run_cell(config, workdir, f'[{k}/{len(runs)}]', writer, spent,
+                                  alone=len(runs) == 1)
       seconds[workdir] = time.perf_counter() - cell_start
       if writer:
         writer.start()  # Its run released the workdir.
@@ -364,8 +355,6 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
   finally:  # An interrupted sweep draws its finished cells too: a rerun skips them.
     if writer:
       _note_output_failures(writer.close(), status)
-    if at_end:
-      _note_output_failures(at_end.finish(), status)
   _finish(sweep_dir, runs, status, seconds, spent, start=start, sweep_report=sweep_report)
   return status
 
@@ -392,6 +381,26 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   f = flags.FLAGS
+  # Started before anything imports JAX: the worker's imports overlap the sweep's own.
+  worker = (sweep_outputs.OutputWorker() if f.output_worker and not f.report_only
+            and _expected_cells(f) > 1 else None)
+  try:
+    _main(f, worker)
+  finally:
+    if worker:
+      worker.discard()  # Nothing left to do once the sweep has closed it.
+
+
+def _expected_cells(f):
+  """How many cells the flags ask for, counted without parsing them (they are checked
+  later, with their one-line errors)."""
+  per_dataset = (math.prod(len(_list(v.partition('=')[2])) for v in f.vary) if f.vary
+                 else len(_list(f.configs)))
+  return per_dataset * len(_list(f.datasets))
+
+
+def _main(f, worker):
+  """main's work once the drawing `worker` (or None) is started."""
   with cli.one_line(f.sweep_dir, interrupted=console.interrupted_line(f.sweep_dir)):
     if f.report_only:
       if not comparison.run_folders(f.sweep_dir):
@@ -407,7 +416,7 @@ def main(argv):
     run_sweep(_list(f.configs), _list(f.datasets), f.sweep_dir, f.override or (),
               f.config_dir or None, num_seeds=f.num_seeds, base=f.base or None,
               vary=parse_vary(f.vary), sweep_report=f.sweep_report,
-              background_outputs=f.background_outputs, outputs_at_end=f.outputs_at_end)
+              output_worker=worker or f.output_worker)
 
 
 def define_flags():
@@ -429,14 +438,9 @@ def define_flags():
                             '--vary=hidden_units=64,128,256.')
   flags.DEFINE_bool('report_only', False, 'Train nothing: (re)write the comparison, '
                     'significance and report of the runs in --sweep_dir.')
-  flags.DEFINE_bool('background_outputs', False, 'Draw each finished run\'s figures, '
-                    'summaries and report in a background thread while the next run '
-                    'trains (pays where training leaves CPU cores idle, e.g. on a GPU; on '
-                    'a busy CPU it only slows the training it overlaps).')
-  flags.DEFINE_bool('outputs_at_end', False, 'Draw the cells\' figures, summaries and '
-                    'reports once all are trained, one process per core (each process '
-                    'imports JAX first: pays on many cores only; on 2 cores it costs '
-                    '1.2 s per cell more, benchmarks/sweep_overhead.sh).')
+  flags.DEFINE_bool('output_worker', True, 'Draw each finished cell\'s figures, summaries '
+                    'and report in a worker process at the lowest priority while the next '
+                    'cells train (--nooutput_worker: after each cell, in this process).')
   flags.DEFINE_bool('sweep_report', True, 'Write the comparison, significance and report '
                     'at the end (--nosweep_report: leave them to --report_only).')
 

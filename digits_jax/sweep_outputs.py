@@ -1,71 +1,166 @@
-"""A sweep's cells' figures, TensorBoard summaries and report pages, drawn at its end in
-parallel processes instead of after each cell.
+"""A sweep's cells' figures, TensorBoard summaries and report pages, drawn by one worker
+process while the next cells train.
 
-Drawing a run's outputs costs about 3 s of one core (figures 2.5 s: the recognised images,
-the confusion matrix, the image grids), longer than a short cell's training. A sweep hands
-each finished cell to DeferredOutputs; `finish` draws them all, one process per core, from
-the files the runs saved (config.json, results.json, predictions.npz, history.csv), as
-`python -m digits_jax.report --workdir=CELL` would. Every file a run writes is there when
-the sweep ends. The workers use the CPU only: they draw, they do not train.
-
-Each worker is a new process that imports JAX and matplotlib (seconds), so this pays only
-with many cores: on a busy 2-core machine it cost 3.68 s per short cell outside training
-and compiling against 2.47 s drawing after each cell (benchmarks/sweep_overhead.sh), hence
-off by default (`sweep --outputs_at_end`).
+Drawing a finished run's outputs costs about 1 s of one core (matplotlib, the report
+page), more than a short cell's training. While a cell compiles, evaluates and saves, the
+sweep's process mostly keeps one core busy; the worker draws the cells handed to it on
+the other, at the lowest priority (nice 19), and is stopped (SIGSTOP) while training
+steps run, since those take every core. `sweep.main` starts it before importing JAX, so
+that both imports overlap. `close` draws in the sweep's own process whatever the worker
+has not taken (two cores at the end instead of one), waits for the rest, and redraws
+what a worker killed by a signal left. Every file a run writes is there when the sweep
+ends, drawn from the files the run saved (config.json, results.json, predictions.npz,
+history.csv) as `python -m digits_jax.report --workdir=CELL` draws them; a cell's
+drawing failure is kept with its cell and reported, never lost.
+benchmarks/sweep_overhead.py measures it against drawing after each cell.
 """
 
-import concurrent.futures
+import contextlib
 import multiprocessing
 import os
+import queue
+import signal
+
+from absl import logging
+
+WARMUP = ('jax', 'digits_jax.outputs')  # What a worker imports before its first cell.
 
 
-def _init_worker():
-  """A worker draws on the CPU, leaving any accelerator to the sweep's training."""
-  os.environ['JAX_PLATFORMS'] = 'cpu'
+def _init_worker(pid):
+  """A worker draws on the CPU at the lowest priority, leaving the cores (and any
+  accelerator) to the sweep's training; it says its `pid` (a shared value), then imports
+  what drawing needs."""
+  pid.value = os.getpid()
+  os.environ['JAX_PLATFORMS'] = 'cpu'  # Read by JAX on import, below.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  os.nice(19)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the sweep, which closes it.
+  logging.set_verbosity(logging.WARNING)
+  for name in WARMUP:
+    __import__(name)
 
 
 def draw_cell(workdir):
-  """One finished run's outputs, from its saved files, under its workdir lock; returns ''
-  or the failure as one line (a worker's exception would not say which cell)."""
-  # Imported here, in the worker, after _init_worker: JAX reads JAX_PLATFORMS on import.
+  """One finished run's outputs, from its saved files, under its workdir lock, with what
+  they print appended to the cell's log; returns '' or the failure as one line (an
+  exception raised in a worker would not say which cell)."""
+  # Imported here, after _init_worker in a worker: JAX reads JAX_PLATFORMS on import.
   # pylint: disable=g-import-not-at-top
-  from digits_jax import config_files, input_pipeline, outputs, storage
+  from digits_jax import config_files, input_pipeline, outputs, storage, sweep_console
   from digits_jax import workdir as workdir_lib
   try:
     config = config_files.read_run_config(workdir)
-    with storage.explained(workdir), workdir_lib.WorkdirLock(workdir):
+    with sweep_console.cell_log(workdir), storage.explained(workdir), \
+        workdir_lib.WorkdirLock(workdir):
       outputs.write_outputs(config, workdir, input_pipeline.load(config))
+  except (storage.StorageError, workdir_lib.WorkdirInUseError) as e:
+    return str(e)  # Their message says all.
   except Exception as e:  # pylint: disable=broad-except
+    logging.error('Writing the outputs of %s failed.', workdir, exc_info=e)
     return f'{type(e).__name__}: {e}'
   return ''
 
 
-class DeferredOutputs:
-  """Takes train.train_and_evaluate's write_outputs calls; draws them at `finish`."""
+def _serve(tasks, done, pid):
+  """The worker's loop: draws each workdir taken from `tasks` until None, putting
+  (workdir, reason) on `done`."""
+  _init_worker(pid)
+  for workdir in iter(tasks.get, None):
+    done.put((workdir, draw_cell(workdir)))
 
-  def __init__(self, workers=None):
-    self.workers = workers or os.cpu_count() or 1
-    self._workdirs = []
+
+class OutputWorker:
+  """Takes train.train_and_evaluate's write_outputs calls; a worker process draws them."""
+
+  def __init__(self):
+    context = multiprocessing.get_context('spawn')
+    self._tasks, self._done = context.Queue(), context.Queue()
+    self._pid = context.Value('q', 0, lock=False)  # Set by the worker as it starts.
+    self._process = context.Process(target=_serve, args=(self._tasks, self._done, self._pid),
+                                    name='sweep-outputs', daemon=True)
+    self._process.start()  # Its imports overlap the first cell.
+    self._staged = []  # Cells whose run may still hold its workdir.
+    self._handed = set()  # Cells handed to the worker, not reported yet.
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Stops the worker (SIGSTOP) while the steps train: they take every core, and a
+    drawing process sharing them slowed them by half."""
+    pid = self._pid.value if self._process.is_alive() else 0  # 0: not started yet.
+    if pid:
+      os.kill(pid, signal.SIGSTOP)
+    try:
+      yield
+    finally:
+      if pid:
+        os.kill(pid, signal.SIGCONT)
 
   def write_outputs(self, config, workdir, data, *, summary_writer=None, res=None):
-    """Closes the run's event file (rewritten whole from its results at `finish`) and
-    keeps its folder for `finish`; returns at once."""
+    """Closes the run's event file (rewritten whole from its results by the worker) and
+    keeps its folder for `start`; returns at once."""
     del config, data, res  # Read back from the run's files.
     if summary_writer:
       summary_writer.close()
-    self._workdirs.append(workdir)
+    self._staged.append(workdir)
 
-  def finish(self):
-    """Draws every cell taken, in parallel; returns {workdir: reason} of those that failed."""
-    cells, self._workdirs = self._workdirs, []
-    if not cells:
-      return {}
-    if len(cells) == 1 or self.workers == 1:
-      reasons = [draw_cell(w) for w in cells]
-    else:
-      with concurrent.futures.ProcessPoolExecutor(
-          min(self.workers, len(cells)), mp_context=multiprocessing.get_context('spawn'),
-          initializer=_init_worker) as pool:
-        reasons = list(pool.map(draw_cell, cells))
-    return {w: r for w, r in zip(cells, reasons) if r}
+  def start(self):
+    """Hands the cells taken so far to the worker (call it once their runs returned)."""
+    for workdir in self._staged:
+      self._tasks.put(workdir)
+      self._handed.add(workdir)
+    self._staged = []
+
+  def failures(self, timeout=0):
+    """{workdir: one-line reason} of the drawings that failed since the last call, among
+    those finished within `timeout` seconds."""
+    failed = {}
+    try:
+      while self._handed:
+        workdir, reason = self._done.get(timeout=timeout)
+        self._handed.discard(workdir)
+        if reason:
+          failed[workdir] = reason
+        timeout = 0
+    except queue.Empty:
+      pass
+    return failed
+
+  def discard(self):
+    """Stops a worker that was given nothing to draw (e.g. a sweep of one cell) at once."""
+    self._process.kill()
+    self._process.join()
+
+  def close(self):
+    """Draws here the cells the worker has not taken (two cores at the end instead of
+    one), waits for the others, stops the worker; returns the failures not reported yet."""
+    self.start()
+    failed = {}
+    try:
+      while True:
+        workdir = self._tasks.get(timeout=0.05)
+        self._handed.discard(workdir)
+        failed[workdir] = draw_cell(workdir)
+    except queue.Empty:
+      pass
+    self._tasks.put(None)
+    while self._handed and self._process.is_alive():
+      failed.update(self.failures(timeout=0.2))
+    failed.update(self.failures(timeout=1))
+    for workdir in list(self._handed):  # The worker died (a signal): drawn here instead.
+      self._handed.discard(workdir)
+      failed[workdir] = draw_cell(workdir)
+    self._process.join()
+    return {w: r for w, r in failed.items() if r}
+
+
+def for_sweep(output_worker, num_cells):
+  """The OutputWorker of a sweep of `num_cells` (`output_worker` itself if it is one
+  already started; a new one if it is True), or None: none for one cell, or with several
+  processes (a worker cannot join the collectives that their workdir lock takes)."""
+  import jax  # pylint: disable=g-import-not-at-top  (after the sweep's own, lazily)
+  started = isinstance(output_worker, OutputWorker)
+  if not output_worker or num_cells < 2 or jax.process_count() > 1:
+    if started:
+      output_worker.discard()
+    return None
+  return output_worker if started else OutputWorker()

@@ -15,6 +15,7 @@ steps.py (how the steps run: kernel or XLA, and the block runner), results.py (t
 result files), console.py (what the user reads).
 """
 
+import contextlib
 import dataclasses
 import math
 import signal
@@ -119,12 +120,16 @@ class Progress:
     return records
 
 
-def restore_or_init(config, mesh, checkpointer):
+def restore_or_init(config, mesh, checkpointer, runner):
   """The stacked train state (placed on the mesh), progress and kept parameters (None
   unless the run keeps some, see best_epoch.py): from the newest intact checkpoint, else
-  fresh."""
+  fresh. The initialisation's time (compiling it, once per model and optimizer) is added
+  to `runner.compile_seconds`."""
   seeds = ts.seeds_of(config)
-  state = parallel.place_replicas(ts.create_train_states(config, seeds), mesh)
+  start = time.perf_counter()
+  state = jax.block_until_ready(ts.create_train_states(config, seeds))
+  runner.compile_seconds += time.perf_counter() - start
+  state = parallel.place_replicas(state, mesh)
   kept = best_epoch.initial_kept(config, state.params)
   restored, set_aside = checkpointer.restore_newest_intact(state, kept)
   for damaged in set_aside:
@@ -152,12 +157,10 @@ def evaluate(state, batches, with_probabilities=False):
   """Each replica's metrics ({name: value}, train_state.METRICS) over every example of
   `batches` (a list of dicts), and the probabilities [replicas, examples, 10] if asked."""
   sums, probs = [], []
-  for batch in batches:
+  for batch in batches:  # One program for both (compiled once): the softmax costs nothing.
+    m, p = ts.eval_and_predict_stacked(state, batch)
     if with_probabilities:
-      m, p = ts.eval_and_predict_stacked(state, batch)
       probs.append(parallel.to_host(p)[:, np.asarray(parallel.to_host(batch['mask']))])
-    else:
-      m = ts.eval_step_stacked(state, batch)
     sums.append(m)
   total = jax.tree.map(lambda *x: np.sum(np.asarray(x, np.float64), axis=0),
                        *jax.device_get(sums))
@@ -166,30 +169,35 @@ def evaluate(state, batches, with_probabilities=False):
   return (out, np.concatenate(probs, axis=1)) if with_probabilities else out
 
 
-def train_epoch(state, progress, *, runner, stop, config, num_train):
-  """Trains the rest of epoch `progress.epoch`; returns (state, unfinished: stopped early)."""
+def train_epoch(state, progress, *, runner, stop, config, num_train,
+                while_training=contextlib.nullcontext):
+  """Trains the rest of epoch `progress.epoch`; returns (state, unfinished: stopped early).
+
+  Its steps are compiled first, then run inside `while_training()`."""
   steps = input_pipeline.steps_per_epoch(num_train, config.batch_size)
   plans = [input_pipeline.epoch_plan(num_train, config.batch_size, runner.padded_batch, seed,
                                      progress.epoch) for seed in ts.seeds_of(config)]
   index, mask = np.stack([p[0] for p in plans]), np.stack([p[1] for p in plans])
   block_list = input_pipeline.blocks(progress.step_in_epoch, steps, config.steps_per_call)
+  runner.compile_blocks(state, index, mask, block_list)
   bar = console.ProgressBar(steps, config.batch_size, config.progress_bar)
   start, first = time.perf_counter(), progress.step_in_epoch
   compiled_before = runner.compile_seconds
   active = best_epoch.active(progress.history, ts.seeds_of(config),
                              config.early_stopping_patience)
   pending = None  # Fetch a block's metrics only after the next block was dispatched.
-  for (begin, end), args in zip(block_list, runner.feed(index, mask, block_list)):
-    state, block_sums = runner.run(state, args)
+  with while_training():
+    for (_, end), args in zip(block_list, runner.feed(index, mask, block_list)):
+      state, block_sums = runner.run(state, args)
+      if pending is not None:
+        progress.add_block(pending, active)
+      pending = block_sums
+      progress.step_in_epoch = end
+      bar.update(end, first)
+      if parallel.any_process(stop.requested):
+        break
     if pending is not None:
       progress.add_block(pending, active)
-    pending = block_sums
-    progress.step_in_epoch = end
-    bar.update(end, first)
-    if parallel.any_process(stop.requested):
-      break
-  if pending is not None:
-    progress.add_block(pending, active)
   bar.close()  # Compilation is reported apart (results.json timings.compile_seconds).
   progress.seconds += time.perf_counter() - start - (runner.compile_seconds - compiled_before)
   return state, progress.step_in_epoch < steps
@@ -222,8 +230,9 @@ def finish_epoch(state, progress, *, val_batches, config, workdir, summary_write
 
 
 def train_loop(config, workdir, *, state, progress, kept, runner, checkpointer, num_train,
-               val_batches, summary_writer=None):
+               val_batches, summary_writer=None, while_training=contextlib.nullcontext):
   """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal.
+  Their steps run inside `while_training()` (see train_and_evaluate).
 
   Returns (state, kept): `kept` (None unless the run keeps parameters) is updated after
   each epoch with the parameters each replica is to be evaluated with (best_epoch.py).
@@ -233,7 +242,8 @@ def train_loop(config, workdir, *, state, progress, kept, runner, checkpointer, 
     while progress.epoch < config.num_epochs and any(
         best_epoch.active(progress.history, seeds, patience)):
       state, unfinished = train_epoch(state, progress, runner=runner, stop=stop,
-                                      config=config, num_train=num_train)
+                                      config=config, num_train=num_train,
+                                      while_training=while_training)
       if not unfinished:
         records = finish_epoch(state, progress, val_batches=val_batches, config=config,
                                workdir=workdir, summary_writer=summary_writer)
@@ -267,7 +277,8 @@ def open_summaries(config, workdir, history):
   return summaries.RunWriter(workdir, history, seeds if len(seeds) > 1 else [None])
 
 
-def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
+def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None,
+                       while_training=contextlib.nullcontext):
   """Trains and evaluates the config's network, writing every result to `workdir`.
 
   Args:
@@ -275,8 +286,10 @@ def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
     workdir: folder for checkpoints and results; a run already there is resumed.
     fresh: move a run already in `workdir` aside and start anew.
     write_outputs: writes the figures, summaries and report once the results are saved,
-      called as outputs.write_outputs (the default, at once); a sweep with
-      --background_outputs passes one that draws them while its next run trains.
+      called as outputs.write_outputs (the default, at once); a sweep passes one that
+      hands them to its worker process (sweep_outputs.py), drawing while the next run trains.
+    while_training: a context manager factory entered while training steps run (a sweep
+      pauses its drawing worker there: training takes every core).
 
   Returns:
     The trained TrainState, replica-stacked (a leading axis of config.num_seeds; take
@@ -299,7 +312,8 @@ def train_and_evaluate(config, workdir, *, fresh=False, write_outputs=None):
                     f'{lock.taken_over["host"]} (since {lock.taken_over["since"]}), which '
                     'ended without releasing it.')
       return _train_locked(config, workdir, data=data, fresh=fresh, t0=t0,
-                           write_outputs=write_outputs or outputs.write_outputs)
+                           write_outputs=write_outputs or outputs.write_outputs,
+                           while_training=while_training)
 
 
 def _timings(config, *, runner, progress, num_train, eval_seconds, checkpoint_seconds):
@@ -315,7 +329,7 @@ def _timings(config, *, runner, progress, num_train, eval_seconds, checkpoint_se
           'checkpoint_wait_seconds': checkpoint_seconds, **runner.impl.timings()}
 
 
-def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
+def _train_locked(config, workdir, *, data, fresh, t0, write_outputs, while_training):
   """train_and_evaluate once the workdir is locked: checks and writes its config first."""
   workdir_lib.remove_temporaries(workdir)
   aside = workdir_lib.prepare_workdir(config, workdir, fresh=fresh)
@@ -340,19 +354,21 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
                                        wait_for_saves=jax.default_backend() == 'cpu')
   summary_writer = None
   try:  # On a failure too, an asynchronous save in flight must finish, not be lost.
-    state, progress, kept = restore_or_init(config, mesh, checkpointer)
+    state, progress, kept = restore_or_init(config, mesh, checkpointer, runner)
     runner = runner.checked(state, progress)  # The kernel proves itself before it is relied on.
     summary_writer = open_summaries(config, workdir, progress.history)
-    val_batches = device_eval_batches(mesh, data.val_images, data.val_labels,
-                                      config.eval_batch_size)
-    if val_batches:  # Compile validation now, so that epoch timings exclude compilation.
-      start = time.perf_counter()
-      jax.block_until_ready(ts.eval_step_stacked(state, val_batches[0]))
-      runner.compile_seconds += time.perf_counter() - start
+    val_batches, test_batches = (
+        device_eval_batches(mesh, images, labels, config.eval_batch_size)
+        for images, labels in ((data.val_images, data.val_labels),
+                               (data.test_images, data.test_labels)))
+    # Evaluation's one program compiled now: epoch timings exclude compilation.
+    start = time.perf_counter()
+    jax.block_until_ready(ts.eval_and_predict_stacked(state, (val_batches or test_batches)[0]))
+    runner.compile_seconds += time.perf_counter() - start
     state, kept = train_loop(config, workdir, state=state, progress=progress, kept=kept,
                              runner=runner, checkpointer=checkpointer,
                              num_train=len(data.train_labels), val_batches=val_batches,
-                             summary_writer=summary_writer)
+                             summary_writer=summary_writer, while_training=while_training)
   except BaseException:
     if summary_writer:
       summary_writer.close()
@@ -362,8 +378,7 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs):
   if kept is not None:
     state = state.replace(params=kept)
   t_eval = time.perf_counter()
-  tests, probs = evaluate(state, device_eval_batches(
-      mesh, data.test_images, data.test_labels, config.eval_batch_size), True)
+  tests, probs = evaluate(state, test_batches, True)
   timings = _timings(config, runner=runner, progress=progress, num_train=len(data.train_labels),
                      eval_seconds=time.perf_counter() - t_eval,
                      checkpoint_seconds=checkpointer.waited_seconds)

@@ -14,7 +14,7 @@ MAX_FUNCTION_LINES = 60
 # Entry points whose `--help` and `--dry_run` answer before JAX is imported: their
 # main path may import the library inside a function (the graph must stay acyclic).
 ENTRY_POINTS = ('main', 'predict')
-# A worker process's entry: it sets JAX_PLATFORMS before it imports JAX (sweep --outputs_at_end).
+# A worker process's entry: it sets JAX_PLATFORMS before it imports JAX (the sweep's drawing worker).
 WORKER_ENTRIES = ('sweep_outputs',)
 
 

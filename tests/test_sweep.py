@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
+import time
 
 import pytest
 
@@ -19,6 +19,7 @@ from digits_jax import figures
 from digits_jax import preemption
 from digits_jax import html_page
 from digits_jax import sweep_figures
+from digits_jax import sweep_outputs
 from digits_jax import sweep_report
 from digits_jax import outputs
 from digits_jax import results as results_lib
@@ -157,53 +158,111 @@ def test_every_runs_figures_and_report_are_written_when_the_sweep_returns(swept)
       assert os.path.getsize(os.path.join(workdir(swept, name), file)) > 0, (name, file)
 
 
-@pytest.mark.slow
-def test_outputs_are_drawn_in_the_background_and_their_failure_reported(tmp_path,
-                                                                          monkeypatch):
-  """With background_outputs, each run's outputs are written by the worker thread after
-  its run returned (while the next trains); a failure there marks that run failed and the
-  others go on."""
-  events = []
+def process_state(pid):
+  """The one-letter state of process `pid` (/proc/PID/stat): 'T' when stopped."""
+  with open(f'/proc/{pid}/stat', encoding='ascii') as f:
+    return f.read().rsplit(')', 1)[1].split()[0]
 
-  def fake_train(config, workdir, write_outputs):
-    events.append(('trained', config.name))
+
+@pytest.mark.slow  # A worker process imports JAX and matplotlib (seconds).
+def test_the_worker_draws_cells_in_its_own_process_pauses_and_reports_failures(swept,
+                                                                              tmp_path):
+  """Issue 22 item 9: sweep_outputs.OutputWorker draws a handed cell's outputs in another
+  process, from the files its run saved; `paused` stops that process (training takes every
+  core); a cell it cannot draw is reported with its reason, the others are drawn."""
+  cell = str(tmp_path / 'cell')
+  shutil.copytree(workdir(swept, 'v2'), cell)
+  drawn = [*figures.FILES.values(), html_page.REPORT]
+  for name in drawn:
+    os.remove(os.path.join(cell, name))
+  empty = str(tmp_path / 'empty')
+  os.mkdir(empty)
+  worker = sweep_outputs.OutputWorker()
+  for folder in (cell, empty):
+    worker.write_outputs(None, folder, None)
+  worker.start()
+  while not worker._pid.value:  # pylint: disable=protected-access
+    time.sleep(0.01)
+  pid = worker._pid.value  # pylint: disable=protected-access
+  assert pid != os.getpid()
+  with worker.paused():
+    assert process_state(pid) == 'T'
+  assert process_state(pid) != 'T'
+  failed = worker.close()
+  assert list(failed) == [empty] and 'config.json' in failed[empty]
+  for name in drawn:
+    assert os.path.getsize(os.path.join(cell, name)) > 0, name
+  assert not worker._process.is_alive()  # pylint: disable=protected-access
+
+
+class RecordingWorker(sweep_outputs.OutputWorker):
+  """Stands for a started OutputWorker: records what the sweep hands it and when."""
+
+  def __init__(self, events):  # pylint: disable=super-init-not-called  (no process)
+    self.events = events
+
+  def write_outputs(self, config, workdir, data, *, summary_writer=None, res=None):
+    del workdir, data, summary_writer, res
+    self.events.append(('taken', config.name))
+
+  def paused(self):
+    self.events.append(('paused',))
+    return contextlib.nullcontext()
+
+  def start(self):
+    self.events.append(('handed',))
+
+  def failures(self):
+    return {}
+
+  def close(self):
+    self.events.append(('closed',))
+    return {os.path.join(self.dir, 'v1_mnist'): 'ValueError: no room for the legend'}
+
+
+def test_the_sweep_hands_each_cell_after_its_run_and_reports_drawing_failures(
+    tmp_path, monkeypatch):
+  """Each run's outputs go to the worker after the run returned (it released its
+  workdir), the worker pauses while runs train, and a failure it reports marks that run
+  failed while the others stand; the sweep's report comes after every drawing."""
+  events = []
+  worker = RecordingWorker(events)
+  worker.dir = str(tmp_path)
+
+  def fake_train(config, workdir, write_outputs, while_training):
+    with while_training():
+      events.append(('trained', config.name))
     write_outputs(config, workdir, data=None, summary_writer=None, res=None)
     events.append(('returned', config.name))
 
-  def fake_write_outputs(config, workdir, data, *, summary_writer, res):
-    del workdir, data, summary_writer, res
-    assert threading.current_thread() is not threading.main_thread()
-    events.append(('drawn', config.name))
-    if config.name == 'v1':
-      raise ValueError('no room for the legend')
-
   monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
-  monkeypatch.setattr(outputs, 'write_outputs', fake_write_outputs)
   monkeypatch.setattr(sweep_report, 'write_sweep_report', lambda d: events.append(('report',)))
   with pytest.raises(sweep.SweepError, match='v1_mnist: failed: writing its outputs: '
                      'ValueError: no room for the legend') as error:
-    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], background_outputs=True)
+    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], output_worker=worker)
   assert 'default_mnist' not in str(error.value) and 'v2_mnist' not in str(error.value)
   for name in CONFIGS:
-    assert events.index(('returned', name)) < events.index(('drawn', name))
-  assert events[-1] == ('report',)  # After every output was written.
+    k = events.index(('trained', name))
+    assert events[k - 1:k + 4] == [('paused',), ('trained', name), ('taken', name),
+                                   ('returned', name), ('handed',)]
+  assert events[-2:] == [('closed',), ('report',)]
 
 
-@pytest.mark.slow
-def test_a_stopped_sweep_still_writes_the_finished_runs_outputs(tmp_path, monkeypatch):
-  drawn = []
+def test_a_stopped_sweep_still_draws_the_finished_runs_outputs(tmp_path, monkeypatch):
+  events = []
+  worker = RecordingWorker(events)
+  worker.dir = str(tmp_path)
 
-  def fake_train(config, workdir, write_outputs):
+  def fake_train(config, workdir, write_outputs, while_training):
+    del while_training
     if config.name == 'v1':
       raise preemption.StopRequested('SIGTERM received', signum=15)
     write_outputs(config, workdir, data=None, summary_writer=None, res=None)
 
   monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
-  monkeypatch.setattr(outputs, 'write_outputs',
-                      lambda config, *a, **k: drawn.append(config.name))
   with pytest.raises(preemption.StopRequested):
-    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], background_outputs=True)
-  assert drawn == ['default']
+    quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], output_worker=worker)
+  assert events == [('taken', 'default'), ('handed',), ('closed',)]
 
 
 def test_rerun_skips_finished_runs(swept):
@@ -464,7 +523,7 @@ def test_vary_without_the_base_value_adds_the_base_as_reference(tiny_data, tmp_p
   sweep_dir = str(tmp_path / 'lr')
   status, _ = quiet(sweep.run_sweep, (), ['mnist'], sweep_dir,
                     tiny_overrides(tiny_data, num_epochs=1) + ['tensorboard=true'],
-                    vary=sweep.parse_vary(['learning_rate=0.01,0.1']), outputs_at_end=True)
+                    vary=sweep.parse_vary(['learning_rate=0.01,0.1']))
   assert [os.path.basename(w) for w in status] == [
       'learning_rate-0.001_mnist', 'learning_rate-0.01_mnist', 'learning_rate-0.1_mnist']
   assert results_lib.read_json(os.path.join(sweep_dir, 'sweep.json'))['reference'] == (
@@ -486,7 +545,7 @@ def test_vary_without_the_base_value_adds_the_base_as_reference(tiny_data, tmp_p
   assert 'Train seconds are not plotted' in text and '<th>learning_rate</th>' in text
   assert not os.path.exists(os.path.join(sweep_dir, sweep_report.SWEEP_FIGURES['params']))
   assert os.path.exists(os.path.join(sweep_dir, sweep_report.SWEEP_FIGURES['vary']))
-  for workdir in status:  # Drawn at the end (outputs_at_end), by other processes.
+  for workdir in status:  # Drawn by the sweep's worker process (sweep_outputs.py).
     for name in ('report.html', 'curves.png', 'confusion.png', 'recognized.png', 'log.txt'):
       assert os.path.getsize(os.path.join(workdir, name)) > 0, (workdir, name)
     assert len(os.listdir(os.path.join(workdir, 'tensorboard'))) == 1

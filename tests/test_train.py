@@ -1,5 +1,6 @@
 """End to end: the real entry point on tiny data writes every result, consistently."""
 
+import contextlib
 import csv
 import json
 import os
@@ -159,3 +160,31 @@ def test_no_validation_split_gives_strict_json(tiny_data, tmp_path, capsys):
   assert res['num_val'] == 0 and res['best_val_accuracy'] is None
   assert res['num_train'] == 600
   assert 'Epoch 2/2 - loss:' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('cpu_kernel', ['off', 'auto'])
+def test_nothing_compiles_while_training_steps_run(tiny_data, tmp_path, cpu_kernel):
+  """Issue 22 item 9: a sweep stops its drawing worker inside `while_training` (training
+  takes every core), so everything that compiles (the blocks, both block lengths; the
+  evaluation) compiles before it is entered, where the worker can use the idle core."""
+  compiled, inside, entered = [], [False], []
+  listener = lambda event, seconds, **kw: compiled.append((event, inside[0]))
+  jax.monitoring.register_event_duration_secs_listener(listener)
+
+  @contextlib.contextmanager
+  def while_training():
+    inside[0] = True
+    entered.append(1)
+    try:
+      yield
+    finally:
+      inside[0] = False
+
+  config = tiny_config(tiny_data, cpu_kernel=cpu_kernel, steps_per_call=7, num_epochs=2,
+                       hidden_units=24)  # A model of its own: its programs are new here.
+  try:
+    train.train_and_evaluate(config, str(tmp_path / 'run'), while_training=while_training)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  backend = [inside for event, inside in compiled if event.endswith('backend_compile_duration')]
+  assert len(entered) == 2 and backend and not any(backend)
