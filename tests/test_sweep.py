@@ -203,6 +203,8 @@ def test_the_worker_draws_cells_in_its_own_process_pauses_and_reports_failures(s
   assert list(failed) == [empty] and 'config.json' in failed[empty]
   for name in drawn:
     assert os.path.getsize(os.path.join(cell, name)) > 0, name
+  log = open(os.path.join(cell, 'log.txt'), encoding='utf-8').read().splitlines()
+  assert log[-1].startswith('Drew, once the run had ended: ') and 'report.html' in log[-1]
   assert not worker._process.is_alive()  # pylint: disable=protected-access
 
 
