@@ -14,11 +14,15 @@ from digits_jax import run_report
 from digits_jax import summaries
 
 
+def drawn_file_names():
+  """Names of what `write_outputs` writes: figures, the report and TensorBoard's folder."""
+  return {*figures.FILES.values(), html_page.REPORT, summaries.LOGDIR}
+
+
 def run_file_names():
-  """Names of what a run writes into its workdir besides checkpoints: result files,
-  figures, the report and TensorBoard's folder."""
-  return {*results_lib.FILES.values(), *figures.FILES.values(), html_page.REPORT,
-          summaries.LOGDIR}
+  """Names of what a run writes into its workdir besides checkpoints: result files and
+  what is drawn from them."""
+  return {*results_lib.FILES.values(), *drawn_file_names()}
 
 
 def write_outputs(config, workdir, data, *, summary_writer=None, res=None):

@@ -47,14 +47,13 @@ def draw_cell(workdir):
   # Imported here, after _init_worker in a worker: JAX reads JAX_PLATFORMS on import.
   # pylint: disable=g-import-not-at-top
   from digits_jax import config_files, input_pipeline, outputs, storage, sweep_console
-  from digits_jax import results as results_lib
   from digits_jax import workdir as workdir_lib
   try:
     config = config_files.read_run_config(workdir)
     with sweep_console.cell_log(workdir), storage.explained(workdir), \
         workdir_lib.WorkdirLock(workdir):
       outputs.write_outputs(config, workdir, input_pipeline.load(config))
-      drawn = sorted(n for n in outputs.run_file_names() - set(results_lib.FILES.values())
+      drawn = sorted(n for n in outputs.drawn_file_names()
                      if os.path.exists(os.path.join(workdir, n)))
       print(f'Drew, once the run had ended: {", ".join(drawn)}.')  # Into the cell's log.
   except (storage.StorageError, workdir_lib.WorkdirInUseError) as e:

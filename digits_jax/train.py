@@ -361,7 +361,7 @@ def _train_locked(config, workdir, *, data, fresh, t0, write_outputs, while_trai
         device_eval_batches(mesh, images, labels, config.eval_batch_size)
         for images, labels in ((data.val_images, data.val_labels),
                                (data.test_images, data.test_labels)))
-    # Evaluation's one program compiled now: epoch timings exclude compilation.
+    # Evaluation compiled now (validation and test share it where batch sizes agree).
     start = time.perf_counter()
     jax.block_until_ready(ts.eval_and_predict_stacked(state, (val_batches or test_batches)[0]))
     runner.compile_seconds += time.perf_counter() - start
