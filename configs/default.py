@@ -73,7 +73,8 @@ def get_config(dataset=None):
   config.num_misclassified_show = 5  # First K misclassified test images drawn.
 
   # Checkpoints and bookkeeping.
-  config.checkpoint_every_epochs = 1  # Save a checkpoint every this many epochs.
+  config.checkpoint_every_epochs = 1  # Save a checkpoint every this many epochs,
+  config.checkpoint_min_interval_seconds = 10.0  # but not within this long of the last.
   config.max_checkpoints_to_keep = 2  # Older checkpoints are deleted.
   config.progress_bar = True  # Per-epoch progress bar (only shown on a terminal).
   config.tensorboard = True  # Write TensorBoard scalars and images to workdir/tensorboard.

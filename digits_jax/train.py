@@ -43,7 +43,7 @@ from digits_jax import workdir as workdir_lib
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
-  """The training loss became NaN or infinite; the last good checkpoint is kept."""
+  """The training loss became NaN or infinite; the checkpoints saved before are kept."""
 
 
 # Failures caused by the inputs, reported as one clear line (no traceback) by the entry
@@ -100,8 +100,9 @@ class Progress:
         sums[k] += float(block_sums[k][r])
     if not all(math.isfinite(s['loss']) for s, a in zip(self.sums, active) if a):
       raise NonFiniteLossError(
-          'the training loss became non-finite (NaN or inf); training stopped and the last '
-          'good checkpoint was kept. Lower config.learning_rate or check the input data.')
+          'the training loss became non-finite (NaN or inf); training stopped, and the '
+          'checkpoints saved before it were kept. Lower config.learning_rate or check the '
+          'input data.')
 
   def close_epoch(self, vals, *, seeds, active, extra_seconds):
     """Records the finished epoch (each replica's validation metrics `vals`) for the
@@ -229,6 +230,15 @@ def finish_epoch(state, progress, *, val_batches, config, workdir, summary_write
   return records
 
 
+def checkpoint_due(config, epoch, seconds_since_save):
+  """Whether the end of `epoch` saves a checkpoint: every config.checkpoint_every_epochs
+  epochs, once config.checkpoint_min_interval_seconds have passed since the last save (on
+  any process, so all agree). Short epochs then do not pay a save each (about 40 ms in
+  orbax however small the state); the last epoch and a stop signal always save."""
+  return epoch % config.checkpoint_every_epochs == 0 and parallel.any_process(
+      seconds_since_save >= config.checkpoint_min_interval_seconds)
+
+
 def train_loop(config, workdir, *, state, progress, kept, runner, checkpointer, num_train,
                val_batches, summary_writer=None, while_training=contextlib.nullcontext):
   """Runs the remaining epochs, saving checkpoints; raises StopRequested on a signal.
@@ -238,6 +248,7 @@ def train_loop(config, workdir, *, state, progress, kept, runner, checkpointer, 
   each epoch with the parameters each replica is to be evaluated with (best_epoch.py).
   """
   seeds, patience = ts.seeds_of(config), config.early_stopping_patience
+  saved_at = time.monotonic()  # Resuming counts as a save: the interval starts here.
   with preemption.GracefulStop() as stop:
     while progress.epoch < config.num_epochs and any(
         best_epoch.active(progress.history, seeds, patience)):
@@ -252,10 +263,11 @@ def train_loop(config, workdir, *, state, progress, kept, runner, checkpointer, 
                                                     restore_best=config.restore_best),
                                  state.params, kept)
       stopping = unfinished or parallel.any_process(stop.requested)  # Same on all hosts.
-      if (stopping or progress.epoch % config.checkpoint_every_epochs == 0
-          or progress.epoch == config.num_epochs
-          or not any(best_epoch.active(progress.history, seeds, patience))):
+      if (stopping or progress.epoch == config.num_epochs
+          or not any(best_epoch.active(progress.history, seeds, patience))
+          or checkpoint_due(config, progress.epoch, time.monotonic() - saved_at)):
         checkpointer.save(int(state.step[0]), state, progress.to_saved(), kept)
+        saved_at = time.monotonic()
       if stopping:
         checkpointer.close()
         where = (f'epoch {progress.epoch + 1}, step {progress.step_in_epoch}' if unfinished

@@ -6,6 +6,7 @@ value and what is allowed. The allowed values come from where they are interpret
 train_state, kernel modes from cpu_kernel).
 """
 
+import math
 import os
 import shutil
 
@@ -114,6 +115,8 @@ def check_fields(config):
                     'validation accuracy, and config.validation_split=0 leaves none: set '
                     'config.validation_split > 0 (e.g. 0.2) or turn them off.')
   _number_in(config, 'validation_split', 0.0, 1.0, problems)
+  _number_in(config, 'checkpoint_min_interval_seconds', 0.0, math.inf, problems,
+             high_open=False)
   _float32_positive(config, 'learning_rate', problems)
   _number_in(config, 'b1', 0.0, 1.0, problems)
   _number_in(config, 'b2', 0.0, 1.0, problems)

@@ -40,8 +40,8 @@ LOCK_FILE = '.lock'
 RESUMABLE_FIELDS = frozenset({
     'name', 'num_epochs', 'data_source', 'data_dir', 'verify_checksums', 'steps_per_call',
     'data_on_device', 'eval_batch_size', 'cpu_kernel', 'num_show', 'test_indices',
-    'num_misclassified_show', 'checkpoint_every_epochs', 'max_checkpoints_to_keep',
-    'progress_bar', 'tensorboard', 'write_report'})
+    'num_misclassified_show', 'checkpoint_every_epochs', 'checkpoint_min_interval_seconds',
+    'max_checkpoints_to_keep', 'progress_bar', 'tensorboard', 'write_report'})
 
 
 class WorkdirMismatchError(errors.UserError, ValueError):

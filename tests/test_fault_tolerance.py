@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import (REPO, TINY_FLAGS, config_flags, epoch_seconds, tiny_config,
-                     write_tiny_dataset)
+from helpers import (REPO, TINY_FLAGS, config_flags, epoch_seconds, run_outcome,
+                     tiny_config, write_tiny_dataset)
 from digits_jax import checkpoint
 from digits_jax import results
 from digits_jax import steps
@@ -23,7 +23,10 @@ from digits_jax import train
 from digits_jax import workdir as workdir_lib
 
 # Long enough epochs (2,400 single-step calls) for a signal to land inside epoch 2.
-LONG = dict(TINY_FLAGS, num_epochs=3, batch_size=2, steps_per_call=1)
+# A checkpoint after every epoch (the default interval would skip those of short epochs), so
+# that a kill in epoch 2 resumes from epoch 1's.
+LONG = dict(TINY_FLAGS, num_epochs=3, batch_size=2, steps_per_call=1,
+            checkpoint_min_interval_seconds=0)
 
 
 @pytest.fixture(scope='module')
@@ -132,9 +135,61 @@ def test_same_seed_same_run_other_seed_other_run(tiny_data, tmp_path):
   assert runs['a'][0] != runs['c'][0]
 
 
+def test_checkpoint_due_every_n_epochs_once_the_interval_has_passed():
+  config = tiny_config('unused', checkpoint_every_epochs=2, checkpoint_min_interval_seconds=10)
+  assert train.checkpoint_due(config, 2, 10.0) and train.checkpoint_due(config, 4, 60.0)
+  assert not train.checkpoint_due(config, 2, 9.9)  # Too soon after the last save.
+  assert not train.checkpoint_due(config, 3, 60.0)  # Not an epoch that saves.
+  config.checkpoint_min_interval_seconds = 0
+  assert train.checkpoint_due(config, 2, 0.0)
+
+
+@pytest.mark.parametrize('interval, saved_epochs', [(0, [1, 2, 3]), (float('inf'), [3])])
+def test_the_interval_skips_saves_but_never_the_last_epoch(tiny_data, tmp_path, monkeypatch,
+                                                          interval, saved_epochs):
+  saves, real_save = [], checkpoint.Checkpointer.save
+  def save(self, step, state, progress, kept_params=None):
+    saves.append(progress['epoch'])
+    real_save(self, step, state, progress, kept_params)
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save)
+  train.train_and_evaluate(
+      tiny_config(tiny_data, num_epochs=3, checkpoint_min_interval_seconds=interval),
+      str(tmp_path / 'run'))
+  assert saves == saved_epochs
+
+
+class _Killed(Exception):
+  """Stands for a kill: raised once the accuracy log has epochs that no checkpoint has."""
+
+
+def test_resume_from_a_checkpoint_older_than_the_log_is_identical(tiny_data, tmp_path,
+                                                                 monkeypatch):
+  """With the interval, a killed run's history.csv runs past its last checkpoint: the
+  rerun replays those epochs to exactly the uninterrupted result."""
+  config = tiny_config(tiny_data, num_epochs=4)
+  train.train_and_evaluate(config, str(tmp_path / 'ref'))
+  workdir, real_write = str(tmp_path / 'run'), results.write_history
+  def write_history(where, history):
+    real_write(where, history)
+    if len(history) == 3:
+      raise _Killed
+  with monkeypatch.context() as patch:
+    patch.setattr(train, 'checkpoint_due', lambda config, epoch, seconds: epoch == 1)
+    patch.setattr(results, 'write_history', write_history)
+    with pytest.raises(_Killed):
+      train.train_and_evaluate(config, workdir)
+  assert len(results.read_history(workdir)) == 3
+  assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == 15
+  train.train_and_evaluate(config, workdir)
+  got, want = run_outcome(workdir), run_outcome(str(tmp_path / 'ref'))
+  assert got[0] == want[0]
+  jax.tree.map(np.testing.assert_array_equal, got[1], want[1])
+  np.testing.assert_array_equal(got[2], want[2])
+
+
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monkeypatch):
   workdir = str(tmp_path / 'run')
-  config = tiny_config(tiny_data, num_epochs=3)
+  config = tiny_config(tiny_data, num_epochs=3, checkpoint_min_interval_seconds=0)
   real_run = steps.BlockRunner.run
   calls = {'n': 0}
 
@@ -146,7 +201,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monke
     return state, sums
 
   monkeypatch.setattr(steps.BlockRunner, 'run', poisoned)
-  with pytest.raises(train.NonFiniteLossError, match='non-finite.*last good checkpoint'):
+  with pytest.raises(train.NonFiniteLossError, match='non-finite.*checkpoints saved before it were kept'):
     train.train_and_evaluate(config, workdir)
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
   assert len(results.read_history(workdir)) == 1
