@@ -38,25 +38,27 @@ def save(fig, path):
 
 
 def png(fig):
-  """The figure's PNG bytes (it is closed), cropped to its artists' tight box plus
-  PAD_INCHES as savefig(bbox_inches='tight') crops, but drawn once (savefig lays the
-  figure out to measure it, then again to draw it; a sweep draws hundreds). The margin
-  beyond the canvas is the figure's colour; a figure drawn beyond its canvas goes through
-  savefig, which can reach what the canvas cut off."""
+  """The figure's PNG bytes (it is closed), cropped to what is drawn plus PAD_INCHES, as
+  savefig(bbox_inches='tight') crops, but drawn once: savefig lays the figure out to
+  measure it, then again to draw it, and measuring the artists' box (get_tightbbox) costs
+  half a draw again; a sweep draws hundreds. The box is found in the drawn pixels, the
+  ones unlike the figure's colour. A drawing that reaches the canvas's edge may go beyond
+  it, so it goes through savefig, which can reach what the canvas cut off."""
   fig.set_dpi(DPI)
   fig.canvas.draw()
-  box = fig.get_tightbbox(fig.canvas.get_renderer())
   pixels = np.asarray(fig.canvas.buffer_rgba())
-  h, w = pixels.shape[:2]
+  background = np.round(np.asarray(matplotlib.colors.to_rgba(fig.get_facecolor())) * 255)
+  ink = (pixels != background.astype(np.uint8)).any(axis=2)
+  rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+  h, w = ink.shape
   buf = io.BytesIO()
-  if min(box.x0, box.y0) * DPI < -0.5 or box.x1 * DPI > w + 0.5 or box.y1 * DPI > h + 0.5:
+  if not len(rows) or rows[0] == 0 or cols[0] == 0 or rows[-1] == h - 1 or cols[-1] == w - 1:
     fig.savefig(buf, format='png', dpi=DPI, bbox_inches='tight', pad_inches=PAD_INCHES)
   else:
-    box = box.padded(PAD_INCHES)
-    x0, x1 = math.floor(box.x0 * DPI), math.ceil(box.x1 * DPI)
-    y0, y1 = h - math.ceil(box.y1 * DPI), h - math.floor(box.y0 * DPI)  # Rows from the top.
+    pad = round(PAD_INCHES * DPI)
+    y0, y1, x0, x1 = rows[0] - pad, rows[-1] + 1 + pad, cols[0] - pad, cols[-1] + 1 + pad
     out = np.empty((y1 - y0, x1 - x0, 4), np.uint8)
-    out[:] = np.round(np.asarray(matplotlib.colors.to_rgba(fig.get_facecolor())) * 255)
+    out[:] = background
     top, left = max(y0, 0), max(x0, 0)
     out[top - y0:min(y1, h) - y0, left - x0:min(x1, w) - x0] = pixels[top:y1, left:x1]
     PIL.Image.fromarray(out).save(buf, format='png')
@@ -158,17 +160,38 @@ def bar_label(ax, row, p):
     ax.text(p + 0.015, row, f'{p:.1%}', va='center', ha='left', fontsize=8)
 
 
+def text_inches(fig, texts, size):
+  """The width of the widest of `texts` at font `size`, in inches: room for tick labels
+  in a layout placed by hand (tight_layout measures every artist, a third of a figure's
+  drawing time)."""
+  renderer, prop = fig.canvas.get_renderer(), matplotlib.font_manager.FontProperties(size=size)
+  return max(renderer.get_text_width_height_descent(t, prop, ismath=False)[0]
+             for t in texts) / fig.dpi
+
+
+def add_axes_inches(fig, x, y, w, h):
+  """An axes at (x, y) from the figure's bottom left, w by h, all in inches."""
+  fig_w, fig_h = fig.get_size_inches()
+  return fig.add_axes([x / fig_w, y / fig_h, w / fig_w, h / fig_h])
+
+
+RECOGNIZED_ROW = 2.3  # Inches per recognised image: its bars, their title and x labels.
+
+
 def recognized(images, records, class_names, path, note=''):
   """Each chosen test image beside its 10 output probabilities (lab step 8), as horizontal
   bars so that every class name reads level, each bar with its value.
 
-  `note` becomes the figure's title (which replica of a many-seed run is shown).
+  `note` becomes the figure's title (which replica of a many-seed run is shown). Drawn at
+  the size the report shows it (480 px wide), so its text is not shrunk.
   """
-  n = len(records)
-  # Drawn at the size the report shows it (480 px wide), so its text is not shrunk.
-  fig, axes = plt.subplots(n, 2, figsize=(4.8, 2.3 * n + 0.2), squeeze=False,
-                           gridspec_kw={'width_ratios': [1, 2.8]})
-  for (ax_img, ax_bar), rec in zip(axes, records):
+  width, n = 4.8, len(records)
+  fig = plt.figure(figsize=(width, RECOGNIZED_ROW * n + (0.4 if note else 0.05)))
+  bars_x = 1.4 + text_inches(fig, class_names, 8)  # Image, gap, class names, ticks.
+  for k, rec in enumerate(records):
+    bottom = RECOGNIZED_ROW * (n - 1 - k)
+    ax_img = add_axes_inches(fig, 0.15, bottom + 0.62, 1.0, 1.0)
+    ax_bar = add_axes_inches(fig, bars_x, bottom + 0.36, width - 0.15 - bars_x, 1.63)
     ok = rec['predicted'] == rec['true']
     ax_img.imshow(images[rec['index']], cmap='binary', vmin=0, vmax=255)
     ax_img.axis('off')
@@ -193,8 +216,8 @@ def recognized(images, records, class_names, path, note=''):
                      f'{"" if ok else "  WRONG"}', fontsize=9,
                      color='black' if ok else '#e63946')
   if note:
-    fig.suptitle(f'Recognised test images{note}', fontsize=10)
-  fig.tight_layout()
+    fig.suptitle(f'Recognised test images{note}', fontsize=10, y=1 - 0.1 / fig.get_figheight(),
+                 va='top')
   save(fig, path)
 
 
@@ -230,8 +253,9 @@ def curves(history, path):
   groups = _by_seed(history)
   epochs = sorted({h['epoch'] for h in history})
   metrics = [m for m in ts.METRICS if not history or m.name in history[0]]
-  fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
-  for ax, key, label in zip(axes[0], [m.name for m in metrics], [m.title for m in metrics]):
+  fig = plt.figure(figsize=(5.1 * len(metrics) + 0.2, 3.6))  # Panels 4.4 in wide.
+  axes = [add_axes_inches(fig, 0.6 + 5.1 * k, 0.6, 4.4, 2.65) for k in range(len(metrics))]
+  for ax, key, label in zip(axes, [m.name for m in metrics], [m.title for m in metrics]):
     for column, style, name in ((key, 'o-', f'training {key}'),
                                 ('val_' + key, 's--', f'validation {key}')):
       values = np.full((len(groups), len(epochs)), np.nan)  # NaN: the seed had stopped.
@@ -252,7 +276,6 @@ def curves(history, path):
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
-  fig.tight_layout()
   save(fig, path)
 
 
@@ -268,10 +291,16 @@ def confusion(labels, predicted, class_names, path, note=''):
   few errors show beside the large diagonal), read off the colour bar; `note` is added to
   the title."""
   cm = confusion_matrix(labels, predicted, len(class_names))
-  fig, ax = plt.subplots(figsize=(9, 7.5))
+  fig = plt.figure(figsize=(9, 7.5))
+  long_names = len(class_names[0]) > 2
+  names_in = text_inches(fig, class_names, 10)
+  left = 0.5 + names_in + 0.15  # The y label, the class names, the ticks.
+  bottom = 0.45 + (0.5 * names_in if long_names else 0.15)  # Rotated 30 degrees: half high.
+  size = min(7.5 - bottom - 0.4, 9 - left - 1.3)  # Room for the title; for the colour bar.
+  ax = add_axes_inches(fig, left, bottom, size, size)
   norm = matplotlib.colors.SymLogNorm(linthresh=1, vmin=0, vmax=max(int(cm.max()), 1))
   image = ax.imshow(cm, cmap='Blues', norm=norm)
-  bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+  bar = fig.colorbar(image, cax=add_axes_inches(fig, left + size + 0.25, bottom, 0.3, size))
   bar.set_label('test images (log scale)')
   bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f'{x:,.0f}'))
   dark = np.asarray(norm(cm)) > 0.6  # The scale applied once: cell by cell it cost 0.1 s.
@@ -280,14 +309,13 @@ def confusion(labels, predicted, class_names, path, note=''):
       ax.text(p, t, str(cm[t, p]), ha='center', va='center', fontsize=9,
               color='white' if dark[t, p] else 'black')
   ax.set_xticks(range(len(class_names)))
-  ax.set_xticklabels(class_names, rotation=30 if len(class_names[0]) > 2 else 0,
-                     ha='right' if len(class_names[0]) > 2 else 'center', fontsize=10)
+  ax.set_xticklabels(class_names, rotation=30 if long_names else 0,
+                     ha='right' if long_names else 'center', fontsize=10)
   ax.set_yticks(range(len(class_names)))
   ax.set_yticklabels(class_names, fontsize=10)
   ax.set_xlabel('predicted')
   ax.set_ylabel('true')
   ax.set_title(f'Confusion matrix (test set){note}')
-  fig.tight_layout()
   save(fig, path)
 
 

@@ -103,10 +103,20 @@ def test_a_wide_table_scrolls_inside_the_page_in_a_browser(tmp_path):
   assert int(width.group(1)) <= 900
 
 
+def test_a_figure_drawn_beyond_its_canvas_keeps_what_lies_outside(tmp_path):
+  fig = plt.figure(figsize=(2, 1))
+  fig.text(0.5, 0.5, 'a line of text far wider than its figure of two inches', ha='center')
+  figures.save(fig, str(tmp_path / 'wide.png'))
+  wide = np.asarray(Image.open(tmp_path / 'wide.png').convert('L'))
+  assert wide.shape[1] > 300  # The canvas is 200 pixels wide; the text about 330.
+  dark = np.argwhere(wide < 128)
+  assert dark[:, 1].min() >= 5 and wide.shape[1] - 1 - dark[:, 1].max() >= 5
+
+
 def test_a_figure_is_cropped_like_savefig_tight_without_losing_what_was_drawn(tmp_path):
-  """figures.save draws once and crops to the artists' tight box plus 0.1 inch, as
-  savefig(bbox_inches='tight') does (which lays the figure out twice): the same size to a
-  pixel or two, with every dark pixel of the title, ticks and labels kept."""
+  """figures.save draws once and crops to the drawn pixels plus 0.1 inch, as
+  savefig(bbox_inches='tight') crops to the artists' box (laying the figure out twice):
+  the same size to a pixel or two, with every dark pixel of the title, ticks and labels kept."""
   def figure():
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([0, 1], [0, 1], color='black')
