@@ -129,7 +129,8 @@ class OutputWorker:
     return failed
 
   def discard(self):
-    """Stops a worker that was given nothing to draw (e.g. a sweep of one cell) at once."""
+    """Stops the worker at once: it has nothing left to draw (or was given nothing, e.g. in
+    a sweep of one cell)."""
     self._process.kill()
     self._process.join()
 
@@ -145,14 +146,13 @@ class OutputWorker:
         failed[workdir] = draw_cell(workdir)
     except queue.Empty:
       pass
-    self._tasks.put(None)
     while self._handed and self._process.is_alive():
       failed.update(self.failures(timeout=0.2))
     failed.update(self.failures(timeout=1))
+    self.discard()  # Nothing is left for it: killed, not waited for (its exit takes 0.5 s).
     for workdir in list(self._handed):  # The worker died (a signal): drawn here instead.
       self._handed.discard(workdir)
       failed[workdir] = draw_cell(workdir)
-    self._process.join()
     return {w: r for w, r in failed.items() if r}
 
 
