@@ -298,13 +298,6 @@ def _run_cell(config, workdir, tag, writer, spent, alone=False):
   return status
 
 
-def _note_output_failures(failed, status):
-  """Marks (and says) the runs whose figures, summaries or report could not be written."""
-  for workdir, reason in failed.items():
-    console.say(f'[sweep] writing the figures and report in {workdir} FAILED: {reason}')
-    status[workdir] = f'failed: writing its outputs: {reason}'
-
-
 def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, num_seeds=0,
               base=None, vary=None, sweep_report=True, output_worker=True):
   """Runs every (config, dataset) cell, then writes the comparison and the sweep report.
@@ -342,7 +335,7 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
   comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, seconds, spent = {}, {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
-  writer = sweep_outputs.for_sweep(output_worker, len(runs))
+  writer, prepared = sweep_outputs.for_sweep(output_worker, len(runs)), None
   try:
     for k, (workdir, config) in enumerate(runs, 1):
       cell_start = time.perf_counter()
@@ -351,18 +344,22 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
       seconds[workdir] = time.perf_counter() - cell_start
       if writer:
         writer.start()  # Its run released the workdir.
-        _note_output_failures(writer.failures(), status)
+        sweep_console.note_output_failures(writer.failures(), status)
+    if sweep_report:  # Its comparison and figures while the worker draws the last cells.
+      prepared = sweep_report_lib.prepare_sweep_report(sweep_dir)
   finally:  # An interrupted sweep draws its finished cells too: a rerun skips them.
     if writer:
-      _note_output_failures(writer.close(), status)
-  _finish(sweep_dir, runs, status, seconds, spent, start=start, sweep_report=sweep_report)
+      sweep_console.note_output_failures(writer.close(), status)
+  _finish(sweep_dir, runs, status, seconds, spent, start=start, prepared=prepared)
   return status
 
 
-def _finish(sweep_dir, runs, status, seconds, spent, *, start, sweep_report):
-  """Writes the comparison and report, prints the final table and the sweep's cost, and
-  raises SweepError if any run failed."""
-  path = sweep_report_lib.write_sweep_report(sweep_dir) if sweep_report else NO_REPORT
+def _finish(sweep_dir, runs, status, seconds, spent, *, start, prepared):
+  """Writes the report (`prepared` by sweep_report.prepare_sweep_report; None: no
+  report), prints the final table and the sweep's cost, and raises SweepError if any run
+  failed."""
+  path = (sweep_report_lib.write_sweep_report(sweep_dir, prepared) if prepared
+          else NO_REPORT)
   console.say(sweep_console.final_table(runs, status, seconds))
   console.say(sweep_console.closing(status, path, spent, time.perf_counter() - start))
   failed = {w: s for w, s in status.items() if s.startswith('failed')}

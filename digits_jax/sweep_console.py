@@ -85,3 +85,12 @@ def closing(status, report_path, spent, wall):
   return (f'[sweep] {len(status)} runs: {counts}. Report: {report_path}\n'
           f'[sweep] wall time {wall:.1f} s for {spent["train_seconds"]:.1f} s of training and '
           f'{spent["compile_seconds"]:.1f} s of compiling in the runs trained here{ratio}')
+
+
+def note_output_failures(failed, status):
+  """Marks in `status` (and says) the runs whose figures, summaries or report could not
+  be written: {workdir: reason} from sweep_outputs (whose worker only a one-process
+  sweep has: printed as is)."""
+  for workdir, reason in failed.items():
+    print(f'[sweep] writing the figures and report in {workdir} FAILED: {reason}', flush=True)
+    status[workdir] = f'failed: writing its outputs: {reason}'

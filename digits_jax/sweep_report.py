@@ -213,17 +213,27 @@ def sweep_sections(sweep, vary_cells):
   ]
 
 
-def write_sweep_report(sweep_dir):
+def prepare_sweep_report(sweep_dir):
+  """Writes comparison.csv/md, significance.csv and the sweep's figures, which need the
+  runs' result files but not their figures or pages: a sweep makes them while its worker
+  still draws the last runs'. Returns what write_sweep_report takes as `prepared`."""
+  sweep = read_sweep(sweep_dir)
+  return sweep, draw_sweep_figures(sweep)
+
+
+def write_sweep_report(sweep_dir, prepared=None):
   """Writes comparison.csv/md, significance.csv and report.html comparing a sweep's runs.
 
   Args:
     sweep_dir: a folder whose subfolders are runs (each with results.json when finished).
+    prepared: prepare_sweep_report(sweep_dir), made since the runs last changed (else
+      made here); the page links each run's own page that exists now.
 
   Returns:
     The path of sweep_dir/report.html.
   """
-  sweep = read_sweep(sweep_dir)
-  sections = sweep_sections(sweep, draw_sweep_figures(sweep))
+  sweep, vary_cells = prepared or prepare_sweep_report(sweep_dir)
+  sections = sweep_sections(sweep, vary_cells)
   titles = ', '.join(input_pipeline.title(d) for d in sweep.datasets)
   text = hp.page(f'Sweep: {len(sweep.rows)} cells ({titles or "none"})',
                  f'digits_jax sweep report - {os.path.abspath(sweep_dir)}', sections,

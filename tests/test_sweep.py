@@ -237,7 +237,8 @@ def test_the_sweep_hands_each_cell_after_its_run_and_reports_drawing_failures(
     tmp_path, monkeypatch):
   """Each run's outputs go to the worker after the run returned (it released its
   workdir), the worker pauses while runs train, and a failure it reports marks that run
-  failed while the others stand; the sweep's report comes after every drawing."""
+  failed while the others stand; the sweep's comparison and figures are made beside the
+  worker's last drawings, its page (linking the runs' pages) after every drawing."""
   events = []
   worker = RecordingWorker(events)
   worker.dir = str(tmp_path)
@@ -249,7 +250,10 @@ def test_the_sweep_hands_each_cell_after_its_run_and_reports_drawing_failures(
     events.append(('returned', config.name))
 
   monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
-  monkeypatch.setattr(sweep_report, 'write_sweep_report', lambda d: events.append(('report',)))
+  monkeypatch.setattr(sweep_report, 'prepare_sweep_report', lambda d: events.append(
+      ('prepared',)) or 'made')
+  monkeypatch.setattr(sweep_report, 'write_sweep_report', lambda d, prepared: events.append(
+      ('report', prepared)))
   with pytest.raises(sweep.SweepError, match='v1_mnist: failed: writing its outputs: '
                      'ValueError: no room for the legend') as error:
     quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], output_worker=worker)
@@ -258,7 +262,7 @@ def test_the_sweep_hands_each_cell_after_its_run_and_reports_drawing_failures(
     k = events.index(('trained', name))
     assert events[k - 1:k + 4] == [('paused',), ('trained', name), ('taken', name),
                                    ('returned', name), ('handed',)]
-  assert events[-2:] == [('closed',), ('report',)]
+  assert events[-3:] == [('prepared',), ('closed',), ('report', 'made')]
 
 
 def test_a_stopped_sweep_still_draws_the_finished_runs_outputs(tmp_path, monkeypatch):
