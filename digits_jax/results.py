@@ -196,9 +196,10 @@ def write_predictions(workdir, probabilities, labels, seeds=None):
   """
   buf = io.BytesIO()
   extra = {} if seeds is None else {'seeds': np.asarray(seeds, np.int64)}
-  np.savez_compressed(buf, probabilities=probabilities.astype(np.float32),
-                      labels=labels.astype(np.int32),
-                      predicted=probabilities.argmax(-1).astype(np.int32), **extra)
+  # Not savez_compressed: float probabilities shrink by a fifth for 14 ms a run.
+  np.savez(buf, probabilities=probabilities.astype(np.float32),
+           labels=labels.astype(np.int32),
+           predicted=probabilities.argmax(-1).astype(np.int32), **extra)
   write_bytes(os.path.join(workdir, FILES['predictions']), buf.getvalue())
 
 

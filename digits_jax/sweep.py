@@ -336,6 +336,8 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
   comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, seconds, spent = {}, {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
   writer, prepared = sweep_outputs.for_sweep(output_worker, len(runs)), None
+  if writer:  # Each dataset's, while the first cell compiles.
+    writer.warm_up({config.dataset: config for _, config in runs}.values())
   try:
     for k, (workdir, config) in enumerate(runs, 1):
       cell_start = time.perf_counter()

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from digits_jax import comparison
+from digits_jax import config_files
 from digits_jax import figures
 from digits_jax import preemption
 from digits_jax import html_page
@@ -189,6 +190,9 @@ def test_the_worker_draws_cells_in_its_own_process_pauses_and_reports_failures(s
   empty = str(tmp_path / 'empty')
   os.mkdir(empty)
   worker = sweep_outputs.OutputWorker()
+  broken = config_files.read_run_config(cell)
+  broken.data_dir = str(tmp_path / 'nowhere')  # A warm-up that cannot read its data.
+  worker.warm_up([config_files.read_run_config(cell), broken])
   for folder in (cell, empty):
     worker.write_outputs(None, folder, None)
   worker.start()
@@ -221,6 +225,9 @@ class RecordingWorker(sweep_outputs.OutputWorker):
   def paused(self):
     self.events.append(('paused',))
     return contextlib.nullcontext()
+
+  def warm_up(self, configs):
+    self.events.append(('warm', [c.dataset for c in configs]))
 
   def start(self):
     self.events.append(('handed',))
@@ -262,6 +269,7 @@ def test_the_sweep_hands_each_cell_after_its_run_and_reports_drawing_failures(
     k = events.index(('trained', name))
     assert events[k - 1:k + 4] == [('paused',), ('trained', name), ('taken', name),
                                    ('returned', name), ('handed',)]
+  assert events[0] == ('warm', ['mnist'])  # Before the first cell.
   assert events[-3:] == [('prepared',), ('closed',), ('report', 'made')]
 
 
@@ -279,7 +287,7 @@ def test_a_stopped_sweep_still_draws_the_finished_runs_outputs(tmp_path, monkeyp
   monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
   with pytest.raises(preemption.StopRequested):
     quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], output_worker=worker)
-  assert events == [('taken', 'default'), ('handed',), ('closed',)]
+  assert events == [('warm', ['mnist']), ('taken', 'default'), ('handed',), ('closed',)]
 
 
 def test_rerun_skips_finished_runs(swept):
