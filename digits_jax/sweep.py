@@ -335,7 +335,7 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
     runs, reference = plan(configs, datasets, sweep_dir, overrides, config_dir), 'default'
   comparison.write_sweep_info(sweep_dir, reference=reference, vary=vary or {})
   status, seconds, spent = {}, {}, {'train_seconds': 0.0, 'compile_seconds': 0.0}
-  writer, prepared = sweep_outputs.for_sweep(output_worker, len(runs)), None
+  writer = sweep_outputs.for_sweep(output_worker, len(runs))
   if writer:  # Each dataset's, while the first cell compiles.
     writer.warm_up({config.dataset: config for _, config in runs}.values())
   try:
@@ -347,21 +347,21 @@ def run_sweep(configs, datasets, sweep_dir, overrides=(), config_dir=None, *, nu
       if writer:
         writer.start()  # Its run released the workdir.
         sweep_console.note_output_failures(writer.failures(), status)
-    if sweep_report:  # Its comparison and figures while the worker draws the last cells.
-      prepared = sweep_report_lib.prepare_sweep_report(sweep_dir)
+    if writer and sweep_report:  # Beside the last cells' drawing.
+      writer.draw_sweep_figures(sweep_dir)
   finally:  # An interrupted sweep draws its finished cells too: a rerun skips them.
     if writer:
       sweep_console.note_output_failures(writer.close(), status)
-  _finish(sweep_dir, runs, status, seconds, spent, start=start, prepared=prepared)
+  _finish(sweep_dir, runs, status, seconds, spent, start=start, sweep_report=sweep_report,
+          figures_drawn=bool(writer and writer.sweep_figures_drawn))
   return status
 
 
-def _finish(sweep_dir, runs, status, seconds, spent, *, start, prepared):
-  """Writes the report (`prepared` by sweep_report.prepare_sweep_report; None: no
-  report), prints the final table and the sweep's cost, and raises SweepError if any run
-  failed."""
-  path = (sweep_report_lib.write_sweep_report(sweep_dir, prepared) if prepared
-          else NO_REPORT)
+def _finish(sweep_dir, runs, status, seconds, spent, *, start, sweep_report, figures_drawn):
+  """Writes the comparison and report (its figures unless `figures_drawn`), prints the
+  final table and the sweep's cost, and raises SweepError if any run failed."""
+  path = (sweep_report_lib.write_sweep_report(sweep_dir, draw_figures=not figures_drawn)
+          if sweep_report else NO_REPORT)
   console.say(sweep_console.final_table(runs, status, seconds))
   console.say(sweep_console.closing(status, path, spent, time.perf_counter() - start))
   failed = {w: s for w, s in status.items() if s.startswith('failed')}

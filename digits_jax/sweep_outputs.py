@@ -6,9 +6,10 @@ page), more than a short cell's training. While a cell compiles, evaluates and s
 sweep's process mostly keeps one core busy; the worker draws the cells handed to it on
 the other, at the lowest priority (nice 19), and is stopped (SIGSTOP) while training
 steps run, since those take every core. `sweep.main` starts it before importing JAX, so
-that both imports overlap. `close` draws in the sweep's own process whatever the worker
-has not taken (two cores at the end instead of one), waits for the rest, and redraws
-what a worker killed by a signal left. Every file a run writes is there when the sweep
+that both imports overlap, and warms it up on the sweep's datasets while the first cell
+compiles. The sweep's own comparison figures are queued behind the last cell. `close`
+does in the sweep's own process whatever the worker has not taken (two cores at the end
+instead of one), waits for the rest, and redoes what a worker killed by a signal left. Every file a run writes is there when the sweep
 ends, drawn from the files the run saved (config.json, results.json, predictions.npz,
 history.csv) as `python -m digits_jax.report --workdir=CELL` draws them; a cell's
 drawing failure is kept with its cell and reported, never lost.
@@ -66,10 +67,11 @@ def draw_cell(workdir):
 
 def warm_up(config):
   """Pays before the first cell what a process's first drawing pays once (0.45 s): the
-  config's dataset read and checked, matplotlib's first text, JAX's first program."""
-  # pylint: disable=g-import-not-at-top
+  config's dataset read and checked, matplotlib's first text, JAX's first program, the
+  sweep report's imports (scipy)."""
+  # pylint: disable=g-import-not-at-top,unused-import
   import jax
-  from digits_jax import figures, input_pipeline
+  from digits_jax import figures, input_pipeline, sweep_report
   try:
     input_pipeline.load(config)
   except Exception:  # pylint: disable=broad-except  (the cell's drawing reports it)
@@ -78,17 +80,32 @@ def warm_up(config):
   fig.text(0.5, 0.5, 'warm')
   figures.png(fig)
   jax.block_until_ready(jax.jit(lambda x: x + 1)(0))
+  return ''
+
+
+def draw_sweep_figures(sweep_dir):
+  """The sweep's comparison files and figures, which need its runs' result files only;
+  returns '' or the failure as one line."""
+  from digits_jax import sweep_report  # pylint: disable=g-import-not-at-top
+  try:
+    sweep_report.draw_sweep_figures(sweep_report.read_sweep(sweep_dir))
+  except Exception as e:  # pylint: disable=broad-except  (drawn again with the page)
+    return f'{type(e).__name__}: {e}'
+  return ''
+
+
+# What a task (kind, argument) does; each returns '' or a failure as one line.
+TASKS = {'draw': draw_cell, 'warm': warm_up, 'sweep_figures': draw_sweep_figures}
 
 
 def _serve(tasks, done, pid):
-  """The worker's loop: draws each workdir taken from `tasks`, putting (workdir, reason)
-  on `done`, and warms up on each config taken."""
+  """The worker's loop: does each task taken from `tasks`, putting (task, reason) on
+  `done` (but for warm-ups)."""
   _init_worker(pid)
   for task in iter(tasks.get, None):
-    if isinstance(task, str):
-      done.put((task, draw_cell(task)))
-    else:
-      warm_up(task)
+    reason = TASKS[task[0]](task[1])
+    if task[0] != 'warm':
+      done.put((task, reason))
 
 
 class OutputWorker:
@@ -102,7 +119,8 @@ class OutputWorker:
                                     name='sweep-outputs', daemon=True)
     self._process.start()  # Its imports overlap the first cell.
     self._staged = []  # Cells whose run may still hold its workdir.
-    self._handed = set()  # Cells handed to the worker, not reported yet.
+    self._handed = set()  # Tasks handed to the worker, not reported yet.
+    self.sweep_figures_drawn = False  # By `draw_sweep_figures`, at `close`.
 
   @contextlib.contextmanager
   def paused(self):
@@ -128,14 +146,22 @@ class OutputWorker:
   def warm_up(self, configs):
     """Has the worker read each config's dataset (and warm up) before the first cell."""
     for config in configs:
-      self._tasks.put(config)
+      self._tasks.put(('warm', config))
+
+  def _hand(self, task):
+    self._tasks.put(task)
+    self._handed.add(task)
 
   def start(self):
     """Hands the cells taken so far to the worker (call it once their runs returned)."""
     for workdir in self._staged:
-      self._tasks.put(workdir)
-      self._handed.add(workdir)
+      self._hand(('draw', workdir))
     self._staged = []
+
+  def draw_sweep_figures(self, sweep_dir):
+    """Has the sweep's comparison files and figures drawn at `close`, beside the last
+    cells' drawing (sweep_report.write_sweep_report then writes the page alone)."""
+    self._hand(('sweep_figures', sweep_dir))
 
   def failures(self, timeout=0):
     """{workdir: one-line reason} of the drawings that failed since the last call, among
@@ -143,14 +169,20 @@ class OutputWorker:
     failed = {}
     try:
       while self._handed:
-        workdir, reason = self._done.get(timeout=timeout)
-        self._handed.discard(workdir)
-        if reason:
-          failed[workdir] = reason
+        task, reason = self._done.get(timeout=timeout)
+        self._note(task, reason, failed)
         timeout = 0
     except queue.Empty:
       pass
     return failed
+
+  def _note(self, task, reason, failed):
+    """Records a handed task's outcome: a cell's failure into `failed`."""
+    self._handed.discard(task)
+    if task[0] == 'sweep_figures':
+      self.sweep_figures_drawn = not reason
+    elif reason:
+      failed[task[1]] = reason
 
   def discard(self):
     """Stops the worker at once: it has nothing left to draw (or was given nothing, e.g. in
@@ -159,25 +191,24 @@ class OutputWorker:
     self._process.join()
 
   def close(self):
-    """Draws here the cells the worker has not taken (two cores at the end instead of
-    one), waits for the others, stops the worker; returns the failures not reported yet."""
+    """Does here the tasks the worker has not taken (two cores at the end instead of one),
+    waits for the others, stops the worker; returns the cells' failures not reported yet.
+    A task that a worker killed by a signal left is done here too."""
     self.start()
     failed = {}
     try:
       while True:
-        workdir = self._tasks.get(timeout=0.05)
-        if isinstance(workdir, str):  # (Not a config to warm up on.)
-          self._handed.discard(workdir)
-          failed[workdir] = draw_cell(workdir)
+        task = self._tasks.get(timeout=0.05)
+        if task[0] != 'warm':
+          self._note(task, TASKS[task[0]](task[1]), failed)
     except queue.Empty:
       pass
     while self._handed and self._process.is_alive():
       failed.update(self.failures(timeout=0.2))
     failed.update(self.failures(timeout=1))
     self.discard()  # Nothing is left for it: killed, not waited for (its exit takes 0.5 s).
-    for workdir in list(self._handed):  # The worker died (a signal): drawn here instead.
-      self._handed.discard(workdir)
-      failed[workdir] = draw_cell(workdir)
+    for task in list(self._handed):  # The worker died (a signal).
+      self._note(task, TASKS[task[0]](task[1]), failed)
     return {w: r for w, r in failed.items() if r}
 
 

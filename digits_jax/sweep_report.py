@@ -124,9 +124,15 @@ def read_sweep(sweep_dir):
   return Sweep(sweep_dir, runs, vary, reference, reference_label, rows, names, cells, sig)
 
 
+def sweep_vary_cells(sweep):
+  """The cells of a --vary sweep by varied value (comparison.vary_cells), else []."""
+  return comparison.vary_cells(sweep.cells, sweep.vary) if sweep.vary and sweep.cells else []
+
+
 def draw_sweep_figures(sweep):
-  """The sweep's figures (none without finished runs); returns the --vary cells."""
-  vary_cells = comparison.vary_cells(sweep.cells, sweep.vary) if sweep.vary and sweep.cells else []
+  """The sweep's figures (none without finished runs); returns its vary_cells. They need
+  the runs' result files only, not their figures or pages."""
+  vary_cells = sweep_vary_cells(sweep)
   if not sweep.rows:
     return vary_cells
   titles, names = dataset_titles(), sweep.names
@@ -213,27 +219,20 @@ def sweep_sections(sweep, vary_cells):
   ]
 
 
-def prepare_sweep_report(sweep_dir):
-  """Writes comparison.csv/md, significance.csv and the sweep's figures, which need the
-  runs' result files but not their figures or pages: a sweep makes them while its worker
-  still draws the last runs'. Returns what write_sweep_report takes as `prepared`."""
-  sweep = read_sweep(sweep_dir)
-  return sweep, draw_sweep_figures(sweep)
-
-
-def write_sweep_report(sweep_dir, prepared=None):
+def write_sweep_report(sweep_dir, draw_figures=True):
   """Writes comparison.csv/md, significance.csv and report.html comparing a sweep's runs.
 
   Args:
     sweep_dir: a folder whose subfolders are runs (each with results.json when finished).
-    prepared: prepare_sweep_report(sweep_dir), made since the runs last changed (else
-      made here); the page links each run's own page that exists now.
+    draw_figures: False where the sweep's figures are drawn already from its runs' results
+      (a sweep's drawing worker draws them beside the last runs' figures).
 
   Returns:
     The path of sweep_dir/report.html.
   """
-  sweep, vary_cells = prepared or prepare_sweep_report(sweep_dir)
-  sections = sweep_sections(sweep, vary_cells)
+  sweep = read_sweep(sweep_dir)
+  sections = sweep_sections(sweep, draw_sweep_figures(sweep) if draw_figures
+                            else sweep_vary_cells(sweep))
   titles = ', '.join(input_pipeline.title(d) for d in sweep.datasets)
   text = hp.page(f'Sweep: {len(sweep.rows)} cells ({titles or "none"})',
                  f'digits_jax sweep report - {os.path.abspath(sweep_dir)}', sections,

@@ -189,6 +189,11 @@ def test_the_worker_draws_cells_in_its_own_process_pauses_and_reports_failures(s
     os.remove(os.path.join(cell, name))
   empty = str(tmp_path / 'empty')
   os.mkdir(empty)
+  sweep_dir = str(tmp_path / 'sweep')
+  shutil.copytree(swept['dir'], sweep_dir)
+  for name in sweep_report.SWEEP_FIGURES.values():
+    if os.path.exists(os.path.join(sweep_dir, name)):
+      os.remove(os.path.join(sweep_dir, name))
   worker = sweep_outputs.OutputWorker()
   broken = config_files.read_run_config(cell)
   broken.data_dir = str(tmp_path / 'nowhere')  # A warm-up that cannot read its data.
@@ -203,7 +208,11 @@ def test_the_worker_draws_cells_in_its_own_process_pauses_and_reports_failures(s
   with worker.paused():
     assert stopped_within(pid, True)
   assert stopped_within(pid, False)
+  worker.draw_sweep_figures(sweep_dir)
   failed = worker.close()
+  assert worker.sweep_figures_drawn
+  for key in ('means', 'curves'):
+    assert os.path.getsize(os.path.join(sweep_dir, sweep_report.SWEEP_FIGURES[key])) > 0
   assert list(failed) == [empty] and 'config.json' in failed[empty]
   for name in drawn:
     assert os.path.getsize(os.path.join(cell, name)) > 0, name
@@ -217,6 +226,11 @@ class RecordingWorker(sweep_outputs.OutputWorker):
 
   def __init__(self, events):  # pylint: disable=super-init-not-called  (no process)
     self.events = events
+    self.sweep_figures_drawn = False
+
+  def draw_sweep_figures(self, sweep_dir):
+    self.events.append(('sweep figures',))
+    self.sweep_figures_drawn = True
 
   def write_outputs(self, config, workdir, data, *, summary_writer=None, res=None):
     del workdir, data, summary_writer, res
@@ -245,7 +259,8 @@ def test_the_sweep_hands_each_cell_after_its_run_and_reports_drawing_failures(
   """Each run's outputs go to the worker after the run returned (it released its
   workdir), the worker pauses while runs train, and a failure it reports marks that run
   failed while the others stand; the sweep's comparison and figures are made beside the
-  worker's last drawings, its page (linking the runs' pages) after every drawing."""
+  worker's last drawings (by the worker), its page (linking the runs' pages) after every
+  drawing."""
   events = []
   worker = RecordingWorker(events)
   worker.dir = str(tmp_path)
@@ -257,10 +272,8 @@ def test_the_sweep_hands_each_cell_after_its_run_and_reports_drawing_failures(
     events.append(('returned', config.name))
 
   monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
-  monkeypatch.setattr(sweep_report, 'prepare_sweep_report', lambda d: events.append(
-      ('prepared',)) or 'made')
-  monkeypatch.setattr(sweep_report, 'write_sweep_report', lambda d, prepared: events.append(
-      ('report', prepared)))
+  monkeypatch.setattr(sweep_report, 'write_sweep_report', lambda d, draw_figures: events.append(
+      ('report', draw_figures)))
   with pytest.raises(sweep.SweepError, match='v1_mnist: failed: writing its outputs: '
                      'ValueError: no room for the legend') as error:
     quiet(sweep.run_sweep, CONFIGS, ['mnist'], str(tmp_path), [], output_worker=worker)
@@ -270,7 +283,7 @@ def test_the_sweep_hands_each_cell_after_its_run_and_reports_drawing_failures(
     assert events[k - 1:k + 4] == [('paused',), ('trained', name), ('taken', name),
                                    ('returned', name), ('handed',)]
   assert events[0] == ('warm', ['mnist'])  # Before the first cell.
-  assert events[-3:] == [('prepared',), ('closed',), ('report', 'made')]
+  assert events[-3:] == [('sweep figures',), ('closed',), ('report', False)]
 
 
 def test_a_stopped_sweep_still_draws_the_finished_runs_outputs(tmp_path, monkeypatch):
