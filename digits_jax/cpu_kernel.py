@@ -188,7 +188,8 @@ NEUTRAL = frozenset({
     'kernel_init', 'num_epochs', 'restore_best', 'early_stopping_patience',
     'eval_batch_size', 'num_show', 'test_indices', 'num_misclassified_show',
     'checkpoint_every_epochs', 'checkpoint_min_interval_seconds', 'max_checkpoints_to_keep',
-    'progress_bar', 'tensorboard', 'write_report', 'cnn'})  # cnn: the CNN's sizes (model='cnn', which the kernel refuses).
+    'progress_bar', 'tensorboard', 'write_report',
+    'cnn'})  # cnn: the CNN's sizes (model='cnn', which the kernel refuses).
 # The per-batch metric sums the kernel computes, in its output's column order.
 METRICS = ('loss', 'correct', 'count')
 

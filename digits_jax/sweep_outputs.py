@@ -9,10 +9,11 @@ steps run, since those take every core. `sweep.main` starts it before importing 
 that both imports overlap, and warms it up on the sweep's datasets while the first cell
 compiles. The sweep's own comparison figures are queued behind the last cell. `close`
 does in the sweep's own process whatever the worker has not taken (two cores at the end
-instead of one), waits for the rest, and redoes what a worker killed by a signal left. Every file a run writes is there when the sweep
-ends, drawn from the files the run saved (config.json, results.json, predictions.npz,
-history.csv) as `python -m digits_jax.report --workdir=CELL` draws them; a cell's
-drawing failure is kept with its cell and reported, never lost.
+instead of one), waits for the rest, and redoes what a worker killed by a signal left.
+Every file a run writes is there when the sweep ends, drawn from the files the run saved
+(config.json, results.json, predictions.npz, history.csv) as `python -m
+digits_jax.report --workdir=CELL` draws them; a cell's drawing failure is kept with its
+cell and reported, never lost.
 benchmarks/sweep_overhead.py measures it against drawing after each cell.
 """
 

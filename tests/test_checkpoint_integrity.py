@@ -84,7 +84,8 @@ DAMAGE = {
 def finished(tiny_data, tmp_path_factory):
   """A finished 3-epoch run and its outcome."""
   workdir = str(tmp_path_factory.mktemp('intact') / 'run')
-  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=3, checkpoint_min_interval_seconds=0), workdir)
+  train.train_and_evaluate(
+      tiny_config(tiny_data, num_epochs=3, checkpoint_min_interval_seconds=0), workdir)
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))) == [
       PREVIOUS, LATEST]
   return workdir, run_outcome(workdir)
@@ -103,7 +104,8 @@ def _damaged_copy(finished, tmp_path, damage, steps=(LATEST,)):
 def test_damaged_latest_checkpoint_falls_back_to_identical_results(
     kind, finished, tiny_data, tmp_path, capsys):
   workdir = _damaged_copy(finished, tmp_path, DAMAGE[kind])
-  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=3, checkpoint_min_interval_seconds=0), workdir)
+  train.train_and_evaluate(
+      tiny_config(tiny_data, num_epochs=3, checkpoint_min_interval_seconds=0), workdir)
   out = capsys.readouterr().out
   assert f'The checkpoint at step {LATEST} ' in out and 'moved it aside to' in out
   assert f'Resumed from the checkpoint at step {PREVIOUS}' in out

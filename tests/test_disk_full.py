@@ -77,8 +77,9 @@ def test_disk_full_ends_in_one_paragraph_and_the_rerun_resumes(
     return real(*args, **kwargs)
 
   monkeypatch.setattr(owner, name, filling_first)
-  with pytest.raises(storage.StorageError) as e:
-    train.train_and_evaluate(tiny_config(tiny_data, num_epochs=3), workdir)
+  config = tiny_config(tiny_data, num_epochs=3, checkpoint_min_interval_seconds=0)
+  with pytest.raises(storage.StorageError) as e:  # (A save after every epoch.)
+    train.train_and_evaluate(config, workdir)
   message = str(e.value)
   assert message.startswith(f'could not write to {workdir}') and '\n' not in message
   assert 'no space left on device' in message and 'free of 4.0 MB' in message
@@ -88,7 +89,7 @@ def test_disk_full_ends_in_one_paragraph_and_the_rerun_resumes(
   assert not leftovers  # Nothing half-written.
   monkeypatch.undo()
   os.remove(os.path.join(small_disk, 'filler'))
-  train.train_and_evaluate(tiny_config(tiny_data, num_epochs=3), workdir)
+  train.train_and_evaluate(config, workdir)
   outcome = run_outcome(workdir)
   assert outcome[0] == reference[0]
   jax.tree.map(np.testing.assert_array_equal, outcome[1], reference[1])
@@ -100,7 +101,7 @@ def test_entry_point_says_one_paragraph_on_a_full_disk_then_resumes(small_disk, 
   workdir = os.path.join(small_disk, 'run')
   # 16 kept checkpoints of 230 KB each cannot fit in 3 MB: a save fails mid-run.
   subprocess.run(['mount', '-o', 'remount,size=3m', small_disk], check=True)
-  many = dict(num_epochs=16, max_checkpoints_to_keep=16)
+  many = dict(num_epochs=16, max_checkpoints_to_keep=16, checkpoint_min_interval_seconds=0)
   proc = run_main(tiny_data, workdir, **many)
   assert proc.returncode == 1
   *before, last = proc.stderr.splitlines()

@@ -201,7 +201,8 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monke
     return state, sums
 
   monkeypatch.setattr(steps.BlockRunner, 'run', poisoned)
-  with pytest.raises(train.NonFiniteLossError, match='non-finite.*checkpoints saved before it were kept'):
+  with pytest.raises(train.NonFiniteLossError,
+                     match='non-finite.*checkpoints saved before it were kept'):
     train.train_and_evaluate(config, workdir)
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
   assert len(results.read_history(workdir)) == 1
